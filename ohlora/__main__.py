@@ -1,0 +1,5 @@
+"""Allows `python -m ohlora ...`."""
+
+from ohlora.cli import main
+
+main()

@@ -1,0 +1,206 @@
+"""The `ohlora` command line: each command parses its arguments and calls one library function."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ohlora.errors import OhloraError
+
+DEFAULT_USER = "default"
+CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
+
+
+class OhloraGroup(click.Group):
+    """Turns OhloraError into one line on stderr and exit code 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OhloraError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=OhloraGroup, context_settings=CONTEXT)
+@click.version_option(package_name="ohlora")
+def main():
+    """Oh-LoRA (오로라): a Korean persona chatbot with long-term memory.
+
+    Models, adapters and the memory database live in one home directory: $OHLORA_HOME, or the
+    platform's user data dir (see `ohlora home`). The embedded default model is Gemma 3 270M,
+    provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms).
+    """
+    # Idle OpenMP threads spin by default and slow a busy 2-core machine 3-6x; set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def user_option(f):
+    return click.option("--user", "-u", default=DEFAULT_USER, show_default=True,
+                        help="Whose memory is read and written.")(f)
+
+
+def chat_options(f):
+    options = [
+        click.option("--base", "-b", default=None,
+                     help="Base model: preset (gemma-3-270m, polyglot-ko-1.3b, gemma-2-2b), HF id or local dir. "
+                          "[default: gemma-3-270m]"),
+        click.option("--adapter", default=None, type=click.Path(file_okay=False, path_type=Path),
+                     help="LoRA adapter directory (its prompt_format.yaml is loaded with it)."),
+        click.option("--temperature", "-t", type=float, default=None, help="Sampling temperature [default: 0.6]."),
+        click.option("--max-new-tokens", type=int, default=None, help="Token limit per answer [default: 80]."),
+        click.option("--threshold", "memory_threshold", type=float, default=None,
+                     help="Cosine a memory must reach to be recalled [default: 0.6]."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="YAML file with chat settings (default: $OHLORA_HOME/config.yaml if present)."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _runtime(config_path, **overrides):
+    from ohlora.config import load_chat_config
+    from ohlora.runtime import build_runtime
+
+    return build_runtime(load_chat_config(config_path, **overrides))
+
+
+@main.command()
+@user_option
+@chat_options
+@click.option("--show-memory", is_flag=True, help="Print the recalled item with its score, and each stored item.")
+def chat(user, show_memory, config_path, **overrides):
+    """Chat with Oh-LoRA in the terminal (streams answers; /help lists commands)."""
+    from ohlora.memory.store import validate_user
+    from ohlora.terminal import chat_loop
+
+    user = validate_user(user)
+    rt = _runtime(config_path, **overrides)
+    click.echo(f"({rt.description} ready in {rt.load_seconds:.1f} s)", err=True)
+    try:
+        chat_loop(rt.engine, user, show_memory=show_memory)
+    except KeyboardInterrupt:
+        click.echo("\n안녕! 다음에 또 얘기하자 👋")
+    finally:
+        rt.store.close()
+
+
+@main.command()
+@user_option
+@chat_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per turn.")
+@click.argument("message")
+def ask(user, as_json, message, config_path, **overrides):
+    """Answer one MESSAGE and exit; with '-' read one message per line from stdin.
+
+    Memory carries over between the lines (same user). With --json each turn prints an object
+    with answer, finish_reason ("stop": stop phrase, "eos", "length": token limit, "fallback"),
+    recalled (item and score, or null) and stored (items stored this turn).
+    """
+    from ohlora.memory.store import validate_user
+    from ohlora.terminal import ask as ask_messages
+
+    user = validate_user(user)
+    messages = [m for m in (line.strip() for line in sys.stdin)] if message == "-" else [message]
+    if message == "-":
+        messages = [m for m in messages if m]
+    rt = _runtime(config_path, **overrides)
+    try:
+        failures = ask_messages(rt.engine, user, messages, as_json)
+    finally:
+        rt.store.close()
+    if failures:
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Model to prepare.")
+def prepare(base):
+    """Prepare a base model once (the embedded Gemma: assemble the GGUF, dequantize, cache)."""
+    from ohlora.models import resolve_base
+
+    spec = resolve_base(base)
+    click.echo(spec.location)
+
+
+@main.command()
+def home():
+    """Print the home directory ($OHLORA_HOME or the platform default)."""
+    from ohlora.paths import home_dir
+
+    click.echo(home_dir())
+
+
+# -- memory ----------------------------------------------------------------------------------------
+@main.group(cls=OhloraGroup, context_settings=CONTEXT)
+def memory():
+    """List, add, remove or clear a user's stored memories."""
+
+
+def _store():
+    from ohlora.runtime import open_store
+
+    return open_store()
+
+
+@memory.command("list")
+@user_option
+@click.option("--json", "as_json", is_flag=True, help="Print the items as a JSON list.")
+def memory_list(user, as_json):
+    """List the user's memories."""
+    store = _store()
+    items = store.list(user)
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in items], ensure_ascii=False, indent=2))
+    elif not items:
+        click.echo(f"(no memories for {user})")
+    else:
+        for i in items:
+            click.echo(f"{i.id}\t{i.text}\t{i.updated_at}")
+
+
+@memory.command("add")
+@user_option
+@click.argument("item", nargs=-1, required=True)
+def memory_add(user, item):
+    """Store ITEM, written "[key: value]" or "key: value"."""
+    from ohlora.parsing import parse_tag
+
+    text = " ".join(item)
+    tag = parse_tag(text)
+    if tag is None:
+        raise OhloraError(f"cannot read {text!r} as a memory: write it as \"[key: value]\"")
+    result = _store().add_tag(user, tag)
+    extra = f" (was: {result.previous})" if result.previous else ""
+    click.echo(f"{result.status}: {result.item.text}{extra}")
+
+
+@memory.command("rm")
+@user_option
+@click.argument("id_or_key", nargs=-1, required=True)
+def memory_rm(user, id_or_key):
+    """Remove one memory by its id or its key (kept in the history table)."""
+    target = " ".join(id_or_key)
+    gone = _store().delete(user, target)
+    if gone is None:
+        raise OhloraError(f"no memory {target!r} for user {user}")
+    click.echo(f"removed: {gone.text}")
+
+
+@memory.command("clear")
+@user_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def memory_clear(user, yes):
+    """Remove all memories of the user (they stay in the history table)."""
+    from ohlora.memory.store import validate_user
+
+    user = validate_user(user)
+    if not yes:
+        click.confirm(f"Remove all memories of {user}?", abort=True)
+    n = _store().clear(user)
+    click.echo(f"cleared {n} memories of {user}")

@@ -1,0 +1,76 @@
+"""Typed chat configuration: defaults < YAML file (--config, else $OHLORA_HOME/config.yaml) < flags."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import yaml
+
+from ohlora.errors import OhloraError
+from ohlora.paths import home_dir
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    base: str = "gemma-3-270m"
+    """Base LLM: a preset name, a Hugging Face id or a local model directory."""
+    adapter: str | None = None
+    """LoRA adapter directory (with its prompt_format.yaml); None for the bare base model."""
+    temperature: float = 0.6
+    """Sampling temperature; 0 means greedy decoding."""
+    max_new_tokens: int = 80
+    """Generation stops here if the stop phrase has not appeared."""
+    max_tries: int = 5
+    """Generate again, up to this many times in all, while the cleaned answer is empty."""
+    memory_threshold: float = 0.6
+    """A stored item is recalled only if its cosine with the message reaches this."""
+    max_message_chars: int = 1000
+    """Longer user messages are rejected with a message."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (isinstance(self.base, str) and self.base.strip() != "", "base must be a non-empty string"),
+            (self.adapter is None or isinstance(self.adapter, str), "adapter must be a path or null"),
+            (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5, "temperature must be in [0, 5]"),
+            (_is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 4096, "max_new_tokens must be in [1, 4096]"),
+            (_is_int(self.max_tries) and 1 <= self.max_tries <= 50, "max_tries must be in [1, 50]"),
+            (isinstance(self.memory_threshold, (int, float)) and -1 <= self.memory_threshold <= 1,
+             "memory_threshold must be in [-1, 1]"),
+            (_is_int(self.max_message_chars) and 1 <= self.max_message_chars <= 100_000,
+             "max_message_chars must be in [1, 100000]"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise OhloraError(f"config: {msg}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def load_chat_config(path: Path | None = None, **overrides) -> ChatConfig:
+    """Defaults, then the YAML file, then every override that is not None."""
+    data: dict = {}
+    if path is None:
+        default = home_dir() / "config.yaml"
+        path = default if default.exists() else None
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError as e:
+            raise OhloraError(f"config file {path} not found") from e
+        except yaml.YAMLError as e:
+            raise OhloraError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+        if not isinstance(data, dict):
+            raise OhloraError(f"config file {path} must hold a mapping of settings")
+        data = data.get("chat", data)  # a `chat:` section, or the settings at top level
+    known = {f.name for f in fields(ChatConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise OhloraError(f"config file {path}: unknown settings {unknown}; known: {sorted(known)}")
+    cfg = ChatConfig(**data)
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,51 @@
+"""Pick the stored memory item most related to a user message, using cached item embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ohlora.memory.encoder import MemoryEncoder
+from ohlora.memory.store import MemoryItem, MemoryStore
+
+DEFAULT_THRESHOLD = 0.6
+
+
+@dataclass(frozen=True)
+class Recall:
+    item: MemoryItem
+    score: float
+
+    def as_dict(self) -> dict:
+        return {"text": self.item.text, "key": self.item.key, "value": self.item.value,
+                "id": self.item.id, "score": round(self.score, 4)}
+
+
+class Retriever:
+    def __init__(self, encoder: MemoryEncoder, store: MemoryStore, threshold: float = DEFAULT_THRESHOLD):
+        self.encoder = encoder
+        self.store = store
+        self.threshold = threshold
+
+    def scores(self, user: str, message: str) -> list[Recall]:
+        """Every stored item of the user with its cosine to the message, best first."""
+        have, matrix, missing = self.store.embeddings(user, self.encoder.id)
+        if missing:  # encode only items not yet cached for this encoder
+            vecs = self.encoder.encode([i.text for i in missing])  # (M, D)
+            self.store.put_embeddings(self.encoder.id, missing, vecs)
+            have = have + missing
+            matrix = vecs if matrix is None else np.concatenate([matrix, vecs])
+        if not have:
+            return []
+        q = self.encoder.encode([message])[0]  # (D,)
+        sims = matrix @ q  # (N,), rows are normalized
+        order = np.argsort(-sims, kind="stable")
+        return [Recall(have[i], float(sims[i])) for i in order]
+
+    def best(self, user: str, message: str) -> Recall | None:
+        """The single best item if its score reaches the threshold, else None."""
+        ranked = self.scores(user, message)
+        if ranked and ranked[0].score >= self.threshold:
+            return ranked[0]
+        return None

@@ -1,0 +1,185 @@
+"""MemoryStore: per-user [key: value] items in SQLite, with history and cached embeddings.
+
+Rules: an identical item is not stored twice; an item with the same key and a new value replaces
+the old one, and the old value moves to `memory_history` (so does anything deleted or cleared):
+nothing stored is ever lost silently.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ohlora.errors import OhloraError
+from ohlora.memory.migrations import migrate
+from ohlora.parsing import MemoryTag, make_tag
+
+USER_RE = re.compile(r"^[\w.\-@]{1,64}$")  # \w covers Hangul
+
+
+def validate_user(user: str) -> str:
+    user = user.strip()
+    if not USER_RE.match(user):
+        raise OhloraError(
+            f"invalid user id {user!r}: use 1-64 letters, digits, Hangul, '_', '-', '.' or '@'"
+        )
+    return user
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    id: int
+    user: str
+    key: str
+    value: str
+    created_at: str
+    updated_at: str
+
+    @property
+    def text(self) -> str:
+        return f"[{self.key}: {self.value}]"
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "key": self.key, "value": self.value, "text": self.text,
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+@dataclass(frozen=True)
+class AddResult:
+    item: MemoryItem
+    status: str
+    """"added", "replaced" (same key, new value) or "unchanged" (identical item exists)."""
+    previous: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class MemoryStore:
+    """SQLite-backed memory. `path=None` gives an in-memory database (for tests and fakes)."""
+
+    def __init__(self, path: Path | str | None = None):
+        self.path = Path(path) if path is not None else None
+        target = ":memory:" if path is None else str(path)
+        try:
+            self.db = sqlite3.connect(target, check_same_thread=False)
+            self.db.execute("PRAGMA foreign_keys = ON")
+            if path is not None:
+                self.db.execute("PRAGMA journal_mode = WAL")
+            migrate(self.db)
+        except sqlite3.DatabaseError as e:
+            raise OhloraError(
+                f"memory database {path} is unreadable ({e}); it was left untouched: "
+                "move it aside to start a new one"
+            ) from e
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- items ---------------------------------------------------------------------------------
+    def add(self, user: str, key: str, value: str) -> AddResult:
+        user = validate_user(user)
+        tag = make_tag(key, value)
+        if tag is None:
+            raise OhloraError(f"invalid memory item [{key}: {value}]: key and value must be non-empty, "
+                              "without brackets, and short")
+        return self.add_tag(user, tag)
+
+    def add_tag(self, user: str, tag: MemoryTag) -> AddResult:
+        user = validate_user(user)
+        now = _now()
+        with self.db:
+            row = self.db.execute("SELECT * FROM memories WHERE user = ? AND key = ?", (user, tag.key)).fetchone()
+            if row is not None and row["value"] == tag.value:
+                return AddResult(self._item(row), "unchanged")
+            if row is not None:
+                self._archive(row, "replaced", now)
+                self.db.execute("UPDATE memories SET value = ?, updated_at = ? WHERE id = ?", (tag.value, now, row["id"]))
+                self.db.execute("DELETE FROM embeddings WHERE memory_id = ?", (row["id"],))
+                new = self.db.execute("SELECT * FROM memories WHERE id = ?", (row["id"],)).fetchone()
+                return AddResult(self._item(new), "replaced", previous=row["value"])
+            cur = self.db.execute(
+                "INSERT INTO memories (user, key, value, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (user, tag.key, tag.value, now, now),
+            )
+            new = self.db.execute("SELECT * FROM memories WHERE id = ?", (cur.lastrowid,)).fetchone()
+            return AddResult(self._item(new), "added")
+
+    def list(self, user: str) -> list[MemoryItem]:
+        user = validate_user(user)
+        rows = self.db.execute("SELECT * FROM memories WHERE user = ? ORDER BY id", (user,)).fetchall()
+        return [self._item(r) for r in rows]
+
+    def get(self, user: str, id_or_key: str | int) -> MemoryItem | None:
+        user = validate_user(user)
+        if isinstance(id_or_key, int) or str(id_or_key).isdigit():
+            row = self.db.execute("SELECT * FROM memories WHERE user = ? AND id = ?", (user, int(id_or_key))).fetchone()
+        else:
+            key = " ".join(str(id_or_key).split())
+            row = self.db.execute("SELECT * FROM memories WHERE user = ? AND key = ?", (user, key)).fetchone()
+        return self._item(row) if row else None
+
+    def delete(self, user: str, id_or_key: str | int) -> MemoryItem | None:
+        """Delete one item (by id or key) of this user; returns it, or None if there was none."""
+        item = self.get(user, id_or_key)
+        if item is None:
+            return None
+        with self.db:
+            row = self.db.execute("SELECT * FROM memories WHERE id = ?", (item.id,)).fetchone()
+            self._archive(row, "deleted", _now())
+            self.db.execute("DELETE FROM memories WHERE id = ?", (item.id,))
+        return item
+
+    def clear(self, user: str) -> int:
+        user = validate_user(user)
+        now = _now()
+        with self.db:
+            rows = self.db.execute("SELECT * FROM memories WHERE user = ?", (user,)).fetchall()
+            for row in rows:
+                self._archive(row, "cleared", now)
+            self.db.execute("DELETE FROM memories WHERE user = ?", (user,))
+        return len(rows)
+
+    def history(self, user: str) -> list[dict]:
+        user = validate_user(user)
+        rows = self.db.execute("SELECT * FROM memory_history WHERE user = ? ORDER BY id", (user,)).fetchall()
+        return [dict(r) for r in rows]
+
+    # -- embedding cache -------------------------------------------------------------------------
+    def embeddings(self, user: str, encoder: str) -> tuple[list[MemoryItem], np.ndarray | None, list[MemoryItem]]:
+        """(items with a cached vector, their (N, D) matrix, items still missing one)."""
+        items = self.list(user)
+        rows = self.db.execute(
+            "SELECT e.memory_id, e.dim, e.vector FROM embeddings e JOIN memories m ON m.id = e.memory_id "
+            "WHERE m.user = ? AND e.encoder = ?", (user, encoder)).fetchall()
+        vecs = {r["memory_id"]: np.frombuffer(r["vector"], dtype=np.float32, count=r["dim"]) for r in rows}
+        have = [i for i in items if i.id in vecs]
+        missing = [i for i in items if i.id not in vecs]
+        matrix = np.stack([vecs[i.id] for i in have]) if have else None
+        return have, matrix, missing
+
+    def put_embeddings(self, encoder: str, items: list[MemoryItem], vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32)  # (N, D)
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO embeddings (memory_id, encoder, dim, vector) VALUES (?, ?, ?, ?)",
+                [(i.id, encoder, int(v.shape[0]), v.tobytes()) for i, v in zip(items, vectors)],
+            )
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _archive(self, row: sqlite3.Row, reason: str, now: str) -> None:
+        self.db.execute(
+            "INSERT INTO memory_history (user, key, value, created_at, ended_at, reason) VALUES (?, ?, ?, ?, ?, ?)",
+            (row["user"], row["key"], row["value"], row["created_at"], now, reason),
+        )
+
+    @staticmethod
+    def _item(row: sqlite3.Row) -> MemoryItem:
+        return MemoryItem(row["id"], row["user"], row["key"], row["value"], row["created_at"], row["updated_at"])

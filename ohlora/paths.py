@@ -1,0 +1,50 @@
+"""The one home directory for models, adapters and databases (OHLORA_HOME overrides it)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ohlora.errors import OhloraError
+
+
+def home_dir(create: bool = True) -> Path:
+    """Return the ohlora home: $OHLORA_HOME, else the platform's user data dir + /ohlora."""
+    env = os.environ.get("OHLORA_HOME")
+    if env:
+        home = Path(env).expanduser()
+    elif sys.platform == "win32":
+        home = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "ohlora"
+    elif sys.platform == "darwin":
+        home = Path.home() / "Library" / "Application Support" / "ohlora"
+    else:
+        home = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "ohlora"
+    if create:
+        ensure_dir(home)
+    return home
+
+
+def ensure_dir(path: Path) -> Path:
+    """mkdir -p, turning OS errors into one clear line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as e:
+        raise OhloraError(f"{path} exists but is not a directory") from e
+    except OSError as e:
+        raise OhloraError(f"cannot create directory {path}: {e.strerror}") from e
+    if not path.is_dir():
+        raise OhloraError(f"{path} exists but is not a directory")
+    return path
+
+
+def models_dir() -> Path:
+    return ensure_dir(home_dir() / "models")
+
+
+def adapters_dir() -> Path:
+    return ensure_dir(home_dir() / "adapters")
+
+
+def memory_db_path() -> Path:
+    return home_dir() / "memory.sqlite3"

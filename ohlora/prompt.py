@@ -1,0 +1,109 @@
+"""PromptFormat: how a turn is rendered for the LLM, and the stop phrase that ends an answer.
+
+One object serves training and chat. It is saved as `prompt_format.yaml` beside every adapter
+and loaded with it, so the two can never disagree (litgpt's prompt_style.yaml habit).
+
+A rendered prompt looks like:
+
+    (오늘: 2026년 11월 25일 수요일, 오로라 23살) [오늘 일정: 발표] 나 떨려 ### 답변:
+
+and the training target that follows it is `{answer} (답변 종료)` (+ EOS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from ohlora.errors import OhloraError
+
+FILENAME = "prompt_format.yaml"
+
+FEW_SHOT_INTRO = (
+    "오로라는 AI로 만든 가상 인간이야. 친근한 반말로 짧게 답하고, 사용자가 자기 일정이나 취향을 말하면 "
+    "답변 맨 앞에 [키: 값] 형식으로 기억할 내용을 적어."
+)
+# (message, recalled memory, answer): worked turns for a base model that was never fine-tuned.
+FEW_SHOT_TURNS = [
+    ("너 이름이 뭐야?", None, "나는 오로라야! 반가워 😊"),
+    ("나 내일 면접 있어", None, "[내일 일정: 면접] 우와 면접이구나! 넌 잘할 거야 💪"),
+    ("좋아하는 음식 있어?", None, "마라탕 완전 좋아해! 빙수도 최고 🍧"),
+    ("오늘 비 온대", None, "[오늘 날씨: 비] 우산 꼭 챙겨 ☔"),
+    ("노래 추천해 줘", "[좋아하는 가수: 아이유]", "너 아이유 좋아하잖아! 밤편지 어때? 🎵"),
+]
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    answer_marker: str = "### 답변:"
+    """Separates the user turn from the answer; the model writes right after it."""
+    stop_phrase: str = "(답변 종료)"
+    """Every training answer ends with it; generation stops as soon as it appears."""
+    hint_template: str = "({hint})"
+    """How a time hint (today's date etc.) is shown before the message."""
+    preamble: str = ""
+    """Text put before every prompt. Empty for a fine-tuned adapter; `few_shot()` fills it with
+    worked examples so that a bare base model learns the format (stop phrase, memory tags)."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if not isinstance(getattr(self, f.name), str):
+                raise OhloraError(f"prompt format: {f.name} must be a string")
+        if not self.answer_marker.strip():
+            raise OhloraError("prompt format: answer_marker must not be empty")
+        if not self.stop_phrase.strip():
+            raise OhloraError("prompt format: stop_phrase must not be empty")
+        if "{hint}" not in self.hint_template:
+            raise OhloraError("prompt format: hint_template must contain {hint}")
+
+    def render(self, message: str, memory: str | None = None, hint: str | None = None) -> str:
+        """The prompt for one user message; `memory` is a recalled `[key: value]` item."""
+        parts = []
+        if hint:
+            parts.append(self.hint_template.format(hint=hint))
+        if memory:
+            parts.append(memory)
+        parts.append(message.strip())
+        return self.preamble + " ".join(parts) + f" {self.answer_marker} "
+
+    def target(self, answer: str) -> str:
+        """The training target for one answer (the tokenizer's EOS is appended by the trainer)."""
+        return f"{answer.strip()} {self.stop_phrase}"
+
+    @classmethod
+    def few_shot(cls, **fields_) -> "PromptFormat":
+        """A format whose preamble shows the bare base model a few worked turns, one per line."""
+        plain = cls(**fields_)
+        lines = [FEW_SHOT_INTRO] + [
+            plain.render(message, memory) + plain.target(answer) for message, memory, answer in FEW_SHOT_TURNS
+        ]
+        return cls(**fields_, preamble="\n".join(lines) + "\n")
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / FILENAME
+        path.write_text(yaml.safe_dump(asdict(self), allow_unicode=True, sort_keys=False), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> "PromptFormat":
+        path = Path(directory) / FILENAME
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError as e:
+            raise OhloraError(f"{path} is missing: an adapter must carry its prompt format") from e
+        except yaml.YAMLError as e:
+            raise OhloraError(f"{path} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise OhloraError(f"{path} must hold a mapping of prompt format fields")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise OhloraError(f"{path}: unknown prompt format fields {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def load_or_default(cls, directory: Path | None) -> "PromptFormat":
+        if directory is not None and (Path(directory) / FILENAME).exists():
+            return cls.load(directory)
+        return cls()

@@ -1,0 +1,87 @@
+"""Terminal front ends: the interactive chat loop and one-shot `ask` (plain or JSON lines)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Iterable, TextIO
+
+from ohlora.chat import ChatEngine, TurnResult
+from ohlora.errors import OhloraError
+
+HELP = "/memory: 기억 목록 · /forget KEY: 기억 지우기 · /quit: 끝내기 (Ctrl-D)"
+
+
+def describe_memory(turn: TurnResult) -> list[str]:
+    lines = []
+    if turn.recalled:
+        lines.append(f"  (기억 떠올림: {turn.recalled.item.text} score={turn.recalled.score:.3f})")
+    for r in turn.stored:
+        extra = f", 이전 값: {r.previous}" if r.previous else ""
+        lines.append(f"  (기억 {r.status}: {r.item.text}{extra})")
+    return lines
+
+
+def chat_loop(engine: ChatEngine, user: str, show_memory: bool = False,
+              stdin: TextIO | None = None, out: TextIO | None = None) -> None:
+    """Read messages until /quit or EOF; stream each answer."""
+    stdin, out = stdin or sys.stdin, out or sys.stdout
+    out.write(f"오로라와 대화를 시작해요 (user: {user}). {HELP}\n")
+    while True:
+        out.write("나> ")
+        out.flush()
+        line = stdin.readline()
+        if not line:
+            out.write("\n")
+            return
+        message = line.strip()
+        if message in ("/quit", "/exit"):
+            return
+        if message == "/help":
+            out.write(HELP + "\n")
+            continue
+        if message == "/memory":
+            items = engine.store.list(user)
+            out.write("\n".join(f"  {i.id}. {i.text}" for i in items) + "\n" if items else "  (기억 없음)\n")
+            continue
+        if message.startswith("/forget"):
+            key = message[len("/forget"):].strip()
+            gone = engine.store.delete(user, key) if key else None
+            out.write(f"  (잊었어요: {gone.text})\n" if gone else f"  (그런 기억이 없어요: {key})\n")
+            continue
+        out.write("오로라> ")
+        out.flush()
+        try:
+            turn = engine.turn(user, message, on_text=lambda t: (out.write(t), out.flush()))
+        except OhloraError as e:
+            out.write(f"\n  error: {e}\n")
+            continue
+        except KeyboardInterrupt:
+            out.write("\n  (답변을 멈췄어요)\n")
+            continue
+        out.write("\n")
+        if show_memory:
+            for line_ in describe_memory(turn):
+                out.write(line_ + "\n")
+
+
+def ask(engine: ChatEngine, user: str, messages: Iterable[str], as_json: bool,
+        out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Answer each message in turn (memory carries over). Returns the number of rejected messages."""
+    out, err = out or sys.stdout, err or sys.stderr
+    failures = 0
+    for n, message in enumerate(messages, 1):
+        try:
+            turn = engine.turn(user, message)
+        except OhloraError as e:
+            failures += 1
+            if as_json:
+                out.write(json.dumps({"error": str(e), "line": n}, ensure_ascii=False) + "\n")
+            err.write(f"error: message {n}: {e}\n")
+            continue
+        if as_json:
+            out.write(json.dumps(turn.as_dict(), ensure_ascii=False) + "\n")
+        else:
+            out.write(turn.answer + "\n")
+        out.flush()
+    return failures

@@ -1,0 +1,85 @@
+import pytest
+
+from ohlora.chat import FALLBACK_ANSWER, ChatEngine
+from ohlora.config import ChatConfig
+from ohlora.errors import OhloraError
+from ohlora.memory.retrieval import Retriever
+from ohlora.memory.store import MemoryStore
+from ohlora.prompt import PromptFormat
+
+
+def make_engine(gen, encoder, store=None, **cfg):
+    store = store or MemoryStore()
+    return ChatEngine(gen, Retriever(encoder, store), store, PromptFormat(), ChatConfig(**cfg))
+
+
+def test_tag_is_stored_and_recalled_next_turn(fake_generator, keyword_encoder):
+    eng = make_engine(fake_generator, keyword_encoder)
+    fake_generator.enqueue("[오늘 일정: 발표] 우와 떨리겠다! (답변 종료)", "발표 잘할 거야 💪 (답변 종료)")
+    t1 = eng.turn("kim", "나 오늘 발표 있어")
+    assert t1.answer == "우와 떨리겠다!" and t1.finish_reason == "stop" and t1.recalled is None
+    assert [(r.status, r.item.text) for r in t1.stored] == [("added", "[오늘 일정: 발표]")]
+    t2 = eng.turn("kim", "나 떨려")
+    assert t2.recalled.item.text == "[오늘 일정: 발표]"
+    assert fake_generator.prompts[1] == "[오늘 일정: 발표] 나 떨려 ### 답변: "
+    assert t2.as_dict()["recalled"]["score"] >= 0.6 and t2.stored == []
+
+
+def test_unrelated_memory_is_not_prepended(fake_generator, keyword_encoder):
+    eng = make_engine(fake_generator, keyword_encoder)
+    eng.store.add("kim", "오늘 일정", "발표")
+    fake_generator.enqueue("안녕! (답변 종료)")
+    assert eng.turn("kim", "안녕 반가워").recalled is None
+    assert fake_generator.prompts == ["안녕 반가워 ### 답변: "]
+
+
+def test_empty_answers_are_retried_then_fallback(fake_generator, keyword_encoder):
+    eng = make_engine(fake_generator, keyword_encoder, max_tries=3)
+    fake_generator.enqueue(" (답변 종료)", "[기분: 좋음] (답변 종료)", "진짜 답 (답변 종료)")
+    t = eng.turn("kim", "안녕")
+    assert t.answer == "진짜 답" and t.tries == 3
+    assert eng.store.list("kim") == []  # a tag from a discarded try is not stored
+    fake_generator.enqueue("", "", "")
+    t = eng.turn("kim", "안녕")
+    assert t.answer == FALLBACK_ANSWER and t.finish_reason == "fallback" and t.tries == 3
+
+
+def test_malformed_tag_is_dropped_not_stored(fake_generator, keyword_encoder):
+    eng = make_engine(fake_generator, keyword_encoder)
+    fake_generator.enqueue("[오늘 일정: ] 응응 (답변 종료)")
+    t = eng.turn("kim", "있잖아")
+    assert t.answer == "응응" and t.stored == [] and eng.store.list("kim") == []
+
+
+def test_length_finish_reason_when_no_stop_phrase(fake_generator, keyword_encoder):
+    eng = make_engine(fake_generator, keyword_encoder)
+    fake_generator.enqueue("끝없이 이어지는 말")
+    t = eng.turn("kim", "안녕")
+    assert t.finish_reason == "length" and t.answer == "끝없이 이어지는 말"
+
+
+def test_streaming_shows_the_clean_answer_only(fake_generator, keyword_encoder):
+    eng = make_engine(fake_generator, keyword_encoder)
+    fake_generator.enqueue("[오늘 날씨: 비] 우산 챙겨 ☔ (답변 종료) 쓰레기")
+    shown = []
+    t = eng.turn("kim", "비 온대", on_text=shown.append)
+    assert "".join(shown).strip() == t.answer == "우산 챙겨 ☔"
+
+
+@pytest.mark.parametrize("message,match", [("", "empty"), ("   \n ", "empty"), ("가" * 10_000, "too long")])
+def test_bad_messages_are_rejected_before_generation(fake_generator, keyword_encoder, message, match):
+    eng = make_engine(fake_generator, keyword_encoder)
+    with pytest.raises(OhloraError, match=match):
+        eng.turn("kim", message)
+    assert fake_generator.prompts == []
+
+
+def test_time_hint_is_rendered_when_the_hint_function_gives_one(fake_generator, keyword_encoder):
+    store = MemoryStore()
+    eng = ChatEngine(fake_generator, Retriever(keyword_encoder, store), store, PromptFormat(),
+                     hint_fn=lambda m: "오늘: 2026년 11월 25일 수요일" if "오늘" in m else None)
+    fake_generator.enqueue("수요일! (답변 종료)", "응 (답변 종료)")
+    eng.turn("kim", "오늘 무슨 요일이야?")
+    eng.turn("kim", "안녕")
+    assert fake_generator.prompts == ["(오늘: 2026년 11월 25일 수요일) 오늘 무슨 요일이야? ### 답변: ",
+                                      "안녕 ### 답변: "]
