@@ -204,3 +204,94 @@ def memory_clear(user, yes):
         click.confirm(f"Remove all memories of {user}?", abort=True)
     n = _store().clear(user)
     click.echo(f"cleared {n} memories of {user}")
+
+
+# -- data ------------------------------------------------------------------------------------------
+@main.group(cls=OhloraGroup, context_settings=CONTEXT)
+def data():
+    """Check datasets and build training pairs."""
+
+
+@data.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def data_check(file):
+    """Validate an SFT CSV: one line per problem with its row number; exit 2 on errors."""
+    from ohlora.training.data import check_rows, read_rows
+
+    rows = read_rows(file)
+    problems = check_rows(rows)
+    for p in problems:
+        click.echo(str(p))
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    click.echo(f"{file}: {len(rows)} rows, {errors} errors, {warnings} warnings")
+    if errors:
+        sys.exit(2)
+
+
+# -- train -----------------------------------------------------------------------------------------
+@main.group(cls=OhloraGroup, context_settings=CONTEXT)
+def train():
+    """Fine-tune the chat LLM (LoRA SFT) or the memory encoder."""
+
+
+@train.command("llm")
+@click.option("--base", "-b", default=None, help="Base model: preset, HF id or local dir. [default: gemma-3-270m]")
+@click.option("--train-file", type=click.Path(dir_okay=False), default=None, help="SFT CSV [default: bundled Oh-LoRA set].")
+@click.option("--valid-file", type=click.Path(dir_okay=False), default=None, help="Validation CSV [default: bundled].")
+@click.option("--persona", type=click.Path(dir_okay=False), default=None, help="Persona card YAML [default: Oh-LoRA].")
+@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
+              help="Adapter directory [default: $OHLORA_HOME/adapters/<name>].")
+@click.option("--name", default=None, help="Adapter name [default: ohlora-<base>].")
+@click.option("--epochs", type=float, default=None, help="Epochs [preset].")
+@click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [preset].")
+@click.option("--batch-size", type=int, default=None, help="Rows per device per step [preset].")
+@click.option("--grad-accum", type=int, default=None, help="Gradient accumulation steps [1].")
+@click.option("--lora-rank", type=int, default=None, help="LoRA rank [preset].")
+@click.option("--lora-alpha", type=int, default=None, help="LoRA alpha [preset].")
+@click.option("--lora-dropout", type=float, default=None, help="LoRA dropout [preset].")
+@click.option("--lora-targets", default=None, help="Comma-separated linear layer names [preset].")
+@click.option("--max-length", type=int, default=None, help="Max tokens per row [192].")
+@click.option("--threads", type=int, default=None, help="CPU threads [all cores, max 8].")
+@click.option("--seed", type=int, default=None, help="Random seed [42].")
+@click.option("--full-logits", is_flag=True, default=False, help="Use the plain full-logits loss path (slower).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML with training settings (a `train_llm:` section or top-level keys).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing adapter (the old one is moved aside).")
+def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **flags):
+    """LoRA SFT of the chat model on persona Q&A (loss on the answer only).
+
+    Presets: gemma-3-270m (CPU default), polyglot-ko-1.3b (the original: rank 128, 80 epochs,
+    lr 2e-4, batch 4), gemma-2-2b. On a multi-GPU machine run the same command under
+    `accelerate launch -m ohlora train llm ...` (data parallel, bf16).
+    """
+    from ohlora.training.llm import train_llm
+    from ohlora.training.llm_config import load_train_config
+
+    if lora_targets:
+        flags["lora_targets"] = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
+    if full_logits:
+        flags["answer_only_head"] = False
+    cfg = load_train_config(config_path, **flags)
+    out = train_llm(cfg, resume=resume, overwrite=overwrite, command="ohlora " + " ".join(sys.argv[1:]))
+    click.echo(str(out))
+
+
+# -- bench -----------------------------------------------------------------------------------------
+@main.group(cls=OhloraGroup, context_settings=CONTEXT)
+def bench():
+    """Benchmarks: ratios against a plain baseline measured in the same process."""
+
+
+@bench.command("train")
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Rows per step.")
+@click.option("--steps", type=int, default=8, show_default=True, help="Measured steps per path (after 1 warm-up).")
+@click.option("--threads", type=int, default=None, help="CPU threads [all cores, max 8].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line.")
+def bench_train(base, batch_size, steps, threads, as_json):
+    """Training step time: plain full-logits path vs ohlora's (same model, same batches)."""
+    from ohlora.bench_train import run_train_bench
+
+    run_train_bench(base=base, batch_size=batch_size, steps=steps, threads=threads, as_json=as_json)

@@ -131,16 +131,16 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_base(spec: BaseSpec, device: str | None = None):
-    """Load (model, tokenizer). fp32 on CPU (no native bf16 on these CPUs), bf16 on CUDA."""
+def load_base(spec: BaseSpec, device: str | None = None, dtype=None):
+    """Load (model, tokenizer). Default dtype: fp32 on CPU (no native bf16 on these CPUs), bf16 on CUDA."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a weights bar on every chat start is noise
     device = device or default_device()
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
         tokenizer = _from_pretrained(AutoTokenizer, spec)
         model = _from_pretrained(AutoModelForCausalLM, spec, dtype=dtype)

@@ -1,0 +1,1 @@
+"""Training: datasets (SFT pairs, memory combinations), LoRA SFT of the chat LLM, the memory encoder."""

@@ -1,0 +1,131 @@
+"""The persona SFT dataset: load, validate (`ohlora data check`), and render rows into prompts.
+
+CSV columns (UTF-8, header row):
+  input     the user's message (required)
+  output    Oh-LoRA's answer, optionally opening with a memory tag "[key: value] " (required);
+            without the stop phrase: the prompt format adds it
+  memory    a recalled item "[key: value]" the chat put before the message, or empty
+  today     YYYY-MM-DD when the message needs the time hint, or empty
+  category  free label used in reports (persona, memory, recall, date, rude, ...)
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from ohlora.errors import OhloraError
+from ohlora.parsing import TAG_RE, parse_tag, split_tag
+from ohlora.persona import PersonaCard, needs_time_hint
+from ohlora.prompt import PromptFormat
+
+REQUIRED = ("input", "output")
+OPTIONAL = ("memory", "today", "category")
+MAX_INPUT_CHARS = 500
+MAX_OUTPUT_CHARS = 200
+
+
+@dataclass(frozen=True)
+class SFTRow:
+    line: int
+    input: str
+    output: str
+    memory: str = ""
+    today: str = ""
+    category: str = ""
+
+    def prompt(self, fmt: PromptFormat, card: PersonaCard) -> str:
+        hint = card.time_hint(dt.date.fromisoformat(self.today)) if self.today else None
+        return fmt.render(self.input, self.memory or None, hint)
+
+    @property
+    def expected_key(self) -> str | None:
+        tag, _ = split_tag(self.output)
+        return tag.key if tag else None
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"row {self.line}: {self.severity}: {self.message}"
+
+
+def read_rows(path: Path) -> list[SFTRow]:
+    """Read the CSV without judging it; raises OhloraError if it is not a readable CSV."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = [c for c in REQUIRED if c not in header]
+            if missing:
+                raise OhloraError(f"{path}: missing column(s) {missing}; the header must have {list(REQUIRED + OPTIONAL)}")
+            rows = []
+            for rec in reader:
+                values = {k: (rec.get(k) or "").strip() for k in REQUIRED + OPTIONAL}
+                rows.append(SFTRow(reader.line_num, **values))
+            return rows
+    except FileNotFoundError as e:
+        raise OhloraError(f"dataset {path} not found") from e
+    except UnicodeDecodeError as e:
+        raise OhloraError(f"{path} is not UTF-8 text") from e
+    except csv.Error as e:
+        raise OhloraError(f"{path}: not a valid CSV ({e})") from e
+
+
+def check_rows(rows: list[SFTRow], stop_phrase: str = PromptFormat.stop_phrase) -> list[Problem]:
+    """Every problem with its row (CSV line) number: errors block training, warnings do not."""
+    problems: list[Problem] = []
+    seen: dict[tuple[str, str], int] = {}
+    for r in rows:
+        add = lambda msg, sev="error": problems.append(Problem(r.line, msg, sev))  # noqa: E731
+        if not r.input:
+            add("empty input")
+        if not r.output:
+            add("empty output")
+        if len(r.input) > MAX_INPUT_CHARS:
+            add(f"input is {len(r.input)} characters (max {MAX_INPUT_CHARS})")
+        if len(r.output) > MAX_OUTPUT_CHARS:
+            add(f"output is {len(r.output)} characters (max {MAX_OUTPUT_CHARS})")
+        if stop_phrase in r.output:
+            add(f"output contains the stop phrase {stop_phrase!r}; the prompt format adds it")
+        if r.output.lstrip().startswith("["):
+            m = TAG_RE.match(r.output)
+            tag, rest = split_tag(r.output)
+            if m is None or tag is None:
+                add(f"malformed memory tag at the start of output: {r.output[:40]!r}")
+            elif not rest:
+                add("output has a memory tag but no answer after it")
+        if r.memory and parse_tag(r.memory) is None:
+            add(f"memory column is not a [key: value] item: {r.memory[:40]!r}")
+        if r.today:
+            try:
+                dt.date.fromisoformat(r.today)
+            except ValueError:
+                add(f"today must be YYYY-MM-DD, got {r.today!r}")
+        elif r.input and needs_time_hint(r.input):
+            add("input mentions a date word but `today` is empty: chat would add a time hint here", "warning")
+        key = (r.memory, r.input)
+        if r.input and key in seen:
+            add(f"duplicate input (first on row {seen[key]})")
+        seen.setdefault(key, r.line)
+    return problems
+
+
+def load_dataset(path: Path, stop_phrase: str = PromptFormat.stop_phrase) -> list[SFTRow]:
+    """Read and validate; raises OhloraError naming the first problems if there are errors."""
+    rows = read_rows(path)
+    errors = [p for p in check_rows(rows, stop_phrase) if p.severity == "error"]
+    if errors:
+        shown = "; ".join(str(p) for p in errors[:3])
+        more = f" (and {len(errors) - 3} more; run `ohlora data check {path}`)" if len(errors) > 3 else ""
+        raise OhloraError(f"{path}: {shown}{more}")
+    if not rows:
+        raise OhloraError(f"{path} has no rows")
+    return rows

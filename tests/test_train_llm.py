@@ -1,0 +1,125 @@
+"""LoRA SFT on a tiny random Gemma 3: files written, base frozen, adapter moved, resume, loss paths agree."""
+
+import csv
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from ohlora.errors import OhloraError
+from ohlora.models import load_adapter, load_base, resolve_base
+from ohlora.prompt import PromptFormat
+from ohlora.training.llm import train_llm
+from ohlora.training.llm_config import load_train_config
+from ohlora.training.losses import answer_only_loss, check_answer_only_path, full_logits_loss, lm_head_of
+from ohlora.training.sft_batches import IGNORE, collate, encode_row
+from ohlora.training.data import SFTRow
+from ohlora.persona import PersonaCard
+
+ROWS = [
+    ("안녕", "안녕! 나는 오로라야 😊", "", "", "persona"),
+    ("나 내일 면접 있어", "[내일 일정: 면접] 잘할 거야 💪", "", "2026-11-25", "memory"),
+    ("오늘 비 온다", "[오늘 날씨: 비] 우산 챙겨", "", "2026-11-25", "memory"),
+    ("나 떨려", "면접 때문에 떨리는구나", "[내일 일정: 면접]", "", "recall"),
+    ("좋아하는 음식은?", "마라탕 좋아해!", "", "", "persona"),
+    ("바보야", "그런 말은 하지 마", "", "", "rude"),
+]
+
+
+def write_csv(path, rows):
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["input", "output", "memory", "today", "category"])
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, tiny_model_dir):
+    return dict(base=str(tiny_model_dir), train_file=str(write_csv(tmp_path / "t.csv", ROWS)),
+                valid_file=str(write_csv(tmp_path / "v.csv", ROWS[:2])), output=str(tmp_path / "adapter"),
+                epochs=2, batch_size=2, learning_rate=5e-3, lora_rank=4, lora_alpha=8,
+                lora_targets=("q_proj", "v_proj"), sample_prompts=2, threads=1)
+
+
+def test_encode_row_masks_the_prompt_and_ends_with_stop_phrase_and_eos(tiny_model_dir):
+    _, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    fmt, card = PromptFormat(), PersonaCard.load()
+    row = SFTRow(2, "나 내일 면접 있어", "[내일 일정: 면접] 잘할 거야", "", "2026-11-25", "memory")
+    f = encode_row(row, tok, fmt, card, 256)
+    n_prompt = sum(1 for x in f["labels"] if x == IGNORE)
+    assert tok.decode(f["input_ids"][:n_prompt], skip_special_tokens=True) == row.prompt(fmt, card)
+    assert "(오늘: 2026년 11월 25일 수요일, 오로라 23살)" in row.prompt(fmt, card)
+    answer = f["labels"][n_prompt:]
+    assert answer[-1] == tok.eos_token_id
+    assert tok.decode(answer, skip_special_tokens=True) == "[내일 일정: 면접] 잘할 거야 (답변 종료)"
+    assert encode_row(row, tok, fmt, card, n_prompt) is None  # no answer token left: skipped
+
+
+def test_answer_only_loss_equals_full_logits_loss(tiny_model_dir):
+    model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    fmt, card = PromptFormat(), PersonaCard.load()
+    feats = [encode_row(SFTRow(i, *r), tok, fmt, card, 256) for i, r in enumerate(ROWS)]
+    batch = collate(feats, tok.pad_token_id)
+    assert check_answer_only_path(model, batch) < 1e-5
+    head, softcap = lm_head_of(model)
+    # gradients agree too
+    model.zero_grad()
+    full_logits_loss(model, batch).backward()
+    g_full = model.model.layers[0].self_attn.q_proj.weight.grad.clone()
+    model.zero_grad()
+    answer_only_loss(model, batch, head, softcap).backward()
+    assert torch.allclose(g_full, model.model.layers[0].self_attn.q_proj.weight.grad, atol=1e-6)
+
+
+class InterruptAfterFirstEpoch(TrainerCallback):
+    def on_save(self, args, state, control, **kw):
+        raise KeyboardInterrupt
+
+
+def test_train_writes_adapter_and_resumes_after_interrupt(tiny_cfg, tiny_model_dir, tmp_path):
+    cfg = load_train_config(**tiny_cfg)
+    with pytest.raises(OhloraError, match="--resume"):
+        train_llm(cfg, extra_callbacks=[InterruptAfterFirstEpoch()])
+    out = tmp_path / "adapter"
+    assert list((out / "checkpoints").glob("checkpoint-*"))
+    with pytest.raises(OhloraError, match="already holds"):
+        train_llm(cfg)  # never silently overwrite a run
+    train_llm(cfg, resume=True)
+    for name in ["adapter_config.json", "adapter_model.safetensors", "prompt_format.yaml", "persona.yaml",
+                 "train_log.csv", "loss.png", "samples.txt", "train_config.yaml"]:
+        assert (out / name).exists(), name
+    assert not (out / "checkpoints").exists()
+    log = list(csv.DictReader((out / "train_log.csv").open(encoding="utf-8")))
+    assert {round(float(r["epoch"])) for r in log if r["eval_loss"]} == {1, 2}  # epoch 1 kept, epoch 2 resumed
+    weights = load_file(out / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())  # the adapter moved
+    # the base weights did not move, and the adapter loads with its prompt format
+    base, _ = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    fresh, _ = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    assert torch.equal(base.model.layers[0].self_attn.q_proj.weight, fresh.model.layers[0].self_attn.q_proj.weight)
+    peft_model = load_adapter(base, out)
+    assert PromptFormat.load(out) == PromptFormat()
+    assert peft_model.active_adapter == "chat"
+
+
+def test_overwrite_moves_the_old_adapter_aside(tiny_cfg, tmp_path):
+    cfg = load_train_config(**{**tiny_cfg, "epochs": 1, "sample_prompts": 0})
+    train_llm(cfg)
+    train_llm(cfg, overwrite=True)
+    assert len(list(tmp_path.glob("adapter.old-*"))) == 1 and (tmp_path / "adapter" / "adapter_config.json").exists()
+
+
+def test_presets_and_layering(tmp_path):
+    c = load_train_config(base="polyglot-ko-1.3b")
+    assert (c.lora_rank, c.lora_alpha, c.lora_dropout, c.epochs, c.learning_rate, c.batch_size) == \
+        (128, 16, 0.05, 80, 2e-4, 4)
+    assert c.resolved().lora_targets == ("query_key_value",)
+    p = tmp_path / "t.yaml"
+    p.write_text("train_llm:\n  epochs: 5\n  lora_rank: 8\n")
+    c = load_train_config(p, base="polyglot-ko-1.3b", lora_rank=32)
+    assert (c.epochs, c.lora_rank, c.learning_rate) == (5, 32, 2e-4)
+    with pytest.raises(OhloraError, match="unknown settings"):
+        p.write_text("epoch: 5\n")
+        load_train_config(p)
