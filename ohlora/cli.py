@@ -49,8 +49,11 @@ def chat_options(f):
         click.option("--base", "-b", default=None,
                      help="Base model: preset (gemma-3-270m, polyglot-ko-1.3b, gemma-2-2b), HF id or local dir. "
                           "[default: gemma-3-270m]"),
-        click.option("--adapter", default=None, type=click.Path(file_okay=False, path_type=Path),
-                     help="LoRA adapter directory (its prompt_format.yaml is loaded with it)."),
+        click.option("--adapter", default=None,
+                     help="LoRA adapter directory (its prompt_format.yaml is loaded with it); 'none' for the "
+                          "bare base model. [default: the adapter shipped for the base]"),
+        click.option("--memory-encoder", default=None,
+                     help="'default' (shipped memory adapter), 'base' (untrained pooling) or an adapter dir."),
         click.option("--temperature", "-t", type=float, default=None, help="Sampling temperature [default: 0.6]."),
         click.option("--max-new-tokens", type=int, default=None, help="Token limit per answer [default: 80]."),
         click.option("--threshold", "memory_threshold", type=float, default=None,
@@ -192,6 +195,30 @@ def memory_rm(user, id_or_key):
     click.echo(f"removed: {gone.text}")
 
 
+@memory.command("probe")
+@user_option
+@chat_options
+@click.argument("message")
+def memory_probe(user, message, config_path, **overrides):
+    """Score every stored item of the user against MESSAGE and show which would be recalled."""
+    from ohlora.config import load_chat_config
+    from ohlora.memory.store import validate_user
+    from ohlora.runtime import build_runtime
+
+    user = validate_user(user)
+    cfg = load_chat_config(config_path, **overrides)
+    rt = build_runtime(cfg)
+    retriever = rt.engine.retriever
+    ranked = retriever.scores(user, message)
+    if not ranked:
+        click.echo(f"(no memories for {user})")
+    for i, r in enumerate(ranked):
+        mark = "  <- recalled" if i == 0 and r.score >= cfg.memory_threshold else ""
+        click.echo(f"{r.score:+.4f}  {r.item.text}{mark}")
+    if ranked and ranked[0].score < cfg.memory_threshold:
+        click.echo(f"(nothing reaches the threshold {cfg.memory_threshold}: no memory would be recalled)")
+
+
 @memory.command("clear")
 @user_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -227,6 +254,24 @@ def data_check(file):
     click.echo(f"{file}: {len(rows)} rows, {errors} errors, {warnings} warnings")
     if errors:
         sys.exit(2)
+
+
+@data.command("memory-pairs")
+@click.argument("combs", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Pairs CSV to write.")
+@click.option("--synonyms", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Synonym groups YAML [default: bundled].")
+def data_memory_pairs(combs, output, synonyms):
+    """Cross every combination line `[key: value] message` with every other (cartesian product).
+
+    Writes memory_0, user_prompt_0, memory_1, user_prompt_1, similarity_score: 1.0 for the same
+    key (synonym groups count as one), else the IoU of the keys' space-split words.
+    """
+    from ohlora.training.memory_data import load_combs, load_synonyms, make_pairs, write_pairs
+
+    rows = make_pairs(load_combs(combs), load_synonyms(synonyms))
+    write_pairs(rows, output)
+    click.echo(f"wrote {len(rows)} pairs to {output}")
 
 
 # -- train -----------------------------------------------------------------------------------------
@@ -276,6 +321,82 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
     cfg = load_train_config(config_path, **flags)
     out = train_llm(cfg, resume=resume, overwrite=overwrite, command="ohlora " + " ".join(sys.argv[1:]))
     click.echo(str(out))
+
+
+@train.command("memory")
+@click.option("--base", "-b", default=None, help="Base model (causal LM or encoder) [default: gemma-3-270m].")
+@click.option("--train-combs", type=click.Path(dir_okay=False), default=None, help="Training combinations [bundled].")
+@click.option("--test-combs", type=click.Path(dir_okay=False), default=None, help="Test combinations [bundled].")
+@click.option("--synonyms", type=click.Path(dir_okay=False), default=None, help="Synonym groups YAML [bundled].")
+@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
+              help="Adapter directory [default: $OHLORA_HOME/adapters/memory-<base>].")
+@click.option("--loss", type=click.Choice(["matrix", "pair"]), default=None, help="Loss [matrix].")
+@click.option("--steps", type=int, default=None, help="Optimizer steps [150].")
+@click.option("--k", type=int, default=None, help="Matrix loss: texts of each side per step [16].")
+@click.option("--batch-size", type=int, default=None, help="Pair loss: pairs per step [16].")
+@click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [5e-4].")
+@click.option("--lora-rank", type=int, default=None, help="LoRA rank [16].")
+@click.option("--lora-targets", default=None, help="Comma-separated module names [attention projections].")
+@click.option("--threads", type=int, default=None, help="CPU threads.")
+@click.option("--seed", type=int, default=None, help="Random seed [42].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML with settings (a `train_memory:` section or top-level keys).")
+def train_memory_cmd(config_path, lora_targets, **flags):
+    """Fine-tune the memory encoder (LoRA + mean pooling) and evaluate it on the test combinations."""
+    from ohlora.training.memory import load_memory_train_config, train_memory
+
+    if lora_targets:
+        flags["lora_targets"] = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
+    cfg = load_memory_train_config(config_path, **flags)
+    out, metrics = train_memory(cfg, command="ohlora " + " ".join(sys.argv[1:]))
+    click.echo(json.dumps({"adapter": str(out), **metrics}, ensure_ascii=False))
+
+
+# -- eval ------------------------------------------------------------------------------------------
+@main.group("eval", cls=OhloraGroup, context_settings=CONTEXT)
+def eval_():
+    """Evaluate the memory encoder or the chat model."""
+
+
+@eval_.command("memory")
+@click.option("--combs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Combination lines; pairs are their cartesian product [default: bundled test set].")
+@click.option("--pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Pairs CSV (memory_0, user_prompt_1, similarity_score).")
+@click.option("--encoder", default="default", show_default=True,
+              help="'default' (the shipped memory adapter), 'base' (untrained pooling), an adapter dir "
+                   "from `ohlora train memory`, or a Hugging Face encoder (id or dir).")
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model for 'default'/'base'.")
+@click.option("--threshold", type=float, default=0.6, show_default=True, help="Recall threshold.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the pair CSV and scatter plot go [default: $OHLORA_HOME/eval/memory].")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on the last line.")
+def eval_memory_cmd(combs, pairs, encoder, base, threshold, output, as_json):
+    """MSE, MAE, Pearson corr, top-1 accuracy and false-recall rate of a memory encoder."""
+    from ohlora.memory.loading import load_memory_encoder
+    from ohlora.paths import home_dir
+    from ohlora.training.memory_data import load_combs, load_synonyms, make_pairs, read_pairs, read_pairs_from_rows
+    from ohlora.evaluation.memory import evaluate_memory
+    from ohlora.training.llm_config import bundled
+
+    if combs and pairs:
+        raise OhloraError("give --combs or --pairs, not both")
+    if pairs:
+        test = read_pairs(pairs)
+    else:
+        test = read_pairs_from_rows(make_pairs(load_combs(combs or Path(bundled("data", "memory", "test_combs.txt"))),
+                                               load_synonyms()))
+    enc = load_memory_encoder(encoder, base)
+    out = output or home_dir() / "eval" / "memory"
+    metrics = evaluate_memory(enc, test, threshold, out, title=enc.id)
+    click.echo("| metric | value |\n| --- | --- |")
+    for k in ("mse", "mae", "corr", "top1_accuracy", "false_recall", "n_pairs"):
+        v = metrics[k]
+        click.echo(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
+    click.echo(f"pairs: {out / 'memory_pairs.csv'}  plot: {out / 'memory_scatter.png'}", err=True)
+    if as_json:
+        keep = ("mse", "mae", "corr", "top1_accuracy", "false_recall", "n_pairs")
+        click.echo(json.dumps({k: metrics[k] for k in keep}))
 
 
 # -- bench -----------------------------------------------------------------------------------------

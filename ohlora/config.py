@@ -15,8 +15,12 @@ from ohlora.paths import home_dir
 class ChatConfig:
     base: str = "gemma-3-270m"
     """Base LLM: a preset name, a Hugging Face id or a local model directory."""
-    adapter: str | None = None
-    """LoRA adapter directory (with its prompt_format.yaml); None for the bare base model."""
+    adapter: str | None = "default"
+    """LoRA adapter directory (with its prompt_format.yaml); "default": the adapter shipped for the
+    base model, if there is one; "none" (or null): the bare base model with few-shot examples."""
+    memory_encoder: str = "default"
+    """"default": the memory adapter shipped for the base (if any); "base": untrained mean pooling
+    of the base model; or a directory from `ohlora train memory`."""
     temperature: float = 0.6
     """Sampling temperature; 0 means greedy decoding."""
     max_new_tokens: int = 80
@@ -32,6 +36,8 @@ class ChatConfig:
         checks = [
             (isinstance(self.base, str) and self.base.strip() != "", "base must be a non-empty string"),
             (self.adapter is None or isinstance(self.adapter, str), "adapter must be a path or null"),
+            (isinstance(self.memory_encoder, str) and self.memory_encoder.strip() != "",
+             "memory_encoder must be 'default', 'base' or a directory"),
             (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5, "temperature must be in [0, 5]"),
             (_is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 4096, "max_new_tokens must be in [1, 4096]"),
             (_is_int(self.max_tries) and 1 <= self.max_tries <= 50, "max_tries must be in [1, 50]"),

@@ -37,9 +37,11 @@ class Generator(Protocol):
 class HFGenerator:
     """Sampling with a transformers causal LM; streams decoded text through `on_text`."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, adapter: str | None = None):
         self.model = model
         self.tokenizer = tokenizer
+        self.adapter = adapter
+        """The PEFT adapter generation runs with (None: the bare base model)."""
 
     def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None):
         import torch
@@ -59,7 +61,9 @@ class HFGenerator:
 
         streamer = _TextStreamer(decode, on_text) if on_text else None
         sampling = dict(do_sample=True, temperature=temperature) if temperature > 0 else dict(do_sample=False)
-        with torch.inference_mode():
+        from ohlora.models import use_adapter
+
+        with torch.inference_mode(), use_adapter(self.model, self.adapter):
             out = self.model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 import sys
 import time
 from dataclasses import dataclass
@@ -180,14 +181,49 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def shipped_adapter(base_name: str) -> Path | None:
+    """The chat adapter shipped in the package for a preset, if there is one."""
+    from importlib.resources import files
+
+    path = Path(str(files("ohlora").joinpath("assets", "adapters", f"ohlora-{base_name}")))
+    return path if (path / "adapter_config.json").is_file() else None
+
+
 def load_adapter(model, adapter_dir: Path, name: str = "chat"):
-    """Attach a PEFT LoRA adapter saved by `ohlora train llm`."""
+    """Attach a PEFT LoRA adapter saved by `ohlora train llm|memory`; a second adapter is added
+    beside the first, so one base model in memory serves chat and memory."""
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise OhloraError(f"{adapter_dir} is not an adapter directory (no adapter_config.json)")
-    return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name).eval()
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(adapter_dir), adapter_name=name)
+        return model.eval()
+    model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name).eval()
+    return model
+
+
+@contextmanager
+def use_adapter(model, name: str | None):
+    """Run a block with one named adapter active (None: no adapter at all), then restore."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        if name is not None:
+            raise OhloraError(f"adapter {name!r} requested but the model has no adapters")
+        yield model
+        return
+    if name is None:
+        with model.disable_adapter():
+            yield model
+        return
+    previous = model.active_adapter
+    model.set_adapter(name)
+    try:
+        yield model
+    finally:
+        model.set_adapter(previous)
 
 
 def set_cpu_threads(n: int | None = None) -> None:

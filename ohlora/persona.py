@@ -45,6 +45,8 @@ class PersonaCard:
             raise OhloraError(f"persona card {path} not found") from e
         except yaml.YAMLError as e:
             raise OhloraError(f"persona card {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+        except ValueError as e:  # YAML reads 2003-13-40 as a date and fails
+            raise OhloraError(f"persona card {path}: birthday must be YYYY-MM-DD ({e})") from e
         if not isinstance(data, dict) or "name" not in data or "birthday" not in data:
             raise OhloraError(f"persona card {path} needs at least `name` and `birthday` (YYYY-MM-DD)")
         try:

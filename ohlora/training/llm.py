@@ -74,7 +74,7 @@ def make_callbacks(out: Path, sample_rows, tokenizer, fmt, card, t0: float):
                 return
             was_training = model.training
             model.eval()
-            gen = HFGenerator(model, tokenizer)
+            gen = HFGenerator(model, tokenizer, adapter=getattr(model, "active_adapter", None))
             lines = [f"== epoch {state.epoch:.2f} step {state.global_step} eval_loss {metrics.get('eval_loss', float('nan')):.4f}"]
             for row in sample_rows:
                 r = gen.generate(row.prompt(fmt, card), stop_phrase=fmt.stop_phrase, max_new_tokens=60, temperature=0)

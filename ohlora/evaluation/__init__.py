@@ -1,0 +1,1 @@
+"""Evaluation: memory-encoder metrics, answer-quality checks. Evaluators return dicts of metrics."""

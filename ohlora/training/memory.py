@@ -1,0 +1,230 @@
+"""`ohlora train memory`: fine-tune the memory encoder so that cosine(memory item, message) predicts
+how related they are (the key-IoU target of memory_data).
+
+The encoder is the base model with its own LoRA adapter and mean pooling, so one base model in
+memory serves chat and memory. Two losses:
+- "matrix" (default): per step take K memory texts and K message texts, encode each once and fit
+  the whole K x K cosine matrix to the K x K ground truth (K^2 pairs for 2K encodes);
+- "pair": the classic CosineSimilarityLoss on (memory_0, user_prompt_1, score) pairs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import yaml
+
+from ohlora.errors import OhloraError
+
+ENCODER_FILE = "memory_encoder.yaml"
+
+
+@dataclass(frozen=True)
+class MemoryTrainConfig:
+    base: str = "gemma-3-270m"
+    """Base model: preset, Hugging Face id or local dir (a causal LM or an encoder like klue/roberta-base)."""
+    train_combs: str = ""
+    """Combination lines for training (default: bundled)."""
+    test_combs: str = ""
+    """Combination lines for the final evaluation (default: bundled)."""
+    synonyms: str = ""
+    """Synonym groups YAML (default: bundled)."""
+    output: str = ""
+    """Adapter directory (default: $OHLORA_HOME/adapters/memory-<base>)."""
+    loss: str = "matrix"
+    steps: int = 150
+    """Optimizer steps."""
+    k: int = 16
+    """Matrix loss: memory texts and message texts per step."""
+    batch_size: int = 16
+    """Pair loss: pairs per step."""
+    learning_rate: float = 5e-4
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ()
+    """Default: attention projections of the base (q,k,v,o for Gemma; query,key,value for BERT)."""
+    positive_share: float = 0.5
+    """Matrix loss: share of message slots drawn from the keys of the step's memories."""
+    layer: int = -1
+    seed: int = 42
+    threads: int = 0
+    threshold: float = 0.6
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.loss in ("matrix", "pair"), "loss must be 'matrix' or 'pair'"),
+            (self.steps >= 1 and self.k >= 2 and self.batch_size >= 1, "steps >= 1, k >= 2, batch_size >= 1"),
+            (0 < self.learning_rate < 1, "learning_rate must be in (0, 1)"),
+            (self.lora_rank >= 1, "lora_rank must be >= 1"),
+            (0 <= self.positive_share <= 1, "positive_share must be in [0, 1]"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise OhloraError(f"memory train config: {msg}")
+
+    def resolved(self) -> "MemoryTrainConfig":
+        from ohlora.paths import adapters_dir
+        from ohlora.training.llm_config import bundled
+
+        return replace(
+            self,
+            train_combs=self.train_combs or bundled("data", "memory", "train_combs.txt"),
+            test_combs=self.test_combs or bundled("data", "memory", "test_combs.txt"),
+            synonyms=self.synonyms or bundled("memory_synonyms.yaml"),
+            output=self.output or str(adapters_dir() / f"memory-{Path(self.base).name}"),
+        )
+
+
+def load_memory_train_config(path: Path | None = None, **overrides) -> MemoryTrainConfig:
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (FileNotFoundError, yaml.YAMLError) as e:
+            raise OhloraError(f"config file {path}: {e}") from e
+        data = data.get("train_memory", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            raise OhloraError(f"config file {path} must hold a mapping of settings")
+    unknown = sorted(set(data) - {f.name for f in fields(MemoryTrainConfig)})
+    if unknown:
+        raise OhloraError(f"config file {path}: unknown settings {unknown}")
+    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    if "lora_targets" in merged:
+        merged["lora_targets"] = tuple(merged["lora_targets"])
+    return MemoryTrainConfig(**merged)
+
+
+def load_encoder_backbone(base: str):
+    """(model, tokenizer, kind) for a causal LM preset/id/dir, or an encoder (BERT-like) model."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from ohlora.models import load_base, resolve_base
+
+    spec = resolve_base(base)
+    config = AutoConfig.from_pretrained(spec.location)
+    if getattr(config, "is_decoder", False) or any(a.endswith("ForCausalLM") for a in (config.architectures or [])):
+        model, tok = load_base(spec, device="cpu", dtype=torch.float32)
+        return model, tok, "causal-lm"
+    tok = AutoTokenizer.from_pretrained(spec.location)
+    return AutoModel.from_pretrained(spec.location, dtype=torch.float32), tok, "encoder"
+
+
+def default_targets(model) -> list[str]:
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    for group in (["q_proj", "k_proj", "v_proj", "o_proj"], ["query", "key", "value"], ["query_key_value"],
+                  ["q", "k", "v"]):
+        if set(group) <= names:
+            return group
+    raise OhloraError("cannot guess LoRA targets for this model: pass --lora-targets")
+
+
+class MatrixSampler:
+    """Draws K memory lines and K message lines per step; part of the messages share a key with
+    the memories so that every step sees positives, not only the 0 and 1/3 of random pairs."""
+
+    def __init__(self, combs, synonyms, k: int, positive_share: float, seed: int):
+        from ohlora.training.memory_data import key_similarity
+
+        self.combs, self.k, self.share = combs, k, positive_share
+        self.sim = lambda a, b: key_similarity(a, b, synonyms)
+        self.rng = random.Random(seed)
+        self.by_key: dict[str, list] = {}
+        for c in combs:
+            self.by_key.setdefault(synonyms.get(c.key, c.key), []).append(c)
+        self.canon = lambda key: synonyms.get(key, key)
+
+    def sample(self):
+        mems = self.rng.sample(self.combs, self.k)
+        n_pos = round(self.k * self.share)
+        msgs = [self.rng.choice(self.by_key[self.canon(m.key)]) for m in mems[:n_pos]]
+        msgs += self.rng.sample(self.combs, self.k - n_pos)
+        truth = [[self.sim(m.key, q.key) for q in msgs] for m in mems]  # (K, K)
+        return [m.memory for m in mems], [q.message for q in msgs], truth
+
+
+def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:
+    """Train, evaluate on the test combinations, save the adapter; returns (dir, test metrics)."""
+    import torch
+    import torch.nn.functional as F
+    from peft import LoraConfig, get_peft_model
+    from tqdm import tqdm
+    from transformers import set_seed
+
+    from ohlora.evaluation.memory import evaluate_memory
+    from ohlora.memory.encoder import HiddenStateEncoder, mean_pool
+    from ohlora.models import set_cpu_threads
+    from ohlora.training.memory_data import load_combs, load_synonyms, make_pairs, read_pairs_from_rows
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    cfg = cfg.resolved()
+    out = Path(cfg.output)
+    if out.exists() and any(out.iterdir()):
+        backup = out.with_name(out.name + f".old-{time.strftime('%Y%m%d-%H%M%S')}")
+        out.rename(backup)
+        log(f"moved the previous {out.name} to {backup}")
+    synonyms = load_synonyms(Path(cfg.synonyms))
+    train = load_combs(Path(cfg.train_combs))
+    test_pairs = read_pairs_from_rows(make_pairs(load_combs(Path(cfg.test_combs)), synonyms))
+    set_seed(cfg.seed)
+    set_cpu_threads(cfg.threads or None)
+    model, tok, kind = load_encoder_backbone(cfg.base)
+    targets = list(cfg.lora_targets) or default_targets(model)
+    model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                             lora_dropout=cfg.lora_dropout, target_modules=targets))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, cfg.steps // 20)) * max(0.0, 1 - s / cfg.steps) ** 0.5)
+
+    def embed(texts):  # (N, H) normalized, with gradients
+        return F.normalize(mean_pool(model, tok, texts, cfg.layer), dim=-1)
+
+    sampler = MatrixSampler(train, synonyms, cfg.k, cfg.positive_share, cfg.seed)
+    train_pairs = read_pairs_from_rows(make_pairs(train, synonyms))
+    rng = random.Random(cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    log_rows = []
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(range(cfg.steps), desc=f"train memory ({cfg.loss})", file=sys.stderr)
+    for step in bar:
+        if cfg.loss == "matrix":
+            mems, msgs, truth = sampler.sample()
+            pred = embed(mems) @ embed(msgs).T  # (K, K) cosines
+            loss = F.mse_loss(pred, torch.tensor(truth, dtype=pred.dtype))
+        else:
+            batch = rng.sample(train_pairs, cfg.batch_size)
+            a, b = embed([p.memory for p in batch]), embed([p.message for p in batch])
+            loss = F.mse_loss((a * b).sum(-1), torch.tensor([p.score for p in batch], dtype=a.dtype))
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        log_rows.append({"step": step + 1, "loss": round(loss.item(), 6), "elapsed_s": round(time.perf_counter() - t0, 1)})
+    minutes = (time.perf_counter() - t0) / 60
+    model.eval()
+    model.save_pretrained(out)
+    meta = {"base": cfg.base, "kind": kind, "pooling": "mean, BOS excluded", "layer": cfg.layer,
+            "threshold": cfg.threshold, "command": command, "config": {**asdict(cfg), "lora_targets": targets},
+            "train_minutes": round(minutes, 2)}
+    encoder = HiddenStateEncoder(model, tok, layer=cfg.layer, name=f"{Path(cfg.base).name}+{out.name}",
+                                 adapter=model.active_adapter)
+    metrics = evaluate_memory(encoder, test_pairs, cfg.threshold, out, title=f"{out.name} (test)")
+    meta["test_metrics"] = metrics
+    (out / ENCODER_FILE).write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    with (out / "train_log.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, ["step", "loss", "elapsed_s"])
+        w.writeheader()
+        w.writerows(log_rows)
+    log(f"trained in {minutes:.1f} min; test: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                                              for k, v in metrics.items()}))
+    return out, metrics

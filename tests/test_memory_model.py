@@ -1,0 +1,127 @@
+"""Memory encoder: combination data, pairs, metrics, training on a tiny model, adapter switching."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ohlora.cli import main
+from ohlora.errors import OhloraError
+from ohlora.evaluation.metrics import regression_metrics, retrieval_metrics
+from ohlora.memory.encoder import HiddenStateEncoder
+from ohlora.memory.loading import attach_memory_adapter, load_memory_encoder
+from ohlora.models import load_base, resolve_base, use_adapter
+from ohlora.training.memory import MatrixSampler, load_memory_train_config, train_memory
+from ohlora.training.memory_data import key_similarity, load_synonyms, make_pairs, parse_combs
+
+COMBS = """[오늘 일정: 발표] 나 지금 너무 떨려
+[오늘 일정: 면접] 이따 무슨 말 하지
+[내일 일정: 시험] 내일 아침 일찍 일어나야 해
+[좋아하는 가수: 아이유] 노래 추천해 줘
+[좋아하는 아이돌: 뉴진스] 요즘 무대 봤어?
+[좋아하는 음식: 떡볶이] 저녁 뭐 먹지
+[반려동물: 고양이] 우리 애가 밥을 안 먹어
+[오늘 날씨: 비] 우산 챙겨야 하나
+"""
+
+
+def test_parse_combs_and_errors_with_line_numbers():
+    combs = parse_combs(COMBS)
+    assert len(combs) == 8 and combs[0].memory == "[오늘 일정: 발표]" and combs[0].message == "나 지금 너무 떨려"
+    with pytest.raises(OhloraError, match="line 2: expected"):
+        parse_combs("[a: b] ok\n[깨진 줄 메시지\n")
+    with pytest.raises(OhloraError, match="line 1"):
+        parse_combs("[a: b]\n")  # no message
+
+
+def test_key_similarity_iou_and_synonyms():
+    syn = load_synonyms()
+    assert key_similarity("오늘 일정", "오늘 일정", syn) == 1.0
+    assert key_similarity("오늘 일정", "내일 일정", syn) == pytest.approx(1 / 3)
+    assert key_similarity("좋아하는 음식", "좋아하는 가수", syn) == pytest.approx(1 / 3)
+    assert key_similarity("좋아하는 아이돌", "좋아하는 가수", syn) == 1.0  # one synonym group
+    assert key_similarity("오늘 일정", "기분", syn) == 0.0
+
+
+def test_memory_pairs_command(tmp_path):
+    src = tmp_path / "c.txt"
+    src.write_text(COMBS, encoding="utf-8")
+    r = CliRunner().invoke(main, ["data", "memory-pairs", str(src), "-o", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0 and "wrote 64 pairs" in r.output
+    rows = list(csv.DictReader((tmp_path / "p.csv").open(encoding="utf-8")))
+    assert list(rows[0]) == ["memory_0", "user_prompt_0", "memory_1", "user_prompt_1", "similarity_score"]
+    row = next(x for x in rows if x["memory_0"] == "[좋아하는 가수: 아이유]" and x["user_prompt_1"] == "요즘 무대 봤어?")
+    assert float(row["similarity_score"]) == 1.0
+    bad = tmp_path / "bad.txt"
+    bad.write_text("[a: b] ok\nnot a comb\n", encoding="utf-8")
+    r = CliRunner().invoke(main, ["data", "memory-pairs", str(bad), "-o", str(tmp_path / "x.csv")])
+    assert r.exit_code == 2 and "line 2" in r.output
+
+
+def test_metrics():
+    m = regression_metrics([0.0, 0.5, 1.0], [0.0, 0.5, 0.5])
+    assert m["mse"] == pytest.approx(0.25 / 3) and m["mae"] == pytest.approx(0.5 / 3)
+    scores = np.array([[0.9, 0.7, 0.1], [0.2, 0.5, 0.8], [0.65, 0.1, 0.1]])
+    truth = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    r = retrieval_metrics(scores, truth, 0.6)
+    # msg0 right; msg1 picks item2 (wrong); msg2 has no match. False recall: msg0 (0.7), msg1 (0.8), msg2 (0.65)
+    assert r["top1_accuracy"] == 0.5 and r["false_recall"] == 1.0
+
+
+def test_matrix_sampler_truth_and_positives():
+    combs = parse_combs(COMBS)
+    s = MatrixSampler(combs, load_synonyms(), k=4, positive_share=0.5, seed=0)
+    mems, msgs, truth = s.sample()
+    assert len(mems) == len(msgs) == 4 and np.array(truth).shape == (4, 4)
+    assert truth[0][0] == 1.0 and truth[1][1] == 1.0  # the first half share their memory's key
+
+
+@pytest.fixture
+def tiny_memory_adapter(tmp_path, tiny_model_dir):
+    train = tmp_path / "train.txt"
+    train.write_text(COMBS, encoding="utf-8")
+    cfg = load_memory_train_config(base=str(tiny_model_dir), train_combs=str(train), test_combs=str(train),
+                                   output=str(tmp_path / "mem"), steps=4, k=4, learning_rate=1e-2, threads=1)
+    out, metrics = train_memory(cfg)
+    return out, metrics
+
+
+def test_train_memory_writes_adapter_metrics_and_plot(tiny_memory_adapter):
+    out, metrics = tiny_memory_adapter
+    for f in ["adapter_config.json", "adapter_model.safetensors", "memory_encoder.yaml", "memory_pairs.csv",
+              "memory_scatter.png", "train_log.csv"]:
+        assert (out / f).exists(), f
+    assert set(metrics) >= {"mse", "mae", "corr", "top1_accuracy", "false_recall", "n_pairs"}
+    assert metrics["n_pairs"] == 64
+
+
+def test_eval_memory_command_json(tiny_memory_adapter, tmp_path):
+    out, metrics = tiny_memory_adapter
+    combs = tmp_path / "t.txt"
+    combs.write_text(COMBS, encoding="utf-8")
+    r = CliRunner().invoke(main, ["eval", "memory", "--combs", str(combs), "--encoder", str(out), "--json",
+                                  "-o", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    last = json.loads(r.output.strip().splitlines()[-1])
+    assert set(last) == {"mse", "mae", "corr", "top1_accuracy", "false_recall", "n_pairs"}
+    assert last["mse"] == pytest.approx(metrics["mse"], abs=1e-5)  # same encoder, same pairs
+    assert (tmp_path / "ev" / "memory_scatter.png").exists()
+
+
+def test_one_base_model_serves_chat_and_memory(tiny_memory_adapter, tiny_model_dir):
+    out, _ = tiny_memory_adapter
+    model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    ids = tok("안녕 나는", return_tensors="pt")
+    with torch.no_grad():
+        bare = model(**ids).logits
+    model, enc = attach_memory_adapter(model, tok, "tiny", out)
+    plain = HiddenStateEncoder(model, tok, name="tiny")  # adapters off
+    texts = ["[오늘 일정: 발표]", "나 떨려"]
+    assert not np.allclose(enc.encode(texts), plain.encode(texts), atol=1e-4)
+    with torch.no_grad(), use_adapter(model, None):
+        assert torch.allclose(model(**ids).logits, bare, atol=1e-5)  # chat without adapter = the base model
+    assert enc.id != plain.id and "@" in enc.id  # cache key changes with the adapter's content
+    assert np.allclose(load_memory_encoder(str(out)).encode(texts), enc.encode(texts), atol=1e-5)
