@@ -76,8 +76,23 @@ class ChatEngine:
         recalled = self.retriever.best(user, message) if self.retriever else None
         hint = self.hint_fn(message) if self.hint_fn else None
         prompt = self.prompt_format.render(message, recalled.item.text if recalled else None, hint)
-        cfg, stop = self.config, self.prompt_format.stop_phrase
+        parsed, result, tries = self.answer(prompt, on_text)
+        if parsed is None:
+            return TurnResult(FALLBACK_ANSWER, "fallback", recalled, tries=tries, prompt=prompt,
+                              raw=result.text, n_tokens=result.n_tokens)
+        stored = []
+        if store and parsed.tag is not None:
+            stored.append(self.store.add_tag(user, parsed.tag))
+        return TurnResult(parsed.message, result.finish_reason, recalled, stored, tries, prompt,
+                          result.text, result.n_tokens)
 
+    def answer(self, prompt: str, on_text: OnText | None = None):
+        """Generate for a rendered prompt, retrying while the cleaned answer is empty.
+
+        Returns (parsed answer or None if every try was empty, last GenerationResult, tries).
+        The fallback text is streamed when every try was empty.
+        """
+        cfg, stop = self.config, self.prompt_format.stop_phrase
         for tries in range(1, cfg.max_tries + 1):
             filt = StreamFilter(stop)
             emit = (lambda chunk: _emit(filt, chunk, on_text)) if on_text else None
@@ -91,19 +106,10 @@ class ChatEngine:
                     on_text(tail)
             parsed = parse_answer(result.text, stop)
             if parsed.message:
-                break
-        else:
-            turn = TurnResult(FALLBACK_ANSWER, "fallback", recalled, tries=cfg.max_tries, prompt=prompt,
-                              raw=result.text, n_tokens=result.n_tokens)
-            if on_text:
-                on_text(FALLBACK_ANSWER)
-            return turn
-
-        stored = []
-        if store and parsed.tag is not None:
-            stored.append(self.store.add_tag(user, parsed.tag))
-        return TurnResult(parsed.message, result.finish_reason, recalled, stored, tries, prompt,
-                          result.text, result.n_tokens)
+                return parsed, result, tries
+        if on_text:
+            on_text(FALLBACK_ANSWER)
+        return None, result, cfg.max_tries
 
 
 def _emit(filt: StreamFilter, chunk: str, on_text: OnText) -> None:

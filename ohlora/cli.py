@@ -399,6 +399,27 @@ def eval_memory_cmd(combs, pairs, encoder, base, threshold, output, as_json):
         click.echo(json.dumps({k: metrics[k] for k in keep}))
 
 
+@eval_.command("llm")
+@chat_options
+@click.option("--valid-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Validation CSV (its memory, today and expected tags are used) [default: bundled].")
+@click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Plain prompts instead, one per line (no expected tags).")
+@click.option("--limit", type=int, default=None, help="Use N prompts, spread over the categories [all].")
+@click.option("--samples", type=int, default=1, show_default=True, help="Answers per prompt.")
+@click.option("--compare", "compare", multiple=True,
+              help="NAME=BASE@ADAPTER, repeatable (e.g. bare=gemma-3-270m@none ohlora=gemma-3-270m@default): "
+                   "run each on the same prompts and write a side-by-side report.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where answers CSV and report go [default: $OHLORA_HOME/eval/llm].")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary (or summaries) as JSON on the last line.")
+def eval_llm_cmd(valid_file, prompts_file, limit, samples, compare, output, as_json, config_path, **overrides):
+    """Answer quality: empty, stop vs length, duplicates, non-Korean, tag precision/recall, latency."""
+    from ohlora.evaluation.llm_report import run_llm_eval
+
+    run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, samples, compare, output, as_json)
+
+
 # -- bench -----------------------------------------------------------------------------------------
 @main.group(cls=OhloraGroup, context_settings=CONTEXT)
 def bench():

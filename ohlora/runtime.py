@@ -31,6 +31,7 @@ class Runtime:
     store: MemoryStore
     load_seconds: float
     description: str
+    card: PersonaCard
 
 
 def open_store(path: Path | None = None) -> MemoryStore:
@@ -89,4 +90,4 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
     generator = HFGenerator(model, tokenizer, adapter="chat" if adapter is not None else None)
     engine = ChatEngine(generator, Retriever(encoder, store, cfg.memory_threshold),
                         store, fmt, cfg, hint_fn=time_hinter(card))
-    return Runtime(engine, store, time.perf_counter() - t0, name)
+    return Runtime(engine, store, time.perf_counter() - t0, name, card)

@@ -129,3 +129,17 @@ def load_dataset(path: Path, stop_phrase: str = PromptFormat.stop_phrase) -> lis
     if not rows:
         raise OhloraError(f"{path} has no rows")
     return rows
+
+
+def spread_rows(rows: list[SFTRow], k: int) -> list[SFTRow]:
+    """k rows taken round-robin over the categories (deterministic), for samples and quick evals."""
+    by_cat: dict[str, list[SFTRow]] = {}
+    for r in rows:
+        by_cat.setdefault(r.category, []).append(r)
+    picked, i = [], 0
+    while len(picked) < min(k, len(rows)):
+        for cat in sorted(by_cat):
+            if i < len(by_cat[cat]) and len(picked) < k:
+                picked.append(by_cat[cat][i])
+        i += 1
+    return picked

@@ -90,20 +90,6 @@ def make_callbacks(out: Path, sample_rows, tokenizer, fmt, card, t0: float):
     return [LogAndSample()]
 
 
-def pick_sample_rows(rows, k: int):
-    """k validation rows over as many categories as possible (deterministic)."""
-    by_cat: dict[str, list] = {}
-    for r in rows:
-        by_cat.setdefault(r.category, []).append(r)
-    picked, i = [], 0
-    while len(picked) < min(k, len(rows)):
-        for cat in sorted(by_cat):
-            if i < len(by_cat[cat]) and len(picked) < k:
-                picked.append(by_cat[cat][i])
-        i += 1
-    return picked
-
-
 def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
     ckpts = out / "checkpoints"
     if resume:
@@ -131,7 +117,7 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
     from ohlora.models import load_base, resolve_base, set_cpu_threads
     from ohlora.persona import PersonaCard
     from ohlora.prompt import PromptFormat
-    from ohlora.training.data import load_dataset
+    from ohlora.training.data import load_dataset, spread_rows
     from ohlora.training.losses import check_answer_only_path
     from ohlora.training.plots import plot_loss
     from ohlora.training.sft_batches import collate, encode_row
@@ -203,7 +189,7 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
     trainer = Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
         data_collator=lambda feats: collate(feats, tok.pad_token_id),
-        callbacks=make_callbacks(out, pick_sample_rows(valid_rows, cfg.sample_prompts), tok, fmt, card, t0)
+        callbacks=make_callbacks(out, spread_rows(valid_rows, cfg.sample_prompts), tok, fmt, card, t0)
         + list(extra_callbacks or []),
         answer_only_head=cfg.answer_only_head,
     )

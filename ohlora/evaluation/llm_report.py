@@ -1,0 +1,73 @@
+"""Drive `ohlora eval llm`: one or several model configs on the same prompts, CSVs and a report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ohlora.errors import OhloraError
+
+
+def parse_compare(spec: str) -> tuple[str, dict]:
+    """NAME=BASE@ADAPTER -> (name, chat-config overrides)."""
+    if "=" not in spec:
+        raise OhloraError(f"--compare {spec!r}: write NAME=BASE@ADAPTER (adapter: default, none or a directory)")
+    name, rest = spec.split("=", 1)
+    base, _, adapter = rest.partition("@")
+    if not name.strip() or not base.strip():
+        raise OhloraError(f"--compare {spec!r}: NAME and BASE must not be empty")
+    return name.strip(), {"base": base.strip(), "adapter": adapter.strip() or "default"}
+
+
+def run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, samples, compare, output, as_json):
+    from ohlora.config import load_chat_config
+    from ohlora.evaluation.llm import (markdown_table, prompts_from_lines, prompts_from_rows, run_eval, summarize,
+                                       write_records)
+    from ohlora.paths import home_dir
+    from ohlora.persona import time_hinter
+    from ohlora.runtime import build_runtime
+    from ohlora.training.data import load_dataset, spread_rows
+    from ohlora.training.llm_config import bundled
+
+    if samples < 1:
+        raise OhloraError("--samples must be >= 1")
+    runs = [parse_compare(c) for c in compare] or [("model", {})]
+    if len({n for n, _ in runs}) != len(runs):
+        raise OhloraError("--compare names must be different")
+    if prompts_file:
+        lines = [x.strip() for x in Path(prompts_file).read_text(encoding="utf-8").splitlines() if x.strip()]
+        if not lines:
+            raise OhloraError(f"{prompts_file} has no prompts")
+        lines = lines[:limit] if limit else lines
+    else:
+        rows = load_dataset(valid_file or Path(bundled("data", "sft", "valid.csv")))
+        rows = spread_rows(rows, limit) if limit else rows
+    out = Path(output or home_dir() / "eval" / "llm")
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = {}
+    for name, cfg_over in runs:
+        cfg = load_chat_config(config_path, **{**overrides, **cfg_over})
+        rt = build_runtime(cfg)
+        fmt = rt.engine.prompt_format
+        prompts = (prompts_from_lines(lines, fmt, time_hinter(rt.card)) if prompts_file
+                   else prompts_from_rows(rows, fmt, rt.card))
+        with click.progressbar(length=len(prompts) * samples, label=f"eval {name} ({rt.description})",
+                               file=click.get_text_stream("stderr")) as bar:
+            records = run_eval(rt.engine, prompts, samples, progress=bar.update)
+        rt.store.close()
+        write_records(records, out / f"answers_{name}.csv")
+        summaries[name] = summarize(records, prompts)
+        summaries[name]["model"] = rt.description
+    table = markdown_table(summaries)
+    report = ["# Answer-quality report", "",
+              f"{len(prompts)} prompts x {samples} samples; temperature {cfg.temperature}, "
+              f"max {cfg.max_new_tokens} new tokens.", "",
+              "| config | model |", "| --- | --- |", *[f"| {n} | {s['model']} |" for n, s in summaries.items()],
+              "", table, "", "Answers: " + ", ".join(f"answers_{n}.csv" for n in summaries)]
+    (out / "report.md").write_text("\n".join(report) + "\n", encoding="utf-8")
+    click.echo(table)
+    click.echo(f"report: {out / 'report.md'}", err=True)
+    if as_json:
+        click.echo(json.dumps(summaries if len(summaries) > 1 else next(iter(summaries.values())), ensure_ascii=False))
