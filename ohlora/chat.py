@@ -69,14 +69,16 @@ class ChatEngine:
             raise OhloraError(f"message too long ({len(message)} characters; the limit is {limit})")
         return message
 
-    def turn(self, user: str, message: str, on_text: OnText | None = None, store: bool = True) -> TurnResult:
-        """Answer one message of `user`. `on_text` receives the visible answer as it streams."""
+    def turn(self, user: str, message: str, on_text: OnText | None = None, store: bool = True,
+             temperature: float | None = None, max_new_tokens: int | None = None) -> TurnResult:
+        """Answer one message of `user`. `on_text` receives the visible answer as it streams;
+        temperature and max_new_tokens override the config for this turn."""
         user = validate_user(user)
         message = self.check_message(message)
         recalled = self.retriever.best(user, message) if self.retriever else None
         hint = self.hint_fn(message) if self.hint_fn else None
         prompt = self.prompt_format.render(message, recalled.item.text if recalled else None, hint)
-        parsed, result, tries = self.answer(prompt, on_text)
+        parsed, result, tries = self.answer(prompt, on_text, temperature, max_new_tokens)
         if parsed is None:
             return TurnResult(FALLBACK_ANSWER, "fallback", recalled, tries=tries, prompt=prompt,
                               raw=result.text, n_tokens=result.n_tokens)
@@ -86,7 +88,8 @@ class ChatEngine:
         return TurnResult(parsed.message, result.finish_reason, recalled, stored, tries, prompt,
                           result.text, result.n_tokens)
 
-    def answer(self, prompt: str, on_text: OnText | None = None):
+    def answer(self, prompt: str, on_text: OnText | None = None, temperature: float | None = None,
+               max_new_tokens: int | None = None):
         """Generate for a rendered prompt, retrying while the cleaned answer is empty.
 
         Returns (parsed answer or None if every try was empty, last GenerationResult, tries).
@@ -97,8 +100,9 @@ class ChatEngine:
             filt = StreamFilter(stop)
             emit = (lambda chunk: _emit(filt, chunk, on_text)) if on_text else None
             result = self.generator.generate(
-                prompt, stop_phrase=stop, max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature, on_text=emit,
+                prompt, stop_phrase=stop,
+                max_new_tokens=cfg.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                temperature=cfg.temperature if temperature is None else temperature, on_text=emit,
             )
             if on_text:
                 tail = filt.finish()

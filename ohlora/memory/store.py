@@ -7,8 +7,10 @@ nothing stored is ever lost silently.
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,10 +63,23 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _locked(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class MemoryStore:
-    """SQLite-backed memory. `path=None` gives an in-memory database (for tests and fakes)."""
+    """SQLite-backed memory. `path=None` gives an in-memory database (for tests and fakes).
+
+    One connection, guarded by a lock, so the server's generation thread and its request
+    handlers can share the store safely.
+    """
 
     def __init__(self, path: Path | str | None = None):
+        self._lock = threading.RLock()
         self.path = Path(path) if path is not None else None
         target = ":memory:" if path is None else str(path)
         try:
@@ -80,10 +95,12 @@ class MemoryStore:
             ) from e
         self.db.row_factory = sqlite3.Row
 
+    @_locked
     def close(self) -> None:
         self.db.close()
 
     # -- items ---------------------------------------------------------------------------------
+    @_locked
     def add(self, user: str, key: str, value: str) -> AddResult:
         user = validate_user(user)
         tag = make_tag(key, value)
@@ -92,6 +109,7 @@ class MemoryStore:
                               "without brackets, and short")
         return self.add_tag(user, tag)
 
+    @_locked
     def add_tag(self, user: str, tag: MemoryTag) -> AddResult:
         user = validate_user(user)
         now = _now()
@@ -112,11 +130,13 @@ class MemoryStore:
             new = self.db.execute("SELECT * FROM memories WHERE id = ?", (cur.lastrowid,)).fetchone()
             return AddResult(self._item(new), "added")
 
+    @_locked
     def list(self, user: str) -> list[MemoryItem]:
         user = validate_user(user)
         rows = self.db.execute("SELECT * FROM memories WHERE user = ? ORDER BY id", (user,)).fetchall()
         return [self._item(r) for r in rows]
 
+    @_locked
     def get(self, user: str, id_or_key: str | int) -> MemoryItem | None:
         user = validate_user(user)
         if isinstance(id_or_key, int) or str(id_or_key).isdigit():
@@ -126,6 +146,7 @@ class MemoryStore:
             row = self.db.execute("SELECT * FROM memories WHERE user = ? AND key = ?", (user, key)).fetchone()
         return self._item(row) if row else None
 
+    @_locked
     def delete(self, user: str, id_or_key: str | int) -> MemoryItem | None:
         """Delete one item (by id or key) of this user; returns it, or None if there was none."""
         item = self.get(user, id_or_key)
@@ -137,6 +158,7 @@ class MemoryStore:
             self.db.execute("DELETE FROM memories WHERE id = ?", (item.id,))
         return item
 
+    @_locked
     def clear(self, user: str) -> int:
         user = validate_user(user)
         now = _now()
@@ -147,12 +169,14 @@ class MemoryStore:
             self.db.execute("DELETE FROM memories WHERE user = ?", (user,))
         return len(rows)
 
+    @_locked
     def history(self, user: str) -> list[dict]:
         user = validate_user(user)
         rows = self.db.execute("SELECT * FROM memory_history WHERE user = ? ORDER BY id", (user,)).fetchall()
         return [dict(r) for r in rows]
 
     # -- embedding cache -------------------------------------------------------------------------
+    @_locked
     def embeddings(self, user: str, encoder: str) -> tuple[list[MemoryItem], np.ndarray | None, list[MemoryItem]]:
         """(items with a cached vector, their (N, D) matrix, items still missing one)."""
         items = self.list(user)
@@ -165,6 +189,7 @@ class MemoryStore:
         matrix = np.stack([vecs[i.id] for i in have]) if have else None
         return have, matrix, missing
 
+    @_locked
     def put_embeddings(self, encoder: str, items: list[MemoryItem], vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)  # (N, D)
         with self.db:
