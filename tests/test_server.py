@@ -161,3 +161,14 @@ def test_concurrent_streams_get_their_own_answers_uninterleaved():
 def test_loopback_detection():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.0.5")
+
+
+def test_worker_finishes_the_answer_in_progress_on_shutdown():
+    from ohlora.server.worker import GenerationWorker
+
+    w = GenerationWorker()
+    slow = w.submit(lambda: (time.sleep(0.3), "done")[1])
+    queued = w.submit(lambda: "after")
+    time.sleep(0.05)
+    w.shutdown(timeout=5)
+    assert slow.result(0) == "done" and queued.result(0) == "after"

@@ -11,6 +11,7 @@ import hmac
 import json
 import time
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -45,7 +46,15 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
 def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     worker = GenerationWorker()
-    app = FastAPI(title="ohlora", description="Oh-LoRA (오로라) chat and memory API", version="1")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        # Shutdown (Ctrl-C): uvicorn has let running requests finish; the worker finishes the
+        # answer in progress and any queued before it. Stored memories are already committed.
+        await asyncio.to_thread(worker.shutdown, 120)
+
+    app = FastAPI(title="ohlora", description="Oh-LoRA (오로라) chat and memory API", version="1", lifespan=lifespan)
     app.state.worker = worker
 
     @app.exception_handler(ApiError)
@@ -55,10 +64,6 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
     @app.exception_handler(Exception)
     async def _unexpected(request, exc: Exception):  # never a bare 500 page
         return JSONResponse(error_body(f"internal error: {type(exc).__name__}", "server_error"), status_code=500)
-
-    @app.on_event("shutdown")
-    def _shutdown():
-        worker.shutdown(timeout=120)  # Ctrl-C: the answer in progress is finished first
 
     def check_auth(request: Request) -> None:
         if settings.api_key is None:
