@@ -46,3 +46,20 @@ def test_changing_the_encoder_reencodes_items(keyword_encoder):
     other = KeywordEncoder(keyword_encoder.groups, id="keyword-fake-v2")
     Retriever(other, store).best("kim", "떨려")
     assert other.encoded == ["[오늘 일정: 발표]", "떨려"]
+
+
+def test_vectors_are_reused_in_memory_until_the_store_changes(keyword_encoder, tmp_path):
+    path = tmp_path / "m.sqlite3"
+    store = MemoryStore(path)
+    store.add("kim", "오늘 일정", "발표")
+    r = Retriever(keyword_encoder, store)
+    r.best("kim", "떨려")
+    calls = []
+    store_embeddings = store.embeddings
+    store.embeddings = lambda *a: calls.append(a) or store_embeddings(*a)
+    r.best("kim", "떨려")
+    assert calls == []  # unchanged store: no database read
+    other = MemoryStore(path)  # another process adds an item
+    other.add("kim", "오늘 날씨", "비")
+    other.close()
+    assert r.best("kim", "우산 있어?").item.key == "오늘 날씨" and len(calls) == 1

@@ -27,15 +27,27 @@ class Retriever:
         self.encoder = encoder
         self.store = store
         self.threshold = threshold
+        self._cache: dict[str, tuple] = {}  # user -> (store version, items, (N, D) matrix)
 
-    def scores(self, user: str, message: str) -> list[Recall]:
-        """Every stored item of the user with its cosine to the message, best first."""
+    def item_vectors(self, user: str):
+        """The user's items and their (N, D) vectors: from memory while the store is unchanged,
+        else from the database cache, encoding only items that have no vector for this encoder."""
+        version = self.store.version()
+        hit = self._cache.get(user)
+        if hit and hit[0] == version:
+            return hit[1], hit[2]
         have, matrix, missing = self.store.embeddings(user, self.encoder.id)
-        if missing:  # encode only items not yet cached for this encoder
+        if missing:
             vecs = self.encoder.encode([i.text for i in missing])  # (M, D)
             self.store.put_embeddings(self.encoder.id, missing, vecs)
             have = have + missing
             matrix = vecs if matrix is None else np.concatenate([matrix, vecs])
+        self._cache[user] = (self.store.version(), have, matrix)
+        return have, matrix
+
+    def scores(self, user: str, message: str) -> list[Recall]:
+        """Every stored item of the user with its cosine to the message, best first."""
+        have, matrix = self.item_vectors(user)
         if not have:
             return []
         q = self.encoder.encode([message])[0]  # (D,)

@@ -80,6 +80,7 @@ class MemoryStore:
 
     def __init__(self, path: Path | str | None = None):
         self._lock = threading.RLock()
+        self._writes = 0
         self.path = Path(path) if path is not None else None
         target = ":memory:" if path is None else str(path)
         try:
@@ -110,9 +111,15 @@ class MemoryStore:
         return self.add_tag(user, tag)
 
     @_locked
+    def version(self) -> tuple[int, int]:
+        """Changes whenever any memory changes, by this connection or another process."""
+        return self._writes, self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    @_locked
     def add_tag(self, user: str, tag: MemoryTag) -> AddResult:
         user = validate_user(user)
         now = _now()
+        self._writes += 1
         with self.db:
             row = self.db.execute("SELECT * FROM memories WHERE user = ? AND key = ?", (user, tag.key)).fetchone()
             if row is not None and row["value"] == tag.value:
@@ -152,6 +159,7 @@ class MemoryStore:
         item = self.get(user, id_or_key)
         if item is None:
             return None
+        self._writes += 1
         with self.db:
             row = self.db.execute("SELECT * FROM memories WHERE id = ?", (item.id,)).fetchone()
             self._archive(row, "deleted", _now())
@@ -162,6 +170,7 @@ class MemoryStore:
     def clear(self, user: str) -> int:
         user = validate_user(user)
         now = _now()
+        self._writes += 1
         with self.db:
             rows = self.db.execute("SELECT * FROM memories WHERE user = ?", (user,)).fetchall()
             for row in rows:

@@ -26,8 +26,9 @@ def answer_only_loss(model, batch: dict, head: torch.nn.Module, softcap: float |
     launch` still sees it and syncs gradients; the head's weights are frozen, so applying it
     outside that call needs no gradient sync.
     """
+    no_positions = torch.empty(0, dtype=torch.long, device=batch["input_ids"].device)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                output_hidden_states=True, logits_to_keep=1, use_cache=False)
+                output_hidden_states=True, logits_to_keep=no_positions, use_cache=False)  # logits: (B, 0, V)
     hidden = out.hidden_states[-1]  # (B, T, H), after the final norm: the head's input
     target = batch["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
     keep = target != IGNORE  # (B, T-1)
