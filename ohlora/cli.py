@@ -451,3 +451,26 @@ def bench_train(base, batch_size, steps, threads, as_json):
     from ohlora.bench_train import run_train_bench
 
     run_train_bench(base=base, batch_size=batch_size, steps=steps, threads=threads, as_json=as_json)
+
+
+@bench.command("memory")
+@click.option("--encoder", default="default", show_default=True,
+              help="'default' (shipped memory adapter), 'base', an adapter dir or a Hugging Face encoder.")
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model for default/base.")
+@click.option("--sizes", default="100,1000,10000", show_default=True, help="Comma-separated store sizes.")
+@click.option("--queries", type=int, default=5, show_default=True, help="Timed queries per size (cached path).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the table here [default: $OHLORA_HOME/bench/memory.md].")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on the last line.")
+def bench_memory(encoder, base, sizes, queries, output, as_json):
+    """Memory retrieval latency: cached item embeddings vs re-encoding every item per query."""
+    from ohlora.bench_memory import run_memory_bench
+    from ohlora.paths import home_dir
+
+    try:
+        ns = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise OhloraError(f"--sizes {sizes!r}: give comma-separated integers") from None
+    if not ns or min(ns) < 1 or queries < 1:
+        raise OhloraError("--sizes and --queries must be positive")
+    run_memory_bench(encoder, base, ns, queries, as_json, output or home_dir() / "bench" / "memory.md")

@@ -125,3 +125,13 @@ def test_one_base_model_serves_chat_and_memory(tiny_memory_adapter, tiny_model_d
         assert torch.allclose(model(**ids).logits, bare, atol=1e-5)  # chat without adapter = the base model
     assert enc.id != plain.id and "@" in enc.id  # cache key changes with the adapter's content
     assert np.allclose(load_memory_encoder(str(out)).encode(texts), enc.encode(texts), atol=1e-5)
+
+
+def test_bench_memory_on_the_tiny_model(tiny_memory_adapter, tmp_path):
+    out, _ = tiny_memory_adapter
+    r = CliRunner().invoke(main, ["bench", "memory", "--encoder", str(out), "--sizes", "5,20", "--queries", "2",
+                                  "--json", "-o", str(tmp_path / "m.md")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output.strip().splitlines()[-1])
+    assert [x["items"] for x in rows] == [5, 20] and all(x["cached_ms"] > 0 for x in rows)
+    assert "| stored items |" in (tmp_path / "m.md").read_text(encoding="utf-8")
