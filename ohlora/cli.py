@@ -474,3 +474,19 @@ def bench_memory(encoder, base, sizes, queries, output, as_json):
     if not ns or min(ns) < 1 or queries < 1:
         raise OhloraError("--sizes and --queries must be positive")
     run_memory_bench(encoder, base, ns, queries, as_json, output or home_dir() / "bench" / "memory.md")
+
+
+@bench.command("chat")
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model.")
+@click.option("--adapter", default="default", show_default=True, help="Chat adapter (needs its head_vocab.json).")
+@click.option("--prompts", type=int, default=12, show_default=True, help="Validation prompts to answer.")
+@click.option("--max-new-tokens", type=int, default=80, show_default=True, help="Token limit per answer.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the table here [default: $OHLORA_HOME/bench/chat.md].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line.")
+def bench_chat(base, adapter, prompts, max_new_tokens, output, as_json):
+    """Chat speed: plain HF generate vs ohlora's FastGenerator (greedy), and top-1 agreement."""
+    from ohlora.bench_chat import run_chat_bench
+    from ohlora.paths import home_dir
+
+    run_chat_bench(base, adapter, prompts, max_new_tokens, as_json, output or home_dir() / "bench" / "chat.md")

@@ -21,6 +21,9 @@ class ChatConfig:
     memory_encoder: str = "default"
     """"default": the memory adapter shipped for the base (if any); "base": untrained mean pooling
     of the base model; or a directory from `ohlora train memory`."""
+    generator: str = "fast"
+    """"fast": ohlora's decode loop with the adapter's restricted output head (head_vocab.json);
+    "hf": plain transformers generate() with the full head."""
     temperature: float = 0.6
     """Sampling temperature; 0 means greedy decoding."""
     max_new_tokens: int = 80
@@ -38,6 +41,7 @@ class ChatConfig:
             (self.adapter is None or isinstance(self.adapter, str), "adapter must be a path or null"),
             (isinstance(self.memory_encoder, str) and self.memory_encoder.strip() != "",
              "memory_encoder must be 'default', 'base' or a directory"),
+            (self.generator in ("fast", "hf"), "generator must be 'fast' or 'hf'"),
             (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5, "temperature must be in [0, 5]"),
             (_is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 4096, "max_new_tokens must be in [1, 4096]"),
             (_is_int(self.max_tries) and 1 <= self.max_tries <= 50, "max_tries must be in [1, 50]"),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
+from ohlora.fast_generation import FastGenerator, load_head_vocab
 from ohlora.generation import HFGenerator
 from ohlora.memory.encoder import HiddenStateEncoder
 from ohlora.memory.loading import attach_memory_adapter, shipped_memory_adapter
@@ -87,7 +88,12 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
         model, encoder = attach_memory_adapter(model, tokenizer, spec.name, memory_adapter)
     else:
         encoder = HiddenStateEncoder(model, tokenizer, name=spec.name)  # untrained pooling, adapters off
-    generator = HFGenerator(model, tokenizer, adapter="chat" if adapter is not None else None)
+    chat_adapter = "chat" if adapter is not None else None
+    if cfg.generator == "fast":
+        vocab = load_head_vocab(adapter) if adapter is not None else None
+        generator = FastGenerator(model, tokenizer, vocab, adapter=chat_adapter)
+    else:
+        generator = HFGenerator(model, tokenizer, adapter=chat_adapter)
     engine = ChatEngine(generator, Retriever(encoder, store, cfg.memory_threshold),
                         store, fmt, cfg, hint_fn=time_hinter(card))
     return Runtime(engine, store, time.perf_counter() - t0, name, card)

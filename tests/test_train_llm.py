@@ -88,7 +88,7 @@ def test_train_writes_adapter_and_resumes_after_interrupt(tiny_cfg, tiny_model_d
         train_llm(cfg)  # never silently overwrite a run
     train_llm(cfg, resume=True)
     for name in ["adapter_config.json", "adapter_model.safetensors", "prompt_format.yaml", "persona.yaml",
-                 "train_log.csv", "loss.png", "samples.txt", "train_config.yaml"]:
+                 "train_log.csv", "loss.png", "samples.txt", "train_config.yaml", "head_vocab.json"]:
         assert (out / name).exists(), name
     assert not (out / "checkpoints").exists()
     log = list(csv.DictReader((out / "train_log.csv").open(encoding="utf-8")))

@@ -119,6 +119,7 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
     from ohlora.prompt import PromptFormat
     from ohlora.training.data import load_dataset, spread_rows
     from ohlora.training.losses import check_answer_only_path
+    from ohlora.fast_generation import build_head_vocab, save_head_vocab
     from ohlora.training.plots import plot_loss
     from ohlora.training.sft_batches import collate, encode_row
 
@@ -206,11 +207,18 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
     model.save_pretrained(out)
     fmt.save(out)
     card.save(out)
+    save_head_vocab(build_head_vocab(tok, head_vocab_texts(train_rows + valid_rows, fmt, card)), out)
     _copy_licence(spec, out)
     plot_loss(out / LOG_FILE, out / "loss.png", title=f"{cfg.name} ({cfg.base})")
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the adapter is saved; optimizer states are not needed
     print(f"saved the adapter to {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return out
+
+
+def head_vocab_texts(rows, fmt, card) -> list[str]:
+    """Everything the adapter was trained to read or write: the chat's restricted head keeps all of it."""
+    texts = [fmt.target(r.output) for r in rows] + [r.input for r in rows] + [r.memory for r in rows if r.memory]
+    return texts + [str(v) for v in card.raw.values()]
 
 
 def _copy_licence(spec, out: Path) -> None:

@@ -1,0 +1,102 @@
+"""`ohlora bench chat`: generation speed of plain HF `generate` (fp32, full head) vs ohlora's
+FastGenerator, same model + adapter, same prompts, same process, greedy; plus the teacher-forced
+top-1 agreement of ohlora's path with the full model on validation answers."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import click
+
+
+def teacher_forced_agreement(model, tok, fast, rows, fmt, card, adapter) -> float:
+    """Share of answer positions where ohlora's top-1 (restricted head) equals the full model's."""
+    import torch
+
+    from ohlora.models import use_adapter
+
+    same = total = 0
+    with torch.inference_mode(), use_adapter(model, adapter):
+        for r in rows:
+            prompt_ids = tok(r.prompt(fmt, card))["input_ids"]
+            answer_ids = tok(fmt.target(r.output), add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt_ids + answer_ids])
+            out = model(input_ids=ids, output_hidden_states=True)
+            pos = slice(len(prompt_ids) - 1, ids.shape[1] - 1)  # positions predicting the answer
+            full = out.logits[0, pos].argmax(-1)  # (A,)
+            h = out.hidden_states[-1][0, pos]  # (A, H)
+            ours = fast._logits(h).argmax(-1)
+            ours = ours if fast.ids is None else fast.ids[ours]
+            same += int((full == ours).sum())
+            total += full.numel()
+    return same / total
+
+
+def run_chat_bench(base: str, adapter: str, prompts: int, max_new_tokens: int, as_json: bool,
+                   out: Path | None = None) -> dict:
+    import torch
+
+    from ohlora.config import ChatConfig
+    from ohlora.fast_generation import FastGenerator
+    from ohlora.generation import HFGenerator
+    from ohlora.runtime import build_runtime
+    from ohlora.training.data import load_dataset, spread_rows
+    from ohlora.training.llm_config import bundled
+
+    rt = build_runtime(ChatConfig(base=base, adapter=adapter, memory_encoder="base"))
+    gen = rt.engine.generator
+    if not isinstance(gen, FastGenerator):
+        raise click.ClickException("the runtime did not build a FastGenerator (no head vocabulary?)")
+    model, tok, name = gen.model, gen.tokenizer, gen.adapter
+    baseline = HFGenerator(model, tok, adapter=name)
+    fmt, card = rt.engine.prompt_format, rt.card
+    rows = spread_rows(load_dataset(Path(bundled("data", "sft", "valid.csv"))), prompts)
+    texts = [r.prompt(fmt, card) for r in rows]
+    stop = fmt.stop_phrase
+    baseline.generate(texts[0], stop_phrase=stop, max_new_tokens=8, temperature=0)  # warm-up both
+    gen.generate(texts[0], stop_phrase=stop, max_new_tokens=8, temperature=0)
+    times = {"baseline": [0.0, 0], "ohlora": [0.0, 0]}
+    same_text = 0
+    with click.progressbar(texts, label="bench chat", file=click.get_text_stream("stderr")) as bar:
+        for i, p in enumerate(bar):
+            outs = {}
+            for key in (("baseline", "ohlora") if i % 2 == 0 else ("ohlora", "baseline")):
+                g = baseline if key == "baseline" else gen
+                t = time.perf_counter()
+                res = g.generate(p, stop_phrase=stop, max_new_tokens=max_new_tokens, temperature=0)
+                times[key][0] += time.perf_counter() - t
+                times[key][1] += res.n_tokens
+                outs[key] = res.text
+            same_text += outs["baseline"] == outs["ohlora"]
+    t30 = []
+    for p in texts[:5]:  # a 30-token answer: prompt + 30 generated tokens, stop phrase disabled
+        t = time.perf_counter()
+        gen.generate(p, stop_phrase="\x00never", max_new_tokens=30, temperature=0)
+        t30.append(time.perf_counter() - t)
+    agreement = teacher_forced_agreement(model, tok, gen, rows, fmt, card, name)
+    base_tps = times["baseline"][1] / times["baseline"][0]
+    ours_tps = times["ohlora"][1] / times["ohlora"][0]
+    result = {"baseline_tok_s": round(base_tps, 2), "ohlora_tok_s": round(ours_tps, 2),
+              "ratio": round(ours_tps / base_tps, 3), "top1_agreement": round(agreement, 4)}
+    lines = [
+        f"model {rt.description}, {len(texts)} validation prompts, greedy, max {max_new_tokens} new tokens, "
+        f"threads {torch.get_num_threads()}",
+        f"head: {len(gen.ids) if gen.ids is not None else len(tok)} of {len(tok)} tokens",
+        "", "| path | tokens | seconds | tokens/s |", "| --- | --- | --- | --- |",
+        f"| baseline: HF generate, fp32, full head | {times['baseline'][1]} | {times['baseline'][0]:.1f} | {base_tps:.1f} |",
+        f"| ohlora: FastGenerator | {times['ohlora'][1]} | {times['ohlora'][0]:.1f} | {ours_tps:.1f} |",
+        "", f"ratio: {ours_tps / base_tps:.2f}x; teacher-forced top-1 agreement with the full model: "
+        f"{100 * agreement:.2f}% ({len(rows)} validation answers); identical greedy answers: {same_text}/{len(texts)}",
+        f"30-token answer (prompt + 30 tokens): median {statistics.median(t30):.2f} s",
+    ]
+    click.echo("\n".join(lines))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(result))
+    rt.store.close()
+    return result
