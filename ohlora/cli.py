@@ -435,9 +435,22 @@ def eval_llm_cmd(valid_file, prompts_file, limit, samples, compare, output, as_j
 
 
 # -- bench -----------------------------------------------------------------------------------------
-@main.group(cls=OhloraGroup, context_settings=CONTEXT)
-def bench():
-    """Benchmarks: ratios against a plain baseline measured in the same process."""
+@main.group(cls=OhloraGroup, context_settings=CONTEXT, invoke_without_command=True)
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model (for the table).")
+@click.option("--adapter", default="default", show_default=True, help="Chat adapter (for the table).")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw results as JSON on the last line.")
+@click.pass_context
+def bench(ctx, base, adapter, as_json):
+    """Benchmarks against a plain Hugging Face baseline.
+
+    Without a subcommand: the time/memory table (inference: 25 answers; fine-tuning: 20 pairs x
+    3 epochs, batch 4), each cell in its own process; written to $OHLORA_HOME/bench/table.md.
+    """
+    if ctx.invoked_subcommand is None:
+        from ohlora.bench_table import run_table
+        from ohlora.paths import home_dir
+
+        run_table(base, adapter, as_json, home_dir() / "bench" / "table.md")
 
 
 @bench.command("train")

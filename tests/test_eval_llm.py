@@ -60,3 +60,13 @@ def test_eval_llm_cli_compare_on_tiny_model(tiny_model_dir, tmp_path):
 def test_eval_llm_bad_compare_spec():
     r = CliRunner().invoke(main, ["eval", "llm", "--compare", "nonsense"])
     assert r.exit_code == 2 and "NAME=BASE@ADAPTER" in r.output
+
+
+def test_bench_table_runs_each_cell_in_a_child_process(tiny_model_dir, ohlora_home):
+    r = CliRunner().invoke(main, ["bench", "--base", str(tiny_model_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    results = json.loads(r.output.strip().splitlines()[-1])
+    assert set(results) == {"infer-baseline", "infer-ohlora", "train-baseline", "train-ohlora"}
+    assert all(v["seconds"] > 0 and v["peak_mb"] > 0 for v in results.values())
+    table = (ohlora_home / "bench" / "table.md").read_text(encoding="utf-8")
+    assert "| inference, 25 answers |" in table and "| fine-tuning, 20 pairs x 3 epochs (batch 4) |" in table
