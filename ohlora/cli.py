@@ -426,12 +426,13 @@ def eval_memory_cmd(combs, pairs, encoder, base, threshold, output, as_json):
                    "run each on the same prompts and write a side-by-side report.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where answers CSV and report go [default: $OHLORA_HOME/eval/llm].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (the same answers each run).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or summaries) as JSON on the last line.")
-def eval_llm_cmd(valid_file, prompts_file, limit, samples, compare, output, as_json, config_path, **overrides):
+def eval_llm_cmd(valid_file, prompts_file, limit, samples, compare, output, seed, as_json, config_path, **overrides):
     """Answer quality: empty, stop vs length, duplicates, non-Korean, tag precision/recall, latency."""
     from ohlora.evaluation.llm_report import run_llm_eval
 
-    run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, samples, compare, output, as_json)
+    run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, samples, compare, output, as_json, seed)
 
 
 # -- bench -----------------------------------------------------------------------------------------

@@ -21,7 +21,10 @@ def parse_compare(spec: str) -> tuple[str, dict]:
     return name.strip(), {"base": base.strip(), "adapter": adapter.strip() or "default"}
 
 
-def run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, samples, compare, output, as_json):
+def run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, samples, compare, output, as_json,
+                 seed: int = 0):
+    import torch
+
     from ohlora.config import load_chat_config
     from ohlora.evaluation.llm import (markdown_table, prompts_from_lines, prompts_from_rows, run_eval, summarize,
                                        write_records)
@@ -51,6 +54,7 @@ def run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, sample
         cfg = load_chat_config(config_path, **{**overrides, **cfg_over})
         rt = build_runtime(cfg)
         fmt = rt.engine.prompt_format
+        torch.manual_seed(seed)  # every config samples from the same seed
         prompts = (prompts_from_lines(lines, fmt, time_hinter(rt.card)) if prompts_file
                    else prompts_from_rows(rows, fmt, rt.card))
         with click.progressbar(length=len(prompts) * samples, label=f"eval {name} ({rt.description})",
