@@ -135,3 +135,28 @@ def test_bench_memory_on_the_tiny_model(tiny_memory_adapter, tmp_path):
     rows = json.loads(r.output.strip().splitlines()[-1])
     assert [x["items"] for x in rows] == [5, 20] and all(x["cached_ms"] > 0 for x in rows)
     assert "| stored items |" in (tmp_path / "m.md").read_text(encoding="utf-8")
+
+
+def test_chat_and_memory_adapters_share_one_base_model(tiny_memory_adapter, tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from ohlora.generation import HFGenerator
+    from ohlora.models import load_adapter
+
+    mem_dir, _ = tiny_memory_adapter
+    model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    chat = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    chat.save_pretrained(tmp_path / "chat")
+    base, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    reference = HFGenerator(base, tok).generate("안녕", stop_phrase="\x00", max_new_tokens=8, temperature=0).text
+    both = load_adapter(base, tmp_path / "chat", name="chat")
+    both, enc = attach_memory_adapter(both, tok, "tiny", mem_dir)
+    assert set(both.peft_config) == {"chat", "memory"}
+    with_chat = HFGenerator(both, tok, adapter="chat").generate("안녕", stop_phrase="\x00", max_new_tokens=8,
+                                                                temperature=0).text
+    bare = HFGenerator(both, tok, adapter=None).generate("안녕", stop_phrase="\x00", max_new_tokens=8,
+                                                         temperature=0).text
+    assert bare == reference and with_chat != reference
+    texts = ["[오늘 일정: 발표]", "나 떨려"]
+    assert np.allclose(enc.encode(texts), load_memory_encoder(str(mem_dir)).encode(texts), atol=1e-5)
+    assert both.active_adapter == "chat"  # encoding switched to memory and back
