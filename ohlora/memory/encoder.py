@@ -28,6 +28,15 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def backbone(model):
+    """The transformer without its LM head: a causal LM's decoder (its LoRA layers included), or
+    an encoder model itself. Pooling never needs the (N, T, vocab) logits, the costliest part."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(inner, "get_decoder") and inner.get_output_embeddings() is not None:
+        return inner.get_decoder()
+    return inner
+
+
 def mean_pool(model, tokenizer, texts: list[str], layer: int = -1):
     """Mean of one layer's hidden states over each text's tokens, BOS excluded: (N, H) tensor.
 
@@ -39,7 +48,7 @@ def mean_pool(model, tokenizer, texts: list[str], layer: int = -1):
     mask = batch["attention_mask"].clone()  # (N, T)
     if tokenizer.bos_token_id is not None:
         mask[batch["input_ids"] == tokenizer.bos_token_id] = 0
-    out = model(**batch, output_hidden_states=True)
+    out = backbone(model)(**batch, output_hidden_states=True)
     hs = out.hidden_states[layer]  # (N, T, H)
     m = mask.unsqueeze(-1).to(hs.dtype)  # (N, T, 1)
     return (hs * m).sum(1) / m.sum(1).clamp(min=1)  # (N, H)
