@@ -347,6 +347,8 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
 @click.option("--loss", type=click.Choice(["matrix", "pair"]), default=None, help="Loss [matrix].")
 @click.option("--steps", type=int, default=None, help="Optimizer steps [150].")
 @click.option("--k", type=int, default=None, help="Matrix loss: texts of each side per step [16].")
+@click.option("--sampling", type=click.Choice(["grouped", "random"]), default=None,
+              help="Matrix loss: how a step's texts are drawn [grouped].")
 @click.option("--batch-size", type=int, default=None, help="Pair loss: pairs per step [16].")
 @click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [5e-4].")
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank [16].")

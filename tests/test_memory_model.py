@@ -160,3 +160,11 @@ def test_chat_and_memory_adapters_share_one_base_model(tiny_memory_adapter, tiny
     texts = ["[오늘 일정: 발표]", "나 떨려"]
     assert np.allclose(enc.encode(texts), load_memory_encoder(str(mem_dir)).encode(texts), atol=1e-5)
     assert both.active_adapter == "chat"  # encoding switched to memory and back
+
+
+def test_grouped_sampler_gives_many_same_key_pairs():
+    combs = parse_combs(COMBS)
+    s = MatrixSampler(combs, load_synonyms(), k=4, positive_share=0.5, seed=0, grouped=True)
+    mems, msgs, truth = s.sample()
+    t = np.array(truth)
+    assert t.shape == (4, 4) and (t == 1.0).sum() >= 8  # 2 keys x (2 memories x 2 messages)

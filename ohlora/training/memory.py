@@ -51,7 +51,10 @@ class MemoryTrainConfig:
     lora_targets: tuple[str, ...] = ()
     """Default: attention projections of the base (q,k,v,o for Gemma; query,key,value for BERT)."""
     positive_share: float = 0.5
-    """Matrix loss: share of message slots drawn from the keys of the step's memories."""
+    """Matrix loss, random sampling: share of message slots drawn from the keys of the step's memories."""
+    sampling: str = "grouped"
+    """Matrix loss: "grouped" (K/2 keys, two memories and two messages of each: about 2K same-key pairs
+    per K x K matrix) or "random" (K random memories; positive_share of the messages share their keys)."""
     layer: int = -1
     seed: int = 42
     threads: int = 0
@@ -64,6 +67,7 @@ class MemoryTrainConfig:
             (0 < self.learning_rate < 1, "learning_rate must be in (0, 1)"),
             (self.lora_rank >= 1, "lora_rank must be >= 1"),
             (0 <= self.positive_share <= 1, "positive_share must be in [0, 1]"),
+            (self.sampling in ("grouped", "random"), "sampling must be 'grouped' or 'random'"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -130,7 +134,7 @@ class MatrixSampler:
     """Draws K memory lines and K message lines per step; part of the messages share a key with
     the memories so that every step sees positives, not only the 0 and 1/3 of random pairs."""
 
-    def __init__(self, combs, synonyms, k: int, positive_share: float, seed: int):
+    def __init__(self, combs, synonyms, k: int, positive_share: float, seed: int, grouped: bool = False):
         from ohlora.training.memory_data import key_similarity
 
         self.combs, self.k, self.share = combs, k, positive_share
@@ -140,13 +144,29 @@ class MatrixSampler:
         for c in combs:
             self.by_key.setdefault(synonyms.get(c.key, c.key), []).append(c)
         self.canon = lambda key: synonyms.get(key, key)
+        self.grouped = grouped
 
     def sample(self):
+        if self.grouped:
+            return self._sample_grouped()
         mems = self.rng.sample(self.combs, self.k)
         n_pos = round(self.k * self.share)
         msgs = [self.rng.choice(self.by_key[self.canon(m.key)]) for m in mems[:n_pos]]
         msgs += self.rng.sample(self.combs, self.k - n_pos)
         truth = [[self.sim(m.key, q.key) for q in msgs] for m in mems]  # (K, K)
+        return [m.memory for m in mems], [q.message for q in msgs], truth
+
+    def _sample_grouped(self):
+        """K/2 keys; for each, two lines lend their memories and two others their messages."""
+        keys = [k for k, lines in self.by_key.items() if len(lines) >= 2]
+        mems, msgs = [], []
+        for key in self.rng.sample(keys, min(len(keys), self.k // 2)):
+            lines = self.by_key[key]
+            picked = self.rng.sample(lines, min(4, len(lines)))
+            mem_lines, msg_lines = picked[:2], (picked[2:] or picked[:2])
+            mems += mem_lines
+            msgs += msg_lines if len(msg_lines) == 2 else msg_lines * 2
+        truth = [[self.sim(m.key, q.key) for q in msgs] for m in mems]
         return [m.memory for m in mems], [q.message for q in msgs], truth
 
 
@@ -187,7 +207,7 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     def embed(texts):  # (N, H) normalized, with gradients
         return F.normalize(mean_pool(model, tok, texts, cfg.layer), dim=-1)
 
-    sampler = MatrixSampler(train, synonyms, cfg.k, cfg.positive_share, cfg.seed)
+    sampler = MatrixSampler(train, synonyms, cfg.k, cfg.positive_share, cfg.seed, grouped=cfg.sampling == "grouped")
     train_pairs = read_pairs_from_rows(make_pairs(train, synonyms))
     rng = random.Random(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
