@@ -72,6 +72,7 @@ class FastGenerator:
             self.ids = torch.tensor(vocab_ids, dtype=torch.long, device=weight.device)
             self.weight = weight[self.ids].contiguous()  # (V', H): a copy, so memory grows by V'/V of the head
         self.eos = tokenizer.eos_token_id
+        self._lean = None  # LeanGemma3, built on first use for Gemma 3 text models
         import inspect
 
         # transformers 5.2x renames `past_key_values` to `cache`; use whichever this version has.
@@ -95,9 +96,31 @@ class FastGenerator:
             idx = int(top[torch.multinomial(torch.softmax(vals, -1), 1, generator=generator)])
         return idx if self.ids is None else int(self.ids[idx])
 
-    def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None):
+    def lean(self):
+        """The LeanGemma3 decoder (chat adapter merged) if this is a Gemma 3 text model on CPU, else None."""
+        from ohlora.lean_gemma3 import LeanGemma3
+
+        if self._lean is None:
+            ok = getattr(self.backbone.config, "model_type", "") == "gemma3_text" and self.weight.device.type == "cpu"
+            self._lean = LeanGemma3(self.backbone, self.adapter) if ok else False
+        return self._lean or None
+
+    def _steps(self, ids, max_new_tokens):
+        """Yields a function that runs one token and returns the next hidden state (1, H)."""
         import torch
         from transformers import DynamicCache
+
+        lean = self.lean()
+        if lean is not None:
+            cache = lean.new_cache(ids.shape[1] + max_new_tokens)
+            first = lean.forward(ids[0], cache)[None]
+            return first, lambda nxt: lean.forward(torch.tensor([nxt]), cache)[None]
+        cache = DynamicCache(config=self.backbone.config)
+        run = lambda x: self.backbone(input_ids=x, use_cache=True, **{self.cache_kw: cache}).last_hidden_state[:, -1]  # noqa: E731
+        return run(ids), lambda nxt: run(torch.tensor([[nxt]], device=ids.device))
+
+    def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None):
+        import torch
 
         from ohlora.models import use_adapter
 
@@ -106,8 +129,7 @@ class FastGenerator:
         out_ids: list[int] = []
         sent, reason = 0, "length"
         with torch.inference_mode(), use_adapter(self.model, self.adapter):
-            cache = DynamicCache(config=self.backbone.config)
-            h = self.backbone(input_ids=ids, use_cache=True, **{self.cache_kw: cache}).last_hidden_state[:, -1]
+            h, step = self._steps(ids, max_new_tokens)
             for _ in range(max_new_tokens):
                 nxt = self._pick(self._logits(h), temperature)
                 if nxt == self.eos:
@@ -123,8 +145,7 @@ class FastGenerator:
                     break
                 if len(out_ids) == max_new_tokens:
                     break
-                step = torch.tensor([[nxt]], device=ids.device)
-                h = self.backbone(input_ids=step, use_cache=True, **{self.cache_kw: cache}).last_hidden_state[:, -1]
+                h = step(nxt)
         text = tok.decode(out_ids, skip_special_tokens=True)
         if on_text and len(text) > sent:
             on_text(text[sent:])

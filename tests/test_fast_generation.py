@@ -37,3 +37,56 @@ def test_stop_phrase_streaming_and_subset(tiny, tmp_path):
     out = sub.generate("안녕", stop_phrase="\x00", max_new_tokens=10, temperature=0.8)
     produced = tok(out.text, add_special_tokens=False)["input_ids"]
     assert out.n_tokens == 10 and produced  # sampling works on the subset
+
+
+def test_lean_gemma3_matches_the_hf_forward(tiny):
+    import torch
+
+    from ohlora.lean_gemma3 import LeanGemma3
+
+    model, tok = tiny
+    lean = LeanGemma3(model.model)
+    ids = tok("안녕 나는 오로라야 반가워 hello world", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        ref = model.model(input_ids=ids, output_hidden_states=True).last_hidden_state[0]  # (T, H)
+        cache = lean.new_cache(ids.shape[1] + 4)
+        first = lean.forward(ids[0, :5], cache)  # prefill part, then one token at a time
+        assert torch.allclose(first, ref[4], atol=1e-4)
+        for t in range(5, ids.shape[1]):
+            h = lean.forward(ids[0, t:t + 1], cache)
+            assert torch.allclose(h, ref[t], atol=1e-4), t
+
+
+def test_lean_sliding_window_matches_hf(tiny_model_dir):
+    """The tiny config has a 64-token window: a 100-token prompt exercises the band mask."""
+    import torch
+
+    from ohlora.lean_gemma3 import LeanGemma3
+
+    model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    ids = torch.randint(5, len(tok), (1, 100))
+    with torch.no_grad():
+        ref = model.model(input_ids=ids).last_hidden_state[0]
+        lean = LeanGemma3(model.model)
+        cache = lean.new_cache(110)
+        assert torch.allclose(lean.forward(ids[0, :90], cache), ref[89], atol=1e-4)
+        for t in range(90, 100):
+            assert torch.allclose(lean.forward(ids[0, t:t + 1], cache), ref[t], atol=1e-4)
+
+
+def test_lean_merges_the_chat_adapter(tiny_model_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"],
+                                            init_lora_weights=False), adapter_name="chat")
+    hf = HFGenerator(peft, tok, adapter="chat").generate("안녕 ### 답변: ", stop_phrase="\x00", max_new_tokens=15,
+                                                          temperature=0)
+    fast = FastGenerator(peft, tok, None, adapter="chat")
+    assert fast.lean() is not None
+    out = fast.generate("안녕 ### 답변: ", stop_phrase="\x00", max_new_tokens=15, temperature=0)
+    assert out.text == hf.text
+    bare = HFGenerator(peft, tok, adapter=None).generate("안녕 ### 답변: ", stop_phrase="\x00", max_new_tokens=15,
+                                                          temperature=0)
+    assert bare.text != hf.text  # the adapter matters, and the lean path applied it
