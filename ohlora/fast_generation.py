@@ -55,12 +55,17 @@ def load_head_vocab(directory: Path) -> list[int] | None:
 class FastGenerator:
     """Same interface as HFGenerator; samples with temperature and top-k (HF's default k=50)."""
 
-    def __init__(self, model, tokenizer, vocab_ids: list[int] | None, adapter: str | None = None, top_k: int = 50):
+    def __init__(self, model, tokenizer, vocab_ids: list[int] | None, adapter: str | None = None, top_k: int = 50,
+                 decode_threads: int | None = 1):
         import torch
 
         from ohlora.training.losses import lm_head_of
 
         self.model, self.tokenizer, self.adapter, self.top_k = model, tokenizer, adapter, top_k
+        # One token at a time is a chain of matrix-vector products: memory-bound, so a second
+        # thread only adds synchronisation (measured: 1 thread 24.8 tok/s, 2 threads 16-21 tok/s on
+        # 2 cores). The prompt (many tokens at once) is compute-bound and keeps every thread.
+        self.decode_threads = decode_threads
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.backbone = inner.get_decoder()
         head, self.softcap = lm_head_of(model)
@@ -124,28 +129,37 @@ class FastGenerator:
 
         from ohlora.models import use_adapter
 
+        ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"].to(self.weight.device)  # (1, T)
+        threads = torch.get_num_threads()
+        with torch.inference_mode(), use_adapter(self.model, self.adapter):
+            h, step = self._steps(ids, max_new_tokens)  # the prompt, with every thread
+            if self.decode_threads and ids.device.type == "cpu":
+                torch.set_num_threads(min(self.decode_threads, threads))
+            try:
+                return self._decode(h, step, max_new_tokens, temperature, stop_phrase, on_text)
+            finally:
+                torch.set_num_threads(threads)
+
+    def _decode(self, h, step, max_new_tokens, temperature, stop_phrase, on_text) -> GenerationResult:
         tok = self.tokenizer
-        ids = tok(prompt, return_tensors="pt")["input_ids"].to(self.weight.device)  # (1, T)
         out_ids: list[int] = []
         sent, reason = 0, "length"
-        with torch.inference_mode(), use_adapter(self.model, self.adapter):
-            h, step = self._steps(ids, max_new_tokens)
-            for _ in range(max_new_tokens):
-                nxt = self._pick(self._logits(h), temperature)
-                if nxt == self.eos:
-                    reason = "eos"
-                    break
-                out_ids.append(nxt)
-                text = tok.decode(out_ids, skip_special_tokens=True)
-                if on_text and not text.endswith("\ufffd") and len(text) > sent:
-                    on_text(text[sent:])
-                    sent = len(text)
-                if stop_phrase in text:
-                    reason = "stop"
-                    break
-                if len(out_ids) == max_new_tokens:
-                    break
-                h = step(nxt)
+        for _ in range(max_new_tokens):
+            nxt = self._pick(self._logits(h), temperature)
+            if nxt == self.eos:
+                reason = "eos"
+                break
+            out_ids.append(nxt)
+            text = tok.decode(out_ids, skip_special_tokens=True)
+            if on_text and not text.endswith("\ufffd") and len(text) > sent:
+                on_text(text[sent:])
+                sent = len(text)
+            if stop_phrase in text:
+                reason = "stop"
+                break
+            if len(out_ids) == max_new_tokens:
+                break
+            h = step(nxt)
         text = tok.decode(out_ids, skip_special_tokens=True)
         if on_text and len(text) > sent:
             on_text(text[sent:])
