@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from importlib.resources import files
 from pathlib import Path
 
-import yaml
 
 from ohlora.errors import OhloraError
 
@@ -108,21 +107,9 @@ TRAIN_PRESETS: dict[str, dict] = {
 
 def load_train_config(path: Path | None = None, **overrides) -> LLMTrainConfig:
     """Preset for the chosen base, then the YAML file, then every override that is not None."""
-    data: dict = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError as e:
-            raise OhloraError(f"config file {path} not found") from e
-        except yaml.YAMLError as e:
-            raise OhloraError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
-        if not isinstance(data, dict):
-            raise OhloraError(f"config file {path} must hold a mapping of settings")
-        data = data.get("train_llm", data)
-    known = {f.name for f in fields(LLMTrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise OhloraError(f"config file {path}: unknown settings {unknown}")
+    from ohlora.config import read_settings
+
+    data = read_settings(path, "train_llm", LLMTrainConfig)
     flags = {k: v for k, v in overrides.items() if v is not None}
     base = flags.get("base") or data.get("base") or LLMTrainConfig.base
     merged = {**TRAIN_PRESETS.get(base, {}), **data, **flags, "base": base}

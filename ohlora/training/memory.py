@@ -87,18 +87,9 @@ class MemoryTrainConfig:
 
 
 def load_memory_train_config(path: Path | None = None, **overrides) -> MemoryTrainConfig:
-    data: dict = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (FileNotFoundError, yaml.YAMLError) as e:
-            raise OhloraError(f"config file {path}: {e}") from e
-        data = data.get("train_memory", data) if isinstance(data, dict) else data
-        if not isinstance(data, dict):
-            raise OhloraError(f"config file {path} must hold a mapping of settings")
-    unknown = sorted(set(data) - {f.name for f in fields(MemoryTrainConfig)})
-    if unknown:
-        raise OhloraError(f"config file {path}: unknown settings {unknown}")
+    from ohlora.config import read_settings
+
+    data = read_settings(path, "train_memory", MemoryTrainConfig)
     merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     if "lora_targets" in merged:
         merged["lora_targets"] = tuple(merged["lora_targets"])
