@@ -109,9 +109,8 @@ def ask(user, as_json, message, config_path, **overrides):
     from ohlora.terminal import ask as ask_messages
 
     user = validate_user(user)
-    messages = [m for m in (line.strip() for line in sys.stdin)] if message == "-" else [message]
-    if message == "-":
-        messages = [m for m in messages if m]
+    # with "-", one message per line; blank lines are skipped
+    messages = [line.strip() for line in sys.stdin if line.strip()] if message == "-" else [message]
     rt = _runtime(config_path, **overrides)
     try:
         failures = ask_messages(rt.engine, user, messages, as_json)
