@@ -4,12 +4,13 @@ top-1 agreement of ohlora's path with the full model on validation answers."""
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 
 import click
+
+from ohlora.bench_report import report
 
 
 def teacher_forced_agreement(model, tok, fast, rows, fmt, card, adapter) -> float:
@@ -92,11 +93,6 @@ def run_chat_bench(base: str, adapter: str, prompts: int, max_new_tokens: int, a
         f"{100 * agreement:.2f}% ({len(rows)} validation answers); identical greedy answers: {same_text}/{len(texts)}",
         f"30-token answer (prompt + 30 tokens): median {statistics.median(t30):.2f} s",
     ]
-    click.echo("\n".join(lines))
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    if as_json:
-        click.echo(json.dumps(result))
+    report(lines, out, as_json, result)
     rt.store.close()
     return result

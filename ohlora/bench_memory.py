@@ -3,11 +3,12 @@ re-encoding every stored item for every query (as the original did), at several 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import click
+
+from ohlora.bench_report import report
 import numpy as np
 
 
@@ -60,11 +61,5 @@ def run_memory_bench(encoder_name: str, base: str, sizes: list[int], queries: in
              "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['items']} | {r['cached_ms']:.1f} | {r['reencode_ms']:.0f} | {r['speedup']:.0f}x | "
               f"{r['first_query_ms']:.0f} |" for r in rows]
-    table = "\n".join(lines)
-    click.echo(table)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(table + "\n", encoding="utf-8")
-    if as_json:
-        click.echo(json.dumps(rows))
+    report(lines, out, as_json, rows)
     return rows

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import click
 
+from ohlora.bench_report import report
+
 VARIANTS = {
     "infer-baseline": "inference, 25 answers: HF generate, full head",
     "infer-ohlora": "inference, 25 answers: ohlora FastGenerator",
@@ -128,13 +130,7 @@ def run_table(base: str, adapter: str, as_json: bool, out: Path | None) -> dict:
     lines += ["", "Baseline: plain Hugging Face (generate with the full head; full-logits loss, random batches). "
               "ohlora: FastGenerator (restricted head, lean loop); answer-only head, length-grouped batches.",
               unsloth_note]
-    table = "\n".join(lines)
-    click.echo(table)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(table + "\n", encoding="utf-8")
-    if as_json:
-        click.echo(json.dumps(results))
+    report(lines, out, as_json, results)
     return results
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from ohlora.errors import OhloraError
@@ -48,3 +49,10 @@ def adapters_dir() -> Path:
 
 def memory_db_path() -> Path:
     return home_dir() / "memory.sqlite3"
+
+
+def move_aside(path: Path) -> Path:
+    """Rename `path` to `<name>.old-<timestamp>` beside it: a finished run is never deleted."""
+    backup = path.with_name(path.name + f".old-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(backup)
+    return backup

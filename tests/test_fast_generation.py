@@ -75,7 +75,6 @@ def test_lean_sliding_window_matches_hf(tiny_model_dir):
 
 
 def test_lean_merges_the_chat_adapter(tiny_model_dir):
-    import torch
     from peft import LoraConfig, get_peft_model
 
     model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")

@@ -15,7 +15,7 @@ from ohlora.memory.encoder import HiddenStateEncoder
 from ohlora.memory.loading import attach_memory_adapter, load_memory_encoder
 from ohlora.models import load_base, resolve_base, use_adapter
 from ohlora.training.memory import MatrixSampler, load_memory_train_config, train_memory
-from ohlora.training.memory_data import key_similarity, load_synonyms, make_pairs, parse_combs
+from ohlora.training.memory_data import key_similarity, load_synonyms, parse_combs
 
 COMBS = """[오늘 일정: 발표] 나 지금 너무 떨려
 [오늘 일정: 면접] 이따 무슨 말 하지

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from ohlora.errors import OhloraError
+from ohlora.paths import move_aside
 from ohlora.training.llm_config import LLMTrainConfig
 
 LOG_FILE = "train_log.csv"
@@ -100,8 +101,7 @@ def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
         if not overwrite:
             raise OhloraError(f"{out} already holds an adapter or a run: pass --resume to continue it, "
                               "--overwrite to replace it, or choose another --output")
-        backup = out.with_name(out.name + f".old-{time.strftime('%Y%m%d-%H%M%S')}")
-        out.rename(backup)  # never lose a finished adapter: it is moved aside, not deleted
+        backup = move_aside(out)
         print(f"moved the previous {out.name} to {backup}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -15,12 +15,13 @@ import json
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import yaml
 
 from ohlora.errors import OhloraError
+from ohlora.paths import move_aside
 
 ENCODER_FILE = "memory_encoder.yaml"
 
@@ -178,9 +179,7 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     cfg = cfg.resolved()
     out = Path(cfg.output)
     if out.exists() and any(out.iterdir()):
-        backup = out.with_name(out.name + f".old-{time.strftime('%Y%m%d-%H%M%S')}")
-        out.rename(backup)
-        log(f"moved the previous {out.name} to {backup}")
+        log(f"moved the previous {out.name} to {move_aside(out)}")
     synonyms = load_synonyms(Path(cfg.synonyms))
     train = load_combs(Path(cfg.train_combs))
     test_pairs = read_pairs_from_rows(make_pairs(load_combs(Path(cfg.test_combs)), synonyms))
