@@ -12,15 +12,19 @@ identical batches, with the loss of each to show they agree.
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import time
 
+from pathlib import Path
+
 import click
 
+from ohlora.bench_report import report
 
-def run_train_bench(base: str, batch_size: int, steps: int, threads: int | None, as_json: bool) -> dict:
+
+def run_train_bench(base: str, batch_size: int, steps: int, threads: int | None, as_json: bool,
+                    out: Path | None = None) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -85,16 +89,16 @@ def run_train_bench(base: str, batch_size: int, steps: int, threads: int | None,
     base_s, ours_s = statistics.mean(full["baseline"]), statistics.mean(full["ohlora"])
     result = {"baseline_s": round(base_s, 4), "ohlora_s": round(ours_s, 4), "ratio": round(base_s / ours_s, 3)}
     head_ratio = statistics.mean(head_only["baseline"]) / statistics.mean(head_only["ohlora"])
-    click.echo(f"model {base}, LoRA r={cfg.lora_rank} on {','.join(cfg.lora_targets)}, batch {batch_size}, "
-               f"{n} steps per path over the same {len(feats)} rows, threads {torch.get_num_threads()}")
-    click.echo(f"answer tokens {100 * answer / real:.0f}% of real tokens; padding {100 * pad_share(random_batches):.0f}% "
-               f"(random batches) vs {100 * pad_share(grouped_batches):.0f}% (grouped by length)")
-    click.echo("\n| path | mean step (s) | steps (s) |\n| --- | --- | --- |")
+    lines = [
+        f"model {base}, LoRA r={cfg.lora_rank} on {','.join(cfg.lora_targets)}, batch {batch_size}, "
+        f"{n} steps per path over the same {len(feats)} rows, threads {torch.get_num_threads()}",
+        f"answer tokens {100 * answer / real:.0f}% of real tokens; padding {100 * pad_share(random_batches):.0f}% "
+        f"(random batches) vs {100 * pad_share(grouped_batches):.0f}% (grouped by length)",
+        "", "| path | mean step (s) | steps (s) |", "| --- | --- | --- |",
+    ]
     for p, label in (("baseline", "baseline: full logits, random batches"), ("ohlora", "ohlora: answer-only head, grouped")):
-        click.echo(f"| {label} | {statistics.mean(full[p]):.3f} | {', '.join(f'{t:.2f}' for t in full[p])} |")
-    click.echo(f"ratio (baseline / ohlora): {result['ratio']:.2f}x")
-    click.echo(f"\nanswer-only head alone, identical batches: {head_ratio:.2f}x "
-               f"(max loss difference {loss_gap:.2e})")
-    if as_json:
-        click.echo(json.dumps(result))
+        lines.append(f"| {label} | {statistics.mean(full[p]):.3f} | {', '.join(f'{t:.2f}' for t in full[p])} |")
+    lines += [f"ratio (baseline / ohlora): {result['ratio']:.2f}x", "",
+              f"answer-only head alone, identical batches: {head_ratio:.2f}x (max loss difference {loss_gap:.2e})"]
+    report(lines, out, as_json, result)
     return result

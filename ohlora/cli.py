@@ -460,12 +460,16 @@ def bench(ctx, base, adapter, as_json):
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Rows per step.")
 @click.option("--steps", type=int, default=8, show_default=True, help="Measured steps per path (after 1 warm-up).")
 @click.option("--threads", type=int, default=None, help="CPU threads [all cores, max 8].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the table here [default: $OHLORA_HOME/bench/train.md].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line.")
-def bench_train(base, batch_size, steps, threads, as_json):
+def bench_train(base, batch_size, steps, threads, output, as_json):
     """Training step time: plain full-logits path vs ohlora's (same model, same batches)."""
     from ohlora.bench_train import run_train_bench
+    from ohlora.paths import home_dir
 
-    run_train_bench(base=base, batch_size=batch_size, steps=steps, threads=threads, as_json=as_json)
+    run_train_bench(base=base, batch_size=batch_size, steps=steps, threads=threads, as_json=as_json,
+                    out=output or home_dir() / "bench" / "train.md")
 
 
 @bench.command("memory")

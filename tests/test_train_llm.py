@@ -123,3 +123,19 @@ def test_presets_and_layering(tmp_path):
     with pytest.raises(OhloraError, match="unknown settings"):
         p.write_text("epoch: 5\n")
         load_train_config(p)
+
+
+def test_bench_train_prints_and_writes_its_table(tiny_model_dir, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from ohlora.cli import main
+
+    r = CliRunner().invoke(main, ["bench", "train", "--base", str(tiny_model_dir), "--steps", "2", "--batch-size", "2",
+                                  "--threads", "1", "--json", "-o", str(tmp_path / "train.md")])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output.strip().splitlines()[-1])
+    assert set(result) == {"baseline_s", "ohlora_s", "ratio"} and result["ratio"] > 0
+    table = (tmp_path / "train.md").read_text(encoding="utf-8")
+    assert "| baseline: full logits, random batches |" in table and "max loss difference" in table
