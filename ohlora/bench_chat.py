@@ -14,11 +14,13 @@ from ohlora.bench_report import report
 
 
 def teacher_forced_agreement(model, tok, fast, rows, fmt, card, adapter) -> float:
-    """Share of answer positions where ohlora's top-1 (restricted head) equals the full model's."""
+    """Share of answer positions where ohlora's top-1 equals the full fp32 model's: ohlora's own
+    path (the lean decoder with its weight dtype, where it is used, and the restricted head)."""
     import torch
 
     from ohlora.models import use_adapter
 
+    lean = fast.lean()
     same = total = 0
     with torch.inference_mode(), use_adapter(model, adapter):
         for r in rows:
@@ -28,7 +30,10 @@ def teacher_forced_agreement(model, tok, fast, rows, fmt, card, adapter) -> floa
             out = model(input_ids=ids, output_hidden_states=True)
             pos = slice(len(prompt_ids) - 1, ids.shape[1] - 1)  # positions predicting the answer
             full = out.logits[0, pos].argmax(-1)  # (A,)
-            h = out.hidden_states[-1][0, pos]  # (A, H)
+            if lean is not None:
+                h = lean.forward(ids[0], lean.new_cache(ids.shape[1]), every_position=True)[pos]  # (A, H)
+            else:
+                h = out.hidden_states[-1][0, pos]  # (A, H)
             ours = fast._logits(h).argmax(-1)
             ours = ours if fast.ids is None else fast.ids[ours]
             same += int((full == ours).sum())
@@ -37,7 +42,7 @@ def teacher_forced_agreement(model, tok, fast, rows, fmt, card, adapter) -> floa
 
 
 def run_chat_bench(base: str, adapter: str, prompts: int, max_new_tokens: int, as_json: bool,
-                   out: Path | None = None) -> dict:
+                   out: Path | None = None, weights: str = "auto") -> dict:
     import torch
 
     from ohlora.config import ChatConfig
@@ -47,7 +52,7 @@ def run_chat_bench(base: str, adapter: str, prompts: int, max_new_tokens: int, a
     from ohlora.training.data import load_dataset, spread_rows
     from ohlora.training.llm_config import bundled
 
-    rt = build_runtime(ChatConfig(base=base, adapter=adapter, memory_encoder="base"))
+    rt = build_runtime(ChatConfig(base=base, adapter=adapter, memory_encoder="base", weights=weights))
     gen = rt.engine.generator
     if not isinstance(gen, FastGenerator):
         raise click.ClickException("the runtime did not build a FastGenerator (no head vocabulary?)")
@@ -85,7 +90,8 @@ def run_chat_bench(base: str, adapter: str, prompts: int, max_new_tokens: int, a
     lines = [
         f"model {rt.description}, {len(texts)} validation prompts, greedy, max {max_new_tokens} new tokens, "
         f"threads {torch.get_num_threads()}",
-        f"head: {len(gen.ids) if gen.ids is not None else len(tok)} of {len(tok)} tokens",
+        f"head: {len(gen.ids) if gen.ids is not None else len(tok)} of {len(tok)} tokens; decoder weights: "
+        f"{str(gen.weight_dtype).removeprefix('torch.') if gen.lean() is not None else 'as loaded (HF backbone)'}",
         "", "| path | tokens | seconds | tokens/s |", "| --- | --- | --- | --- |",
         f"| baseline: HF generate, fp32, full head | {times['baseline'][1]} | {times['baseline'][0]:.1f} | {base_tps:.1f} |",
         f"| ohlora: FastGenerator | {times['ohlora'][1]} | {times['ohlora'][0]:.1f} | {ours_tps:.1f} |",

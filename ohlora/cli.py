@@ -58,6 +58,9 @@ def chat_options(f):
         click.option("--max-new-tokens", type=int, default=None, help="Token limit per answer [default: 80]."),
         click.option("--threshold", "memory_threshold", type=float, default=None,
                      help="Cosine a memory must reach to be recalled [default: 0.6]."),
+        click.option("--weights", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+                     help="Decoder matrices on CPU: auto = the fastest of fp32/bf16/fp16 on this CPU "
+                          "(timed at start). [default: auto]"),
         click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="YAML file with chat settings (default: $OHLORA_HOME/config.yaml if present)."),
     ]
@@ -500,12 +503,15 @@ def bench_memory(encoder, base, sizes, queries, output, as_json):
 @click.option("--adapter", default="default", show_default=True, help="Chat adapter (needs its head_vocab.json).")
 @click.option("--prompts", type=int, default=12, show_default=True, help="Validation prompts to answer.")
 @click.option("--max-new-tokens", type=int, default=80, show_default=True, help="Token limit per answer.")
+@click.option("--weights", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="ohlora's decoder matrices: auto = the fastest of fp32/bf16/fp16 on this CPU.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table here [default: $OHLORA_HOME/bench/chat.md].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line.")
-def bench_chat(base, adapter, prompts, max_new_tokens, output, as_json):
+def bench_chat(base, adapter, prompts, max_new_tokens, weights, output, as_json):
     """Chat speed: plain HF generate vs ohlora's FastGenerator (greedy), and top-1 agreement."""
     from ohlora.bench_chat import run_chat_bench
     from ohlora.paths import home_dir
 
-    run_chat_bench(base, adapter, prompts, max_new_tokens, as_json, output or home_dir() / "bench" / "chat.md")
+    run_chat_bench(base, adapter, prompts, max_new_tokens, as_json, output or home_dir() / "bench" / "chat.md",
+                   weights=weights)

@@ -24,6 +24,10 @@ class ChatConfig:
     generator: str = "fast"
     """"fast": ohlora's decode loop with the adapter's restricted output head (head_vocab.json);
     "hf": plain transformers generate() with the full head."""
+    weights: str = "auto"
+    """Fast generator on CPU: "fp16" or "bf16" store the decoder's matrices in half precision (half
+    the bytes read per token), "fp32" keeps them; "auto" times the three on this CPU at start and
+    takes the fastest (half precision is fast only where the CPU or oneDNN has kernels for it)."""
     temperature: float = 0.6
     """Sampling temperature; 0 means greedy decoding."""
     max_new_tokens: int = 80
@@ -42,6 +46,7 @@ class ChatConfig:
             (isinstance(self.memory_encoder, str) and self.memory_encoder.strip() != "",
              "memory_encoder must be 'default', 'base' or a directory"),
             (self.generator in ("fast", "hf"), "generator must be 'fast' or 'hf'"),
+            (self.weights in ("auto", "fp32", "bf16", "fp16"), "weights must be 'auto', 'fp32', 'bf16' or 'fp16'"),
             (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5, "temperature must be in [0, 5]"),
             (_is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 4096, "max_new_tokens must be in [1, 4096]"),
             (_is_int(self.max_tries) and 1 <= self.max_tries <= 50, "max_tries must be in [1, 50]"),

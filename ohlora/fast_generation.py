@@ -56,8 +56,10 @@ class FastGenerator:
     """Same interface as HFGenerator; samples with temperature and top-k (HF's default k=50)."""
 
     def __init__(self, model, tokenizer, vocab_ids: list[int] | None, adapter: str | None = None, top_k: int = 50,
-                 decode_threads: int | None = 1):
+                 decode_threads: int | None = 1, weights: str = "auto"):
         import torch
+
+        from ohlora.lean_gemma3 import decoder_weight_dtype
 
         from ohlora.training.losses import lm_head_of
 
@@ -66,6 +68,7 @@ class FastGenerator:
         # thread only adds synchronisation (measured: 1 thread 24.8 tok/s, 2 threads 16-21 tok/s on
         # 2 cores). The prompt (many tokens at once) is compute-bound and keeps every thread.
         self.decode_threads = decode_threads
+        self.weight_dtype = decoder_weight_dtype(weights)
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.backbone = inner.get_decoder()
         head, self.softcap = lm_head_of(model)
@@ -107,7 +110,7 @@ class FastGenerator:
 
         if self._lean is None:
             ok = getattr(self.backbone.config, "model_type", "") == "gemma3_text" and self.weight.device.type == "cpu"
-            self._lean = LeanGemma3(self.backbone, self.adapter) if ok else False
+            self._lean = LeanGemma3(self.backbone, self.adapter, self.weight_dtype) if ok else False
         return self._lean or None
 
     def _steps(self, ids, max_new_tokens):

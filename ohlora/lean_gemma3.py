@@ -6,6 +6,12 @@ This module copies the weights once, with the chat LoRA adapter merged in, fuses
 gate/up into single matmuls, keeps a preallocated KV cache, and runs the same math in ~40 tensor
 operations per layer. `tests/test_fast_generation.py` checks it against the HF forward.
 
+Decoding one token is a chain of matrix-vector products, so its speed is set by how many bytes of
+weights each token reads. With `weight_dtype` fp16 or bf16 the matrices are stored in half
+precision (half the bytes); inputs are cast to it and outputs back to fp32, so norms, the residual
+stream, RoPE and the KV cache stay fp32. Which half type is fast depends on the CPU's instructions
+and oneDNN's kernels, so `fastest_half_dtype()` times them on this machine.
+
 Shapes: T = tokens in this call, S = tokens in the cache, H = hidden size, D = head dim,
 nh / nkv = query / key-value heads.
 """
@@ -25,9 +31,43 @@ def _merged_weight(linear, adapter: str | None) -> torch.Tensor:
     return w
 
 
+WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def fastest_half_dtype(rows: int = 2048, cols: int = 640, reps: int = 20) -> torch.dtype:
+    """Times one (rows x cols) matrix-vector product per dtype on this CPU (a few ms) and returns
+    the fastest of fp32, bf16 and fp16: half-precision kernels are fast only where the CPU has
+    the instructions for them (or oneDNN has a good path), and that differs between machines."""
+    import time
+
+    x = torch.randn(1, cols)
+    best, best_t = torch.float32, float("inf")
+    with torch.inference_mode():
+        for dtype in WEIGHT_DTYPES.values():
+            w, xd = torch.randn(rows, cols).to(dtype), x.to(dtype)
+            F.linear(xd, w)  # warm-up (kernel selection)
+            t = time.perf_counter()
+            for _ in range(reps):
+                F.linear(xd, w)
+            elapsed = time.perf_counter() - t
+            if elapsed < best_t * 0.9:  # a half dtype must win clearly to be used
+                best, best_t = dtype, elapsed
+    return best
+
+
+def decoder_weight_dtype(weights: str) -> torch.dtype:
+    """"fp32" / "bf16" / "fp16", or "auto": the fastest on this CPU (see fastest_half_dtype)."""
+    if weights == "auto":
+        return fastest_half_dtype()
+    if weights not in WEIGHT_DTYPES:
+        raise ValueError(f"weights must be 'auto' or one of {', '.join(WEIGHT_DTYPES)}")
+    return WEIGHT_DTYPES[weights]
+
+
 class LeanGemma3:
-    def __init__(self, decoder, adapter: str | None = None):
+    def __init__(self, decoder, adapter: str | None = None, weight_dtype: torch.dtype = torch.float32):
         cfg = decoder.config
+        self.weight_dtype = weight_dtype
         self.cfg = cfg
         self.nh, self.nkv, self.D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.eps = cfg.rms_norm_eps
@@ -39,12 +79,13 @@ class LeanGemma3:
         self.layers = []
         for i, layer in enumerate(decoder.layers[: cfg.num_hidden_layers]):
             a, m = layer.self_attn, layer.mlp
+            w = lambda t: t.to(weight_dtype).contiguous()  # noqa: E731
             self.layers.append({
-                "qkv": torch.cat([_merged_weight(a.q_proj, adapter), _merged_weight(a.k_proj, adapter),
-                                  _merged_weight(a.v_proj, adapter)]).contiguous(),  # (nh*D + 2*nkv*D, H)
-                "o": _merged_weight(a.o_proj, adapter).contiguous(),  # (H, nh*D)
-                "gu": torch.cat([_merged_weight(m.gate_proj, adapter), _merged_weight(m.up_proj, adapter)]).contiguous(),
-                "down": _merged_weight(m.down_proj, adapter).contiguous(),  # (H, I)
+                "qkv": w(torch.cat([_merged_weight(a.q_proj, adapter), _merged_weight(a.k_proj, adapter),
+                                    _merged_weight(a.v_proj, adapter)])),  # (nh*D + 2*nkv*D, H)
+                "o": w(_merged_weight(a.o_proj, adapter)),  # (H, nh*D)
+                "gu": w(torch.cat([_merged_weight(m.gate_proj, adapter), _merged_weight(m.up_proj, adapter)])),
+                "down": w(_merged_weight(m.down_proj, adapter)),  # (H, I)
                 "in": 1.0 + layer.input_layernorm.weight.detach().float(),
                 "post_attn": 1.0 + layer.post_attention_layernorm.weight.detach().float(),
                 "pre_ff": 1.0 + layer.pre_feedforward_layernorm.weight.detach().float(),
@@ -60,6 +101,11 @@ class LeanGemma3:
             if params.get("rope_type", "default") != "default":
                 raise ValueError(f"LeanGemma3 supports default RoPE only, not {params['rope_type']}")
             self.inv_freq[kind] = 1.0 / (params["rope_theta"] ** (torch.arange(0, self.D, 2, dtype=torch.float) / self.D))
+
+    @staticmethod
+    def _mm(x, w):
+        """x @ w.T in w's dtype, result fp32: (T, in) x (out, in) -> (T, out)."""
+        return F.linear(x.to(w.dtype), w).float()
 
     def _rms(self, x, w):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
@@ -80,16 +126,16 @@ class LeanGemma3:
         rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
         return x * cos + rotated * sin
 
-    def forward(self, ids: torch.Tensor, cache: dict) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, cache: dict, every_position: bool = False) -> torch.Tensor:
         """Run tokens `ids` (T,) after the cached ones; returns the final-normed hidden state of the
-        last token (H,)."""
+        last token (H,), or of every position (T, H) with `every_position`."""
         T, p0 = ids.shape[0], cache["len"]
         S = p0 + T
         x = self.embed[ids] * self.embed_scale  # (T, H)
         nq, nk = self.nh * self.D, self.nkv * self.D
         for li, L in enumerate(self.layers):
             h = self._rms(x, L["in"])
-            qkv = h @ L["qkv"].T  # (T, nq + 2 nk)
+            qkv = self._mm(h, L["qkv"])  # (T, nq + 2 nk)
             q = qkv[:, :nq].view(T, self.nh, self.D).transpose(0, 1)  # (nh, T, D)
             k = qkv[:, nq:nq + nk].view(T, self.nkv, self.D).transpose(0, 1)  # (nkv, T, D)
             v = qkv[:, nq + nk:].view(T, self.nkv, self.D).transpose(0, 1)
@@ -110,11 +156,11 @@ class LeanGemma3:
                 mask = allowed  # (T, S)
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling,
                                                   enable_gqa=self.nh != self.nkv)  # (nh, T, D)
-            attn = attn.transpose(0, 1).reshape(T, nq) @ L["o"].T  # (T, H)
+            attn = self._mm(attn.transpose(0, 1).reshape(T, nq), L["o"])  # (T, H)
             x = x + self._rms(attn, L["post_attn"])
             h = self._rms(x, L["pre_ff"])
-            gu = h @ L["gu"].T  # (T, 2 I)
+            gu = self._mm(h, L["gu"])  # (T, 2 I)
             m = F.gelu(gu[:, :self.inter], approximate="tanh") * gu[:, self.inter:]
-            x = x + self._rms(m @ L["down"].T, L["post_ff"])
+            x = x + self._rms(self._mm(m, L["down"]), L["post_ff"])
         cache["len"] = S
-        return self._rms(x[-1], self.final_w)
+        return self._rms(x if every_position else x[-1], self.final_w)

@@ -91,7 +91,7 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
     chat_adapter = "chat" if adapter is not None else None
     if cfg.generator == "fast":
         vocab = load_head_vocab(adapter) if adapter is not None else None
-        generator = FastGenerator(model, tokenizer, vocab, adapter=chat_adapter)
+        generator = FastGenerator(model, tokenizer, vocab, adapter=chat_adapter, weights=cfg.weights)
     else:
         generator = HFGenerator(model, tokenizer, adapter=chat_adapter)
     engine = ChatEngine(generator, Retriever(encoder, store, cfg.memory_threshold),

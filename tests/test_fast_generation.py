@@ -16,7 +16,7 @@ def tiny(tiny_model_dir):
 def test_greedy_matches_hf_generate_with_the_full_vocabulary(tiny, prompt):
     model, tok = tiny
     ref = HFGenerator(model, tok).generate(prompt, stop_phrase="\x00", max_new_tokens=20, temperature=0)
-    full = FastGenerator(model, tok, list(range(len(tok)))).generate(prompt, stop_phrase="\x00", max_new_tokens=20,
+    full = FastGenerator(model, tok, list(range(len(tok))), weights="fp32").generate(prompt, stop_phrase="\x00", max_new_tokens=20,
                                                                       temperature=0)
     assert full.text == ref.text and full.n_tokens == ref.n_tokens
 
@@ -82,10 +82,48 @@ def test_lean_merges_the_chat_adapter(tiny_model_dir):
                                             init_lora_weights=False), adapter_name="chat")
     hf = HFGenerator(peft, tok, adapter="chat").generate("안녕 ### 답변: ", stop_phrase="\x00", max_new_tokens=15,
                                                           temperature=0)
-    fast = FastGenerator(peft, tok, None, adapter="chat")
+    fast = FastGenerator(peft, tok, None, adapter="chat", weights="fp32")
     assert fast.lean() is not None
     out = fast.generate("안녕 ### 답변: ", stop_phrase="\x00", max_new_tokens=15, temperature=0)
     assert out.text == hf.text
     bare = HFGenerator(peft, tok, adapter=None).generate("안녕 ### 답변: ", stop_phrase="\x00", max_new_tokens=15,
                                                           temperature=0)
     assert bare.text != hf.text  # the adapter matters, and the lean path applied it
+
+
+@pytest.mark.parametrize("weights", ["bf16", "fp16"])
+def test_half_weights_stay_close_to_fp32_and_every_position_matches(tiny, weights):
+    """Half-precision matrices (half the bytes per token) change hidden states by a few percent at
+    most here; the real model's top-1 agreement is what `ohlora bench chat` measures."""
+    import torch
+
+    from ohlora.lean_gemma3 import WEIGHT_DTYPES, LeanGemma3
+
+    model, tok = tiny
+    ids = tok("안녕 나는 오로라야 반가워 hello world", return_tensors="pt")["input_ids"][0]
+    with torch.no_grad():
+        fp32 = LeanGemma3(model.model)
+        ref = fp32.forward(ids, fp32.new_cache(len(ids)), every_position=True)  # (T, H)
+        assert ref.shape == (len(ids), model.config.hidden_size)
+        half = LeanGemma3(model.model, weight_dtype=WEIGHT_DTYPES[weights])
+        assert half.layers[0]["qkv"].dtype == WEIGHT_DTYPES[weights]
+        cache = half.new_cache(len(ids))
+        out = torch.stack([half.forward(ids[t:t + 1], cache) for t in range(len(ids))])  # decode one by one
+        assert out.dtype == torch.float32
+        rel = (out - ref).norm(dim=-1) / ref.norm(dim=-1)
+        assert float(rel.max()) < 0.05 and not torch.equal(out, ref)
+
+
+def test_weights_option(tiny, monkeypatch):
+    import torch
+
+    import ohlora.lean_gemma3 as lg
+
+    model, tok = tiny
+    assert FastGenerator(model, tok, None, weights="fp32").weight_dtype == torch.float32
+    assert FastGenerator(model, tok, None, weights="fp16").weight_dtype == torch.float16
+    assert lg.fastest_half_dtype(rows=64, cols=64, reps=2) in lg.WEIGHT_DTYPES.values()
+    monkeypatch.setattr(lg, "fastest_half_dtype", lambda: torch.bfloat16)
+    assert FastGenerator(model, tok, None).weight_dtype == torch.bfloat16  # auto: the timed pick
+    with pytest.raises(ValueError):
+        FastGenerator(model, tok, None, weights="int3")
