@@ -63,3 +63,24 @@ def test_bundled_dataset_meets_the_spec():
     cats = collections.Counter(r.category for r in train)
     assert {"persona", "memory", "recall", "date", "rude", "confession", "meet", "smalltalk"} <= set(cats)
     assert not {r.input for r in train} & {r.input for r in valid}
+
+
+def test_bundled_memory_combinations_meet_the_spec():
+    """>= 200 training lines over >= 30 keys, >= 60 test lines, a third of them on keys (synonym
+    groups included) that never occur in training; no line is shared between the splits."""
+    from pathlib import Path
+
+    from ohlora.training.memory_data import load_combs, load_synonyms
+
+    syn = load_synonyms()
+    canon = lambda key: syn.get(key, key)  # noqa: E731
+    train = load_combs(Path(bundled("data", "memory", "train_combs.txt")))
+    test = load_combs(Path(bundled("data", "memory", "test_combs.txt")))
+    train_keys = {canon(c.key) for c in train}
+    assert len(train) >= 200 and len(train_keys) >= 30 and len(test) >= 60
+    held_out = [c for c in test if canon(c.key) not in train_keys]
+    assert len(held_out) * 3 >= len(test)
+    for split in (train, test):
+        lines = [(c.key, c.value, c.message) for c in split]
+        assert len(lines) == len(set(lines))
+    assert not {c.message for c in train} & {c.message for c in test}
