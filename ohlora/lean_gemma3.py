@@ -34,24 +34,34 @@ def _merged_weight(linear, adapter: str | None) -> torch.Tensor:
 WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def fastest_half_dtype(rows: int = 2048, cols: int = 640, reps: int = 20) -> torch.dtype:
-    """Times one (rows x cols) matrix-vector product per dtype on this CPU (a few ms) and returns
-    the fastest of fp32, bf16 and fp16: half-precision kernels are fast only where the CPU has
-    the instructions for them (or oneDNN has a good path), and that differs between machines."""
+def fastest_half_dtype(rows: int = 4096, cols: int = 640, mats: int = 8, reps: int = 4,
+                       threads: int | None = 1) -> torch.dtype:
+    """Times matrix-vector products per dtype on this CPU (well under a second) and returns the
+    fastest of fp32, bf16 and fp16: half-precision kernels are fast only where the CPU has the
+    instructions for them (or oneDNN a good path), and that differs between machines. The
+    matrices (84 MB in fp32 by default) exceed the caches, as the decoder's do, and the timing
+    runs on `threads` threads, as decoding does."""
     import time
 
-    x = torch.randn(1, cols)
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     best, best_t = torch.float32, float("inf")
-    with torch.inference_mode():
-        for dtype in WEIGHT_DTYPES.values():
-            w, xd = torch.randn(rows, cols).to(dtype), x.to(dtype)
-            F.linear(xd, w)  # warm-up (kernel selection)
-            t = time.perf_counter()
-            for _ in range(reps):
-                F.linear(xd, w)
-            elapsed = time.perf_counter() - t
-            if elapsed < best_t * 0.9:  # a half dtype must win clearly to be used
-                best, best_t = dtype, elapsed
+    try:
+        with torch.inference_mode():
+            for dtype in WEIGHT_DTYPES.values():
+                ws = [torch.full((rows, cols), 0.01, dtype=dtype) for _ in range(mats)]
+                x = torch.full((1, cols), 0.5, dtype=dtype)
+                F.linear(x, ws[0])  # warm-up (kernel selection)
+                t = time.perf_counter()
+                for _ in range(reps):
+                    for w in ws:
+                        F.linear(x, w)
+                elapsed = time.perf_counter() - t
+                if elapsed < best_t * 0.8:  # a half dtype must win clearly to be used
+                    best, best_t = dtype, elapsed
+    finally:
+        torch.set_num_threads(old)
     return best
 
 
