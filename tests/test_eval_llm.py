@@ -55,6 +55,9 @@ def test_eval_llm_cli_compare_on_tiny_model(tiny_model_dir, tmp_path):
     assert set(summaries) == {"a", "b"} and summaries["a"]["answers"] == 6
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| metric | a | b |" in report and (tmp_path / "answers_a.csv").exists()
+    assert "| # | category | prompt | a | b |" in report
+    assert len([x for x in report.splitlines() if x.startswith("| 3 |")]) == 1  # one row per prompt
+    assert "NaN" not in r.output.strip().splitlines()[-1]  # strict JSON: missing metrics are null
 
 
 def test_eval_llm_bad_compare_spec():

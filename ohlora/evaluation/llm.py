@@ -13,7 +13,7 @@ import difflib
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import combinations
 from pathlib import Path
 
@@ -146,4 +146,20 @@ def markdown_table(summaries: dict[str, dict]) -> str:
             v = summaries[name].get(key, float("nan"))
             cells.append("n/a" if v != v else (f"{100 * v:.1f}%" if kind == "pct" else f"{v:.2f}"))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def side_by_side(records: dict[str, list[EvalRecord]]) -> str:
+    """The first answer of each config to each prompt, one row per prompt: the original's way of
+    choosing a model (reading answers), kept next to the numbers."""
+    names = list(records)
+    first = {n: {r.prompt_id: r for r in reversed(rs)} for n, rs in records.items()}  # sample 0 wins
+    cell = lambda r: (f"{r.tag} {r.answer}".strip() or "(empty)").replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    ref = first[names[0]]
+    lines = ["| # | category | prompt | " + " | ".join(names) + " |", "| --- " * (3 + len(names)) + "|"]
+    for pid in sorted(ref):
+        r0 = ref[pid]
+        answers = [cell(first[n][pid]) if pid in first[n] else "" for n in names]
+        lines.append(f"| {pid + 1} | {r0.category} | {cell(replace(r0, tag='', answer=r0.input))} | "
+                     + " | ".join(answers) + " |")
     return "\n".join(lines)

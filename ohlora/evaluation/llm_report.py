@@ -26,8 +26,8 @@ def run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, sample
     import torch
 
     from ohlora.config import load_chat_config
-    from ohlora.evaluation.llm import (markdown_table, prompts_from_lines, prompts_from_rows, run_eval, summarize,
-                                       write_records)
+    from ohlora.evaluation.llm import (markdown_table, prompts_from_lines, prompts_from_rows, run_eval, side_by_side,
+                                       summarize, write_records)
     from ohlora.paths import home_dir
     from ohlora.persona import time_hinter
     from ohlora.runtime import build_runtime
@@ -49,7 +49,7 @@ def run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, sample
         rows = spread_rows(rows, limit) if limit else rows
     out = Path(output or home_dir() / "eval" / "llm")
     out.mkdir(parents=True, exist_ok=True)
-    summaries = {}
+    summaries, all_records = {}, {}
     for name, cfg_over in runs:
         cfg = load_chat_config(config_path, **{**overrides, **cfg_over})
         rt = build_runtime(cfg)
@@ -62,6 +62,7 @@ def run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, sample
             records = run_eval(rt.engine, prompts, samples, progress=bar.update)
         rt.store.close()
         write_records(records, out / f"answers_{name}.csv")
+        all_records[name] = records
         summaries[name] = summarize(records, prompts)
         summaries[name]["model"] = rt.description
     table = markdown_table(summaries)
@@ -69,9 +70,12 @@ def run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, sample
               f"{len(prompts)} prompts x {samples} samples; temperature {cfg.temperature}, "
               f"max {cfg.max_new_tokens} new tokens.", "",
               "| config | model |", "| --- | --- |", *[f"| {n} | {s['model']} |" for n, s in summaries.items()],
-              "", table, "", "Answers: " + ", ".join(f"answers_{n}.csv" for n in summaries)]
+              "", table, "", "## Answers side by side (first sample)", "", side_by_side(all_records), "",
+              "Every answer: " + ", ".join(f"answers_{n}.csv" for n in summaries)]
     (out / "report.md").write_text("\n".join(report) + "\n", encoding="utf-8")
     click.echo(table)
     click.echo(f"report: {out / 'report.md'}", err=True)
     if as_json:
-        click.echo(json.dumps(summaries if len(summaries) > 1 else next(iter(summaries.values())), ensure_ascii=False))
+        clean = {n: {k: (None if isinstance(v, float) and v != v else v) for k, v in s.items()}  # NaN -> null
+                 for n, s in summaries.items()}
+        click.echo(json.dumps(clean if len(clean) > 1 else next(iter(clean.values())), ensure_ascii=False))
