@@ -347,14 +347,14 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
               help="Adapter directory [default: $OHLORA_HOME/adapters/memory-<base>].")
 @click.option("--loss", type=click.Choice(["matrix", "pair"]), default=None, help="Loss [matrix].")
-@click.option("--steps", type=int, default=None, help="Optimizer steps [150].")
-@click.option("--k", type=int, default=None, help="Matrix loss: texts of each side per step [16].")
+@click.option("--steps", type=int, default=None, help="Optimizer steps [300].")
+@click.option("--k", type=int, default=None, help="Matrix loss: texts of each side per step [24].")
 @click.option("--sampling", type=click.Choice(["grouped", "random"]), default=None,
               help="Matrix loss: how a step's texts are drawn [grouped].")
 @click.option("--batch-size", type=int, default=None, help="Pair loss: pairs per step [16].")
 @click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [5e-4].")
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank [16].")
-@click.option("--lora-targets", default=None, help="Comma-separated module names [attention projections].")
+@click.option("--lora-targets", default=None, help="Comma-separated module names [causal LM: attention + MLP projections; encoder: attention].")
 @click.option("--threads", type=int, default=None, help="CPU threads.")
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -39,9 +39,9 @@ class MemoryTrainConfig:
     output: str = ""
     """Adapter directory (default: $OHLORA_HOME/adapters/memory-<base>)."""
     loss: str = "matrix"
-    steps: int = 150
+    steps: int = 300
     """Optimizer steps."""
-    k: int = 16
+    k: int = 24
     """Matrix loss: memory texts and message texts per step."""
     batch_size: int = 16
     """Pair loss: pairs per step."""
@@ -50,7 +50,8 @@ class MemoryTrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ()
-    """Default: attention projections of the base (q,k,v,o for Gemma; query,key,value for BERT)."""
+    """Default: attention and MLP projections of a causal LM (q,k,v,o,gate,up,down for Gemma; measured
+    better than attention alone), the attention projections of an encoder (query,key,value for BERT)."""
     positive_share: float = 0.5
     """Matrix loss, random sampling: share of message slots drawn from the keys of the step's memories."""
     sampling: str = "grouped"
@@ -115,7 +116,8 @@ def load_encoder_backbone(base: str):
 
 def default_targets(model) -> list[str]:
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    for group in (["q_proj", "k_proj", "v_proj", "o_proj"], ["query", "key", "value"], ["query_key_value"],
+    for group in (["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                  ["q_proj", "k_proj", "v_proj", "o_proj"], ["query", "key", "value"], ["query_key_value"],
                   ["q", "k", "v"]):
         if set(group) <= names:
             return group
