@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from ohlora.chat import ChatEngine
 from ohlora.cli import main
 from ohlora.config import ChatConfig
-from ohlora.evaluation.llm import EvalPrompt, is_non_korean, run_eval, summarize
+from ohlora.evaluation.llm import EvalPrompt, is_non_korean, is_repetitive, run_eval, summarize
 from ohlora.memory.store import MemoryStore
 from ohlora.prompt import PromptFormat
 
@@ -21,6 +21,14 @@ def test_non_korean_detection():
     assert is_non_korean("今天天气很好")
     assert is_non_korean("Hello, how are you today?")
     assert is_non_korean("안녕 привет")
+
+
+def test_repetition_detection():
+    assert is_repetitive("1983년 1월 1일 1983년 1월 1일 1983년 1월 1일 1983년 1월")
+    assert is_repetitive("19일 월요일에 입원하겠어! 20일 월요일에 입원하겠어 21일 월요일에 입원하겠어")
+    assert not is_repetitive("깡통 로봇 깡통 로봇 가세요?")  # twice is not a loop
+    assert not is_repetitive("응 당연하지! 🥰 난 가상 인간이라 친구로만 지낼 수 있어")
+    assert not is_repetitive("")
 
 
 def test_summary_metrics_on_scripted_answers():
@@ -43,6 +51,7 @@ def test_summary_metrics_on_scripted_answers():
     assert s["duplicate_across_prompts"] == 3 / 8  # "같은 답" x3 over prompts 2 and 3
     assert s["near_duplicate_samples"] == 2 / 4  # prompt 0 pair and prompt 2 pair
     assert s["non_korean_rate"] == 1 / 8
+    assert s["repetitive_rate"] == 0
     assert s["mean_retries"] == 2 / 8
 
 

@@ -2,8 +2,9 @@
 
 For every prompt, several samples through the real ChatEngine path (stop phrase, retries,
 parsing). Reports: empty-answer rate, stop-phrase vs token-limit endings, duplicate answers across
-prompts and near-identical samples within a prompt, non-Korean script, memory-tag precision and
-recall against the expected key, retries, latency and tokens per answer.
+prompts and near-identical samples within a prompt, answers that repeat themselves (the original's
+complaint about Gemma-2), non-Korean script, memory-tag precision and recall against the expected
+key, retries, latency and tokens per answer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ LATIN = re.compile(r"[A-Za-z]")
 # Letters of scripts Oh-LoRA never writes: CJK ideographs, kana, Cyrillic, Greek, Thai, Arabic, Devanagari...
 FOREIGN = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u05ff\u0600-\u06ff\u0900-\u097f\u0e00-\u0e7f"
                      r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def is_repetitive(text: str, times: int = 3) -> bool:
+    """Some pair of consecutive words comes back `times` times or more (`1983년 1월 1일 1983년 1월
+    1일 ...`, `월요일에 입원하겠어 ... 월요일에 입원하겠어 ...`): a model stuck in a loop."""
+    words = [w.strip(".,!?~") for w in text.split()]
+    pairs = list(zip(words, words[1:]))
+    return any(pairs.count(p) >= times for p in set(pairs))
 
 
 def is_non_korean(text: str) -> bool:
@@ -110,6 +119,7 @@ def summarize(records: list[EvalRecord], prompts: list[EvalPrompt]) -> dict:
         "eos_rate": sum(r.finish_reason == "eos" for r in records) / n,
         "duplicate_across_prompts": dup_across / n,
         "near_duplicate_samples": (sum(near_pairs) / len(near_pairs)) if near_pairs else float("nan"),
+        "repetitive_rate": sum(is_repetitive(a) for a in answers) / n,
         "non_korean_rate": sum(is_non_korean(a) for a in answers) / n,
         "tag_precision": (sum(key_of(r) == r.expected_key for r in tagged) / len(tagged)) if tagged else float("nan"),
         "tag_recall": (sum(key_of(r) == r.expected_key for r in expected) / len(expected)) if expected else float("nan"),
@@ -130,7 +140,8 @@ METRIC_LABELS = [
     ("empty_rate", "empty answers", "pct"), ("stop_rate", "ended by stop phrase", "pct"),
     ("length_rate", "ended by token limit", "pct"), ("duplicate_across_prompts", "same answer to other prompts", "pct"),
     ("near_duplicate_samples", "near-identical samples (one prompt)", "pct"),
-    ("non_korean_rate", "non-Korean script", "pct"), ("tag_precision", "memory-tag precision", "pct"),
+    ("repetitive_rate", "repeats itself within an answer", "pct"), ("non_korean_rate", "non-Korean script", "pct"),
+    ("tag_precision", "memory-tag precision", "pct"),
     ("tag_recall", "memory-tag recall", "pct"), ("mean_retries", "retries per answer", "num"),
     ("mean_latency_s", "latency per answer (s)", "num"), ("mean_tokens", "tokens per answer", "num"),
 ]
