@@ -122,6 +122,11 @@ class FastGenerator:
         if lean is not None:
             cache = lean.new_cache(ids.shape[1] + max_new_tokens)
             first = lean.forward(ids[0], cache)[None]
+            if lean.weight_dtype != torch.float32 and not bool(torch.isfinite(first).all()):
+                # Some activation left fp16's range (max 65504) for this model/adapter: go back to
+                # fp32 matrices for good and run the prompt again.
+                self.weight_dtype, self._lean = torch.float32, None
+                return self._steps(ids, max_new_tokens)
             return first, lambda nxt: lean.forward(torch.tensor([nxt]), cache)[None]
         cache = DynamicCache(config=self.backbone.config)
         run = lambda x: self.backbone(input_ids=x, use_cache=True, **{self.cache_kw: cache}).last_hidden_state[:, -1]  # noqa: E731

@@ -127,3 +127,20 @@ def test_weights_option(tiny, monkeypatch):
     assert FastGenerator(model, tok, None).weight_dtype == torch.bfloat16  # auto: the timed pick
     with pytest.raises(ValueError):
         FastGenerator(model, tok, None, weights="int3")
+
+
+def test_half_weights_fall_back_to_fp32_when_activations_overflow(tiny_model_dir):
+    """A model whose activations leave fp16's range (here: a layer-0 MLP scaled by 1e4) must not
+    produce garbage: the prompt's hidden state is checked and the decoder goes back to fp32."""
+    import torch
+
+    model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.mul_(1e4)
+        model.model.layers[0].mlp.gate_proj.weight.mul_(1e4)
+    ref = FastGenerator(model, tok, None, weights="fp32").generate("안녕 ### 답변: ", stop_phrase="\x00",
+                                                                  max_new_tokens=10, temperature=0)
+    half = FastGenerator(model, tok, None, weights="fp16")
+    out = half.generate("안녕 ### 답변: ", stop_phrase="\x00", max_new_tokens=10, temperature=0)
+    assert half.weight_dtype == torch.float32 and half.lean().weight_dtype == torch.float32
+    assert out.text == ref.text  # without the fallback: an empty or garbled answer
