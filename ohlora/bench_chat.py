@@ -27,7 +27,7 @@ def teacher_forced_agreement(model, tok, fast, rows, fmt, card, adapter) -> floa
             prompt_ids = tok(r.prompt(fmt, card))["input_ids"]
             answer_ids = tok(fmt.target(r.output), add_special_tokens=False)["input_ids"]
             ids = torch.tensor([prompt_ids + answer_ids])
-            out = model(input_ids=ids, output_hidden_states=True)
+            out = model(input_ids=ids, output_hidden_states=lean is None)
             pos = slice(len(prompt_ids) - 1, ids.shape[1] - 1)  # positions predicting the answer
             full = out.logits[0, pos].argmax(-1)  # (A,)
             if lean is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ohlora.config import WEIGHTS
 from ohlora.errors import OhloraError
 
 DEFAULT_USER = "default"
@@ -58,7 +59,7 @@ def chat_options(f):
         click.option("--max-new-tokens", type=int, default=None, help="Token limit per answer [default: 80]."),
         click.option("--threshold", "memory_threshold", type=float, default=None,
                      help="Cosine a memory must reach to be recalled [default: 0.6]."),
-        click.option("--weights", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+        click.option("--weights", type=click.Choice(WEIGHTS), default=None,
                      help="Decoder matrices on CPU: auto = the fastest of fp32/bf16/fp16 on this CPU "
                           "(timed at start). [default: auto]"),
         click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -503,7 +504,7 @@ def bench_memory(encoder, base, sizes, queries, output, as_json):
 @click.option("--adapter", default="default", show_default=True, help="Chat adapter (needs its head_vocab.json).")
 @click.option("--prompts", type=int, default=12, show_default=True, help="Validation prompts to answer.")
 @click.option("--max-new-tokens", type=int, default=80, show_default=True, help="Token limit per answer.")
-@click.option("--weights", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+@click.option("--weights", type=click.Choice(WEIGHTS), default="auto", show_default=True,
               help="ohlora's decoder matrices: auto = the fastest of fp32/bf16/fp16 on this CPU.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table here [default: $OHLORA_HOME/bench/chat.md].")

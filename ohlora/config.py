@@ -10,6 +10,9 @@ import yaml
 from ohlora.errors import OhloraError
 from ohlora.paths import home_dir
 
+WEIGHTS = ("auto", "fp32", "bf16", "fp16")
+"""Choices for ChatConfig.weights (and the --weights flags)."""
+
 
 @dataclass(frozen=True)
 class ChatConfig:
@@ -46,7 +49,7 @@ class ChatConfig:
             (isinstance(self.memory_encoder, str) and self.memory_encoder.strip() != "",
              "memory_encoder must be 'default', 'base' or a directory"),
             (self.generator in ("fast", "hf"), "generator must be 'fast' or 'hf'"),
-            (self.weights in ("auto", "fp32", "bf16", "fp16"), "weights must be 'auto', 'fp32', 'bf16' or 'fp16'"),
+            (self.weights in WEIGHTS, f"weights must be one of {', '.join(WEIGHTS)}"),
             (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5, "temperature must be in [0, 5]"),
             (_is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 4096, "max_new_tokens must be in [1, 4096]"),
             (_is_int(self.max_tries) and 1 <= self.max_tries <= 50, "max_tries must be in [1, 50]"),

@@ -68,7 +68,8 @@ class FastGenerator:
         # thread only adds synchronisation (measured: 1 thread 24.8 tok/s, 2 threads 16-21 tok/s on
         # 2 cores). The prompt (many tokens at once) is compute-bound and keeps every thread.
         self.decode_threads = decode_threads
-        self.weight_dtype = decoder_weight_dtype(weights)
+        # A named dtype is checked now; "auto" is timed only when the lean decoder is first built.
+        self._weight_dtype = None if weights == "auto" else decoder_weight_dtype(weights)
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.backbone = inner.get_decoder()
         head, self.softcap = lm_head_of(model)
@@ -104,6 +105,15 @@ class FastGenerator:
             idx = int(top[torch.multinomial(torch.softmax(vals, -1), 1, generator=generator)])
         return idx if self.ids is None else int(self.ids[idx])
 
+    @property
+    def weight_dtype(self):
+        """The lean decoder's matrix dtype: the one asked for, or for "auto" the fastest on this CPU."""
+        from ohlora.lean_gemma3 import fastest_half_dtype
+
+        if self._weight_dtype is None:
+            self._weight_dtype = fastest_half_dtype()
+        return self._weight_dtype
+
     def lean(self):
         """The LeanGemma3 decoder (chat adapter merged) if this is a Gemma 3 text model on CPU, else None."""
         from ohlora.lean_gemma3 import LeanGemma3
@@ -125,7 +135,7 @@ class FastGenerator:
             if lean.weight_dtype != torch.float32 and not bool(torch.isfinite(first).all()):
                 # Some activation left fp16's range (max 65504) for this model/adapter: go back to
                 # fp32 matrices for good and run the prompt again.
-                self.weight_dtype, self._lean = torch.float32, None
+                self._weight_dtype, self._lean = torch.float32, None
                 return self._steps(ids, max_new_tokens)
             return first, lambda nxt: lean.forward(torch.tensor([nxt]), cache)[None]
         cache = DynamicCache(config=self.backbone.config)

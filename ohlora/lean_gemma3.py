@@ -66,9 +66,7 @@ def fastest_half_dtype(rows: int = 4096, cols: int = 640, mats: int = 8, reps: i
 
 
 def decoder_weight_dtype(weights: str) -> torch.dtype:
-    """"fp32" / "bf16" / "fp16", or "auto": the fastest on this CPU (see fastest_half_dtype)."""
-    if weights == "auto":
-        return fastest_half_dtype()
+    """The dtype named "fp32" / "bf16" / "fp16" ("auto" is resolved by fastest_half_dtype)."""
     if weights not in WEIGHT_DTYPES:
         raise ValueError(f"weights must be 'auto' or one of {', '.join(WEIGHT_DTYPES)}")
     return WEIGHT_DTYPES[weights]

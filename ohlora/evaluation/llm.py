@@ -14,7 +14,7 @@ import difflib
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -165,12 +165,10 @@ def side_by_side(records: dict[str, list[EvalRecord]]) -> str:
     choosing a model (reading answers), kept next to the numbers."""
     names = list(records)
     first = {n: {r.prompt_id: r for r in reversed(rs)} for n, rs in records.items()}  # sample 0 wins
-    cell = lambda r: (f"{r.tag} {r.answer}".strip() or "(empty)").replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    esc = lambda text: text.replace("|", "\\|").replace("\n", " ")  # noqa: E731  (markdown cell)
     ref = first[names[0]]
     lines = ["| # | category | prompt | " + " | ".join(names) + " |", "| --- " * (3 + len(names)) + "|"]
     for pid in sorted(ref):
-        r0 = ref[pid]
-        answers = [cell(first[n][pid]) if pid in first[n] else "" for n in names]
-        lines.append(f"| {pid + 1} | {r0.category} | {cell(replace(r0, tag='', answer=r0.input))} | "
-                     + " | ".join(answers) + " |")
+        answers = [esc(f"{r.tag} {r.answer}".strip() or "(empty)") if (r := first[n].get(pid)) else "" for n in names]
+        lines.append(f"| {pid + 1} | {ref[pid].category} | {esc(ref[pid].input)} | " + " | ".join(answers) + " |")
     return "\n".join(lines)
