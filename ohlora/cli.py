@@ -356,12 +356,19 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
 @click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [5e-4].")
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank [16].")
 @click.option("--lora-targets", default=None, help="Comma-separated module names [causal LM: attention + MLP projections; encoder: attention].")
+@click.option("--pooling", type=click.Choice(["mean", "last", "lastmean"]), default=None,
+              help="How a text's hidden states become one vector [last].")
+@click.option("--item-template", default=None, help="Prompt around a stored item; {} is the item.")
+@click.option("--query-template", default=None, help="Prompt around a user message; {} is the message.")
+@click.option("--key-loss", type=float, default=None,
+              help="Weight of the auxiliary loss that has the model write the line's key after each "
+                   "template (causal LM, matrix loss); 0 turns it off.")
 @click.option("--threads", type=int, default=None, help="CPU threads.")
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML with settings (a `train_memory:` section or top-level keys).")
 def train_memory_cmd(config_path, lora_targets, **flags):
-    """Fine-tune the memory encoder (LoRA + mean pooling) and evaluate it on the test combinations."""
+    """Fine-tune the memory encoder (LoRA + pooling) and evaluate it on the test combinations."""
     from ohlora.training.memory import load_memory_train_config, train_memory
 
     if lora_targets:

@@ -60,6 +60,9 @@ class KeywordEncoder:
                 out[r, -1] = 1.0  # "unrelated" direction
         return l2_normalize(out)
 
+    def encode_query(self, texts):
+        return self.encode(texts)
+
 
 @pytest.fixture
 def fake_generator():

@@ -168,3 +168,77 @@ def test_grouped_sampler_gives_many_same_key_pairs():
     mems, msgs, truth = s.sample()
     t = np.array(truth)
     assert t.shape == (4, 4) and (t == 1.0).sum() >= 8  # 2 keys x (2 memories x 2 messages)
+
+
+ITEM_T, QUERY_T = '{}\n이 기억의 종류: "', '{}\n이 말과 관련된 기억의 종류: "'
+
+
+def test_encoder_format_is_checked_and_fingerprinted():
+    from ohlora.memory.encoder import EncoderFormat
+
+    with pytest.raises(OhloraError, match="pooling"):
+        EncoderFormat(pooling="max")
+    with pytest.raises(OhloraError, match="exactly one"):
+        EncoderFormat(item_template="no placeholder")
+    assert EncoderFormat().fingerprint() == ""  # plain mean pooling keeps its old cache ids
+    fmt = EncoderFormat("last", ITEM_T, QUERY_T)
+    assert fmt.fingerprint() and EncoderFormat.from_dict(fmt.as_dict()) == fmt
+    with pytest.raises(OhloraError, match="key_loss"):
+        load_memory_train_config(loss="pair", key_loss=0.1)
+
+
+def test_last_token_pooling_reads_the_prompts_last_position(tiny_model_dir):
+    from ohlora.memory.encoder import EncoderFormat, backbone
+
+    model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    enc = HiddenStateEncoder(model, tok, name="tiny", batch_size=2, fmt=EncoderFormat("last", ITEM_T, QUERY_T))
+    texts = ["[오늘 일정: 발표]", "나 떨려", "좋아하는 음식은 마라탕이야 진짜로"]
+    items, queries = enc.encode(texts), enc.encode_query(texts)
+    assert not np.allclose(items, queries, atol=1e-3)  # each side gets its own template
+    with torch.no_grad():  # the query vector is the hidden state after the template's last token, alone
+        ids = tok(QUERY_T.format(texts[2]), return_tensors="pt").input_ids
+        ref = backbone(model)(input_ids=ids).last_hidden_state[0, -1].numpy()
+    assert abs(float(queries[2] @ (ref / np.linalg.norm(ref))) - 1) < 1e-4  # padding in a batch changes nothing
+    assert enc.id != HiddenStateEncoder(model, tok, name="tiny").id  # another format, another cache
+
+
+def key_nll(model, tok, combs) -> float:
+    """Mean NLL of each line's key right after the query template, over the tokens keys are made
+    of (what the key loss trains)."""
+    from ohlora.memory.encoder import pooled_states
+
+    vocab = sorted({t for c in combs for t in tok(c.key + '"', add_special_tokens=False).input_ids})
+    where = {t: i for i, t in enumerate(vocab)}
+    head = model.get_output_embeddings().weight[vocab]  # (V_keys, H)
+    total = 0.0
+    with torch.no_grad():
+        for c in combs:
+            p = pooled_states(model, tok, [QUERY_T.format(c.message)], "last", continuations=[c.key + '"'])
+            logits = p.hidden[0, p.prompt_lens[0] - 1:p.lens[0] - 1] @ head.T
+            target = torch.tensor([where[int(t)] for t in p.input_ids[0, p.prompt_lens[0]:p.lens[0]]])
+            total += torch.nn.functional.cross_entropy(logits, target).item()
+    return total / len(combs)
+
+
+def test_key_loss_teaches_the_model_to_name_the_key(tmp_path, tiny_model_dir):
+    from peft import PeftModel
+
+    from ohlora.memory.loading import read_meta
+
+    train = tmp_path / "train.txt"
+    train.write_text(COMBS, encoding="utf-8")
+    nll = {}
+    for weight in (0.0, 1.0):
+        cfg = load_memory_train_config(base=str(tiny_model_dir), train_combs=str(train), test_combs=str(train),
+                                       output=str(tmp_path / f"mem{weight}"), steps=25, k=4, learning_rate=1e-2,
+                                       threads=1, pooling="last", item_template=ITEM_T, query_template=QUERY_T,
+                                       key_loss=weight)
+        out, _ = train_memory(cfg)
+        base, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+        nll[weight] = key_nll(PeftModel.from_pretrained(base, out), tok, parse_combs(COMBS))
+    assert read_meta(out)["format"] == {"pooling": "last", "item_template": ITEM_T, "query_template": QUERY_T}
+    enc = load_memory_encoder(str(out))  # the format travels with the adapter
+    assert enc.fmt.pooling == "last" and enc.fmt.query_template == QUERY_T
+    # a random 64-wide model's logits span little (tied head, init std 0.02), so the drop is small
+    # in absolute terms: 3.41 -> 3.08 here; without the key loss in the step it would not move
+    assert nll[1.0] < nll[0.0] - 0.2, nll

@@ -23,7 +23,7 @@ def evaluate_memory(encoder: MemoryEncoder, pairs: list[Pair], threshold: float 
     messages = sorted({p.message for p in pairs})
     mi = {t: i for i, t in enumerate(memories)}
     qi = {t: i for i, t in enumerate(messages)}
-    sims = encoder.encode(messages) @ encoder.encode(memories).T  # (M, I) cosines
+    sims = encoder.encode_query(messages) @ encoder.encode(memories).T  # (M, I) cosines
     truth = np.zeros_like(sims)
     for p in pairs:
         truth[qi[p.message], mi[p.memory]] = max(truth[qi[p.message], mi[p.memory]], p.score)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from ohlora.errors import OhloraError
-from ohlora.memory.encoder import HiddenStateEncoder
+from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
 
 ENCODER_FILE = "memory_encoder.yaml"
 ADAPTER_NAME = "memory"
@@ -46,7 +46,7 @@ def attach_memory_adapter(model, tokenizer, base_name: str, adapter_dir: Path):
     model = load_adapter(model, adapter_dir, name=ADAPTER_NAME)
     enc = HiddenStateEncoder(model, tokenizer, layer=int(meta.get("layer", -1)),
                              name=f"{base_name}+{Path(adapter_dir).name}@{adapter_fingerprint(adapter_dir)}",
-                             adapter=ADAPTER_NAME)
+                             adapter=ADAPTER_NAME, fmt=EncoderFormat.from_dict(meta.get("format")))
     return model, enc
 
 

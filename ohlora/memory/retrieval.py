@@ -50,7 +50,7 @@ class Retriever:
         have, matrix = self.item_vectors(user)
         if not have:
             return []
-        q = self.encoder.encode([message])[0]  # (D,)
+        q = self.encoder.encode_query([message])[0]  # (D,)
         sims = matrix @ q  # (N,), rows are normalized
         order = np.argsort(-sims, kind="stable")
         return [Recall(have[i], float(sims[i])) for i in order]

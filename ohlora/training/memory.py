@@ -58,6 +58,16 @@ class MemoryTrainConfig:
     """Matrix loss: "grouped" (K/2 keys, two memories and two messages of each: about 2K same-key pairs
     per K x K matrix) or "random" (K random memories; positive_share of the messages share their keys)."""
     layer: int = -1
+    pooling: str = "mean"
+    """"mean", "last" (the last prompt token) or "lastmean" (their sum); see EncoderFormat."""
+    item_template: str = "{}"
+    """Prompt around a stored item `[key: value]` ({} is the item)."""
+    query_template: str = "{}"
+    """Prompt around a user message ({} is the message)."""
+    key_loss: float = 0.0
+    """Matrix loss on a causal LM: weight of an auxiliary LM loss that has the model write the line's
+    key right after each template (memory side and message side), so the pooled last token is
+    trained to name the topic. 0 turns it off."""
     seed: int = 42
     threads: int = 0
     threshold: float = 0.6
@@ -70,10 +80,19 @@ class MemoryTrainConfig:
             (self.lora_rank >= 1, "lora_rank must be >= 1"),
             (0 <= self.positive_share <= 1, "positive_share must be in [0, 1]"),
             (self.sampling in ("grouped", "random"), "sampling must be 'grouped' or 'random'"),
+            (self.key_loss >= 0, "key_loss must be >= 0"),
+            (self.key_loss == 0 or (self.loss == "matrix" and self.layer == -1),
+             "key_loss needs the matrix loss and the last layer"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise OhloraError(f"memory train config: {msg}")
+        self.encoder_format()  # checks pooling and templates
+
+    def encoder_format(self):
+        from ohlora.memory.encoder import EncoderFormat
+
+        return EncoderFormat(self.pooling, self.item_template, self.query_template)
 
     def resolved(self) -> "MemoryTrainConfig":
         from ohlora.paths import adapters_dir
@@ -140,15 +159,19 @@ class MatrixSampler:
         self.canon = lambda key: synonyms.get(key, key)
         self.grouped = grouped
 
-    def sample(self):
-        if self.grouped:
-            return self._sample_grouped()
+    def sample(self, with_keys: bool = False):
+        mems, msgs, truth = self._sample_grouped() if self.grouped else self._sample_random()
+        if not with_keys:
+            return [m.memory for m in mems], [q.message for q in msgs], truth
+        return [m.memory for m in mems], [q.message for q in msgs], truth, [m.key for m in mems], [q.key for q in msgs]
+
+    def _sample_random(self):
         mems = self.rng.sample(self.combs, self.k)
         n_pos = round(self.k * self.share)
         msgs = [self.rng.choice(self.by_key[self.canon(m.key)]) for m in mems[:n_pos]]
         msgs += self.rng.sample(self.combs, self.k - n_pos)
         truth = [[self.sim(m.key, q.key) for q in msgs] for m in mems]  # (K, K)
-        return [m.memory for m in mems], [q.message for q in msgs], truth
+        return mems, msgs, truth
 
     def _sample_grouped(self):
         """K/2 keys; for each, two lines lend their memories and two others their messages."""
@@ -161,7 +184,7 @@ class MatrixSampler:
             mems += mem_lines
             msgs += msg_lines if len(msg_lines) == 2 else msg_lines * 2
         truth = [[self.sim(m.key, q.key) for q in msgs] for m in mems]
-        return [m.memory for m in mems], [q.message for q in msgs], truth
+        return mems, msgs, truth
 
 
 def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:
@@ -173,8 +196,9 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     from transformers import set_seed
 
     from ohlora.evaluation.memory import evaluate_memory
-    from ohlora.memory.encoder import HiddenStateEncoder, mean_pool
+    from ohlora.memory.encoder import HiddenStateEncoder
     from ohlora.models import set_cpu_threads
+    from ohlora.training.memory_embed import TrainEmbedder
     from ohlora.training.memory_data import load_combs, load_synonyms, make_pairs, read_pairs_from_rows
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -196,8 +220,10 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, cfg.steps // 20)) * max(0.0, 1 - s / cfg.steps) ** 0.5)
 
-    def embed(texts):  # (N, H) normalized, with gradients
-        return F.normalize(mean_pool(model, tok, texts, cfg.layer), dim=-1)
+    fmt = cfg.encoder_format()
+    if cfg.key_loss and kind != "causal-lm":
+        raise OhloraError("key_loss needs a causal LM base (it has the model write the key)")
+    embed = TrainEmbedder(model, tok, fmt, cfg.layer, keys=[c.key for c in train] if cfg.key_loss else None)
 
     sampler = MatrixSampler(train, synonyms, cfg.k, cfg.positive_share, cfg.seed, grouped=cfg.sampling == "grouped")
     train_pairs = read_pairs_from_rows(make_pairs(train, synonyms))
@@ -209,12 +235,18 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     bar = tqdm(range(cfg.steps), desc=f"train memory ({cfg.loss})", file=sys.stderr)
     for step in bar:
         if cfg.loss == "matrix":
-            mems, msgs, truth = sampler.sample()
-            pred = embed(mems) @ embed(msgs).T  # (K, K) cosines
+            mems, msgs, truth, mkeys, qkeys = sampler.sample(with_keys=True)
+            keyed = cfg.key_loss > 0
+            em, aux_m = embed(mems, "item", mkeys if keyed else None)
+            eq, aux_q = embed(msgs, "query", qkeys if keyed else None)
+            pred = em @ eq.T  # (K, K) cosines
             loss = F.mse_loss(pred, torch.tensor(truth, dtype=pred.dtype))
+            if keyed:
+                loss = loss + cfg.key_loss * 0.5 * (aux_m + aux_q)
         else:
             batch = rng.sample(train_pairs, cfg.batch_size)
-            a, b = embed([p.memory for p in batch]), embed([p.message for p in batch])
+            a = embed([p.memory for p in batch], "item")[0]
+            b = embed([p.message for p in batch], "query")[0]
             loss = F.mse_loss((a * b).sum(-1), torch.tensor([p.score for p in batch], dtype=a.dtype))
         loss.backward()
         opt.step()
@@ -225,11 +257,11 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     minutes = (time.perf_counter() - t0) / 60
     model.eval()
     model.save_pretrained(out)
-    meta = {"base": cfg.base, "kind": kind, "pooling": "mean, BOS excluded", "layer": cfg.layer,
+    meta = {"base": cfg.base, "kind": kind, "format": fmt.as_dict(), "layer": cfg.layer,
             "threshold": cfg.threshold, "command": command, "config": {**asdict(cfg), "lora_targets": targets},
             "train_minutes": round(minutes, 2)}
     encoder = HiddenStateEncoder(model, tok, layer=cfg.layer, name=f"{Path(cfg.base).name}+{out.name}",
-                                 adapter=model.active_adapter)
+                                 adapter=model.active_adapter, fmt=fmt)
     metrics = evaluate_memory(encoder, test_pairs, cfg.threshold, out, title=f"{out.name} (test)")
     meta["test_metrics"] = metrics
     (out / ENCODER_FILE).write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False), encoding="utf-8")
