@@ -416,7 +416,7 @@ def eval_memory_cmd(combs, pairs, encoder, base, threshold, output, as_json):
     out = output or home_dir() / "eval" / "memory"
     metrics = evaluate_memory(enc, test, threshold, out, title=enc.id)
     click.echo("| metric | value |\n| --- | --- |")
-    for k in ("mse", "mae", "corr", "top1_accuracy", "false_recall", "n_pairs"):
+    for k in ("mse", "mae", "corr", "top1_accuracy", "rank1_accuracy", "false_recall", "n_pairs"):
         v = metrics[k]
         click.echo(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
     click.echo(f"pairs: {out / 'memory_pairs.csv'}  plot: {out / 'memory_scatter.png'}", err=True)

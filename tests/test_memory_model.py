@@ -69,6 +69,8 @@ def test_metrics():
     r = retrieval_metrics(scores, truth, 0.6)
     # msg0 right; msg1 picks item2 (wrong); msg2 has no match. False recall: msg0 (0.7), msg1 (0.8), msg2 (0.65)
     assert r["top1_accuracy"] == 0.5 and r["false_recall"] == 1.0
+    low = retrieval_metrics(scores * 0.5, truth, 0.6)  # same ranking, every score under the threshold
+    assert low["top1_accuracy"] == 0.0 and low["rank1_accuracy"] == 0.5 and low["false_recall"] == 0.0
 
 
 def test_matrix_sampler_truth_and_positives():

@@ -20,7 +20,8 @@ def retrieval_metrics(scores: np.ndarray, truth: np.ndarray, threshold: float) -
     """Chat-side quality of a (messages x items) score matrix against its ground truth.
 
     top1_accuracy: the best item is one the message truly belongs to (truth 1.0) and passes the
-    threshold. false_recall: with every truly-matching item removed, the best remaining item
+    threshold. rank1_accuracy: the same with the threshold aside (how well the encoder ranks;
+    the gap to top1_accuracy is right answers scored below the threshold). false_recall: with every truly-matching item removed, the best remaining item
     still passes the threshold (something unrelated would be recalled). Messages without any
     matching item count only for false_recall.
     """
@@ -28,10 +29,12 @@ def retrieval_metrics(scores: np.ndarray, truth: np.ndarray, threshold: float) -
     has_match = (truth >= 1.0).any(axis=1)
     best = scores.argmax(axis=1)
     rows = np.arange(len(scores))
-    hit = (truth[rows, best] >= 1.0) & (scores[rows, best] >= threshold)
+    ranked = truth[rows, best] >= 1.0
+    hit = ranked & (scores[rows, best] >= threshold)
     masked = np.where(truth >= 1.0, -np.inf, scores)
     false = masked.max(axis=1) >= threshold
     return {
         "top1_accuracy": float(hit[has_match].mean()) if has_match.any() else float("nan"),
+        "rank1_accuracy": float(ranked[has_match].mean()) if has_match.any() else float("nan"),
         "false_recall": float(false.mean()),
     }

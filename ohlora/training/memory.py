@@ -1,10 +1,12 @@
 """`ohlora train memory`: fine-tune the memory encoder so that cosine(memory item, message) predicts
 how related they are (the key-IoU target of memory_data).
 
-The encoder is the base model with its own LoRA adapter and mean pooling, so one base model in
-memory serves chat and memory. Two losses:
+The encoder is the base model with its own LoRA adapter, so one base model in memory serves chat
+and memory. Each side (stored item, user message) is wrapped in its own prompt and pooled (the
+EncoderFormat, saved beside the adapter). Two losses:
 - "matrix" (default): per step take K memory texts and K message texts, encode each once and fit
-  the whole K x K cosine matrix to the K x K ground truth (K^2 pairs for 2K encodes);
+  the whole K x K cosine matrix to the K x K ground truth (K^2 pairs for 2K encodes); optionally
+  plus the key loss (memory_embed.py), which has the model write each line's key after its prompt;
 - "pair": the classic CosineSimilarityLoss on (memory_0, user_prompt_1, score) pairs.
 """
 
