@@ -348,7 +348,7 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
               help="Adapter directory [default: $OHLORA_HOME/adapters/memory-<base>].")
 @click.option("--loss", type=click.Choice(["matrix", "pair"]), default=None, help="Loss [matrix].")
-@click.option("--steps", type=int, default=None, help="Optimizer steps [300].")
+@click.option("--steps", type=int, default=None, help="Optimizer steps [400].")
 @click.option("--k", type=int, default=None, help="Matrix loss: texts of each side per step [24].")
 @click.option("--sampling", type=click.Choice(["grouped", "random"]), default=None,
               help="Matrix loss: how a step's texts are drawn [grouped].")
@@ -358,11 +358,13 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
 @click.option("--lora-targets", default=None, help="Comma-separated module names [causal LM: attention + MLP projections; encoder: attention].")
 @click.option("--pooling", type=click.Choice(["mean", "last", "lastmean"]), default=None,
               help="How a text's hidden states become one vector [last].")
-@click.option("--item-template", default=None, help="Prompt around a stored item; {} is the item.")
-@click.option("--query-template", default=None, help="Prompt around a user message; {} is the message.")
+@click.option("--item-template", default=None,
+              help="Prompt around a stored item; {} is the item [{}\\n이 기억의 종류: \"].")
+@click.option("--query-template", default=None,
+              help="Prompt around a user message; {} is the message [{}\\n이 말과 관련된 기억의 종류: \"].")
 @click.option("--key-loss", type=float, default=None,
               help="Weight of the auxiliary loss that has the model write the line's key after each "
-                   "template (causal LM, matrix loss); 0 turns it off.")
+                   "template (causal LM, matrix loss) [0.05]; 0 turns it off.")
 @click.option("--threads", type=int, default=None, help="CPU threads.")
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -244,3 +244,12 @@ def test_key_loss_teaches_the_model_to_name_the_key(tmp_path, tiny_model_dir):
     # a random 64-wide model's logits span little (tied head, init std 0.02), so the drop is small
     # in absolute terms: 3.41 -> 3.08 here; without the key loss in the step it would not move
     assert nll[1.0] < nll[0.0] - 0.2, nll
+
+
+def test_format_defaults_follow_the_kind_of_base():
+    cfg = load_memory_train_config()
+    causal, enc = cfg.for_kind("causal-lm"), cfg.for_kind("encoder")
+    assert (causal.pooling, causal.key_loss, causal.query_template) == ("last", 0.05, QUERY_T)
+    assert (enc.pooling, enc.key_loss, enc.item_template) == ("mean", 0.0, "{}")  # klue/roberta-base: the original's
+    assert load_memory_train_config(loss="pair").for_kind("causal-lm").key_loss == 0.0
+    assert load_memory_train_config(pooling="mean", key_loss=0).for_kind("causal-lm").pooling == "mean"  # flags win

@@ -26,6 +26,8 @@ from ohlora.errors import OhloraError
 from ohlora.paths import move_aside
 
 ENCODER_FILE = "memory_encoder.yaml"
+CAUSAL_ITEM_TEMPLATE = '{}\n이 기억의 종류: "'
+CAUSAL_QUERY_TEMPLATE = '{}\n이 말과 관련된 기억의 종류: "'
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class MemoryTrainConfig:
     output: str = ""
     """Adapter directory (default: $OHLORA_HOME/adapters/memory-<base>)."""
     loss: str = "matrix"
-    steps: int = 300
+    steps: int = 400
     """Optimizer steps."""
     k: int = 24
     """Matrix loss: memory texts and message texts per step."""
@@ -60,16 +62,20 @@ class MemoryTrainConfig:
     """Matrix loss: "grouped" (K/2 keys, two memories and two messages of each: about 2K same-key pairs
     per K x K matrix) or "random" (K random memories; positive_share of the messages share their keys)."""
     layer: int = -1
-    pooling: str = "mean"
-    """"mean", "last" (the last prompt token) or "lastmean" (their sum); see EncoderFormat."""
-    item_template: str = "{}"
-    """Prompt around a stored item `[key: value]` ({} is the item)."""
-    query_template: str = "{}"
-    """Prompt around a user message ({} is the message)."""
-    key_loss: float = 0.0
+    pooling: str | None = None
+    """"mean", "last" (the last prompt token) or "lastmean" (their sum); see EncoderFormat.
+    Default: "last" for a causal LM, "mean" for an encoder (sentence-transformers' habit)."""
+    item_template: str | None = None
+    """Prompt around a stored item `[key: value]` ({} is the item). Default for a causal LM:
+    CAUSAL_ITEM_TEMPLATE, which ends where the model would name the kind of memory, so the last
+    token's state is about that; "{}" for an encoder."""
+    query_template: str | None = None
+    """Prompt around a user message ({} is the message). Default: CAUSAL_QUERY_TEMPLATE / "{}"."""
+    key_loss: float | None = None
     """Matrix loss on a causal LM: weight of an auxiliary LM loss that has the model write the line's
     key right after each template (memory side and message side), so the pooled last token is
-    trained to name the topic. 0 turns it off."""
+    trained to name the topic. 0 turns it off. Default: 0.05 for a causal LM with the matrix loss,
+    else 0."""
     seed: int = 42
     threads: int = 0
     threshold: float = 0.6
@@ -82,14 +88,28 @@ class MemoryTrainConfig:
             (self.lora_rank >= 1, "lora_rank must be >= 1"),
             (0 <= self.positive_share <= 1, "positive_share must be in [0, 1]"),
             (self.sampling in ("grouped", "random"), "sampling must be 'grouped' or 'random'"),
-            (self.key_loss >= 0, "key_loss must be >= 0"),
-            (self.key_loss == 0 or (self.loss == "matrix" and self.layer == -1),
+            (not self.key_loss or self.key_loss >= 0, "key_loss must be >= 0"),
+            (not self.key_loss or (self.loss == "matrix" and self.layer == -1),
              "key_loss needs the matrix loss and the last layer"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise OhloraError(f"memory train config: {msg}")
-        self.encoder_format()  # checks pooling and templates
+        from ohlora.memory.encoder import EncoderFormat
+
+        EncoderFormat(self.pooling or "mean", self.item_template or "{}", self.query_template or "{}")  # checks them
+
+    def for_kind(self, kind: str) -> "MemoryTrainConfig":
+        """Fill the format and key-loss defaults for a "causal-lm" or an "encoder" base."""
+        causal = kind == "causal-lm"
+        return replace(
+            self,
+            pooling=self.pooling or ("last" if causal else "mean"),
+            item_template=self.item_template or (CAUSAL_ITEM_TEMPLATE if causal else "{}"),
+            query_template=self.query_template or (CAUSAL_QUERY_TEMPLATE if causal else "{}"),
+            key_loss=self.key_loss if self.key_loss is not None else (
+                0.05 if causal and self.loss == "matrix" and self.layer == -1 else 0.0),
+        )
 
     def encoder_format(self):
         from ohlora.memory.encoder import EncoderFormat
@@ -222,6 +242,7 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, cfg.steps // 20)) * max(0.0, 1 - s / cfg.steps) ** 0.5)
 
+    cfg = cfg.for_kind(kind)
     fmt = cfg.encoder_format()
     if cfg.key_loss and kind != "causal-lm":
         raise OhloraError("key_loss needs a causal LM base (it has the model write the key)")
