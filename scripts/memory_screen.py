@@ -29,7 +29,8 @@ from ohlora.evaluation.metrics import regression_metrics, retrieval_metrics
 from ohlora.memory.encoder import EncoderFormat
 from ohlora.models import set_cpu_threads
 from ohlora.training.llm_config import bundled
-from ohlora.training.memory import MatrixSampler, load_encoder_backbone
+from ohlora.training.memory import (CAUSAL_ITEM_TEMPLATE, CAUSAL_QUERY_TEMPLATE, MatrixSampler,
+                                    load_encoder_backbone)
 from ohlora.training.memory_embed import TrainEmbedder
 from ohlora.training.memory_data import key_similarity, load_combs, load_synonyms
 
@@ -60,7 +61,7 @@ def main(a: dict) -> None:
         "prefix": ("기억: {}", "메시지: {}"),
         "eol": ('문장 "{}" 의 주제를 한 단어로 말하면 "', '문장 "{}" 의 주제를 한 단어로 말하면 "'),
         "eol2": ('기억 "{}" 의 주제를 한 단어로 말하면 "', '메시지 "{}" 의 주제를 한 단어로 말하면 "'),
-        "kind": ('{}\n이 기억의 종류: "', '{}\n이 말과 관련된 기억의 종류: "'),
+        "kind": (CAUSAL_ITEM_TEMPLATE, CAUSAL_QUERY_TEMPLATE),  # the package's defaults
         "kind2": ('기억: {}\n종류: "', '메시지: {}\n관련된 기억의 종류: "'),
     }
     fmt = EncoderFormat(pool, *templates[tmpl])

@@ -132,11 +132,6 @@ def pooled_states(model, tokenizer, prompts: list[str], pooling: str = "mean", l
     return Pooled(pooled, hs, input_ids, plen, [len(x) for x in ids])
 
 
-def mean_pool(model, tokenizer, texts: list[str], layer: int = -1):
-    """Mean of one layer's hidden states over each text's tokens, BOS excluded: (N, H) tensor."""
-    return pooled_states(model, tokenizer, texts, "mean", layer).vec
-
-
 class HiddenStateEncoder:
     """Pooled hidden states; optionally with a named PEFT adapter active while encoding."""
 

@@ -244,8 +244,6 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
 
     cfg = cfg.for_kind(kind)
     fmt = cfg.encoder_format()
-    if cfg.key_loss and kind != "causal-lm":
-        raise OhloraError("key_loss needs a causal LM base (it has the model write the key)")
     embed = TrainEmbedder(model, tok, fmt, cfg.layer, keys=[c.key for c in train] if cfg.key_loss else None)
 
     sampler = MatrixSampler(train, synonyms, cfg.k, cfg.positive_share, cfg.seed, grouped=cfg.sampling == "grouped")
