@@ -37,6 +37,8 @@ def run_memory_bench(encoder_name: str, base: str, sizes: list[int], queries: in
         store = MemoryStore()
         fill_store(store, "bench", n, combs)
         retriever = Retriever(encoder, store)
+        click.echo(f"  {n} items: encoding them into the cache, then timing {len(messages)} queries "
+                   "and re-encoding every item per query (the baseline)...", err=True)
         t = time.perf_counter()
         retriever.best("bench", messages[0])  # one-off: encodes every item once into the cache
         first = time.perf_counter() - t
