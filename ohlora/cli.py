@@ -11,6 +11,7 @@ import click
 
 from ohlora.config import WEIGHTS
 from ohlora.errors import OhloraError
+from ohlora.training.memory import CAUSAL_ITEM_TEMPLATE, CAUSAL_QUERY_TEMPLATE
 
 DEFAULT_USER = "default"
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
@@ -359,9 +360,11 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
 @click.option("--pooling", type=click.Choice(["mean", "last", "lastmean"]), default=None,
               help="How a text's hidden states become one vector [last].")
 @click.option("--item-template", default=None,
-              help="Prompt around a stored item; {} is the item [{}\\n이 기억의 종류: \"].")
+              help="Prompt around a stored item; {} is the item "
+                   "[" + CAUSAL_ITEM_TEMPLATE.replace("\n", "\\n") + "].")
 @click.option("--query-template", default=None,
-              help="Prompt around a user message; {} is the message [{}\\n이 말과 관련된 기억의 종류: \"].")
+              help="Prompt around a user message; {} is the message "
+                   "[" + CAUSAL_QUERY_TEMPLATE.replace("\n", "\\n") + "].")
 @click.option("--key-loss", type=float, default=None,
               help="Weight of the auxiliary loss that has the model write the line's key after each "
                    "template (causal LM, matrix loss) [0.05]; 0 turns it off.")

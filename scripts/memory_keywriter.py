@@ -33,31 +33,23 @@ from peft import LoraConfig, get_peft_model
 from transformers import set_seed
 
 from ohlora.evaluation.metrics import regression_metrics, retrieval_metrics
-from ohlora.memory.encoder import backbone
+from ohlora.memory.encoder import pooled_states
 from ohlora.models import set_cpu_threads
 from ohlora.training.llm_config import bundled
 from ohlora.training.memory import CAUSAL_QUERY_TEMPLATE, load_encoder_backbone
 from ohlora.training.memory_data import key_similarity, load_combs, load_synonyms
-
-KEY_END = '"'
+from ohlora.training.memory_embed import KEY_END
 
 
 def key_logprobs(model, tok, head, prompts: list[str], keys: list[str]):
     """(N,) log P(key + closing quote | prompt), full vocabulary; with gradients if enabled."""
-    ids = [tok(p).input_ids for p in prompts]
-    plen = [len(x) for x in ids]
-    ids = [x + tok(k + KEY_END, add_special_tokens=False).input_ids for x, k in zip(ids, keys)]
-    T = max(map(len, ids))
-    inp = torch.tensor([x + [0] * (T - len(x)) for x in ids])  # (N, T), right-padded
-    att = torch.tensor([[1] * len(x) + [0] * (T - len(x)) for x in ids])  # (N, T)
-    hs = backbone(model)(input_ids=inp, attention_mask=att).last_hidden_state  # (N, T, H)
-    pos = [(i, t) for i, (n, x) in enumerate(zip(plen, ids)) for t in range(n - 1, len(x) - 1)]
+    p = pooled_states(model, tok, prompts, "last", continuations=[k + KEY_END for k in keys])
+    pos = [(i, t) for i, (n, end) in enumerate(zip(p.prompt_lens, p.lens)) for t in range(n - 1, end - 1)]
     rows = torch.tensor([i for i, _ in pos])
     cols = torch.tensor([t for _, t in pos])
-    nxt = torch.tensor([ids[i][t + 1] for i, t in pos])  # (P,) the key token each position writes
-    logits = (hs[rows, cols] @ head.weight.T).float()  # (P, vocab): only the key positions
-    lp = torch.log_softmax(logits, -1)[torch.arange(len(pos)), nxt]  # (P,)
-    return torch.zeros(len(ids)).index_add(0, rows, lp)
+    logits = (p.hidden[rows, cols] @ head.weight.T).float()  # (P, vocab): only the key positions
+    lp = torch.log_softmax(logits, -1)[torch.arange(len(pos)), p.input_ids[rows, cols + 1]]  # (P,)
+    return torch.zeros(len(prompts)).index_add(0, rows, lp)
 
 
 def metrics_of(sims, test, msgs, mems, syn, train_keys) -> dict:

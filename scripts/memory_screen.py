@@ -72,8 +72,8 @@ def main(a: dict) -> None:
     model.train()
     for step in range(steps):
         mems, msgs, truth, mkeys, qkeys = sampler.sample(with_keys=True)
-        em, aux_m = embed(mems, "item", mkeys if gen > 0 else None)
-        eq, aux_q = embed(msgs, "query", qkeys if gen > 0 else None)
+        em, aux_m = embed(mems, "item", mkeys)  # aux: the key loss, 0.0 when gen is 0
+        eq, aux_q = embed(msgs, "query", qkeys)
         pred = em @ eq.T  # (K, K) cosines
         target = torch.tensor(truth, dtype=pred.dtype)
         w = torch.where(target >= 1.0, posw, 1.0)
@@ -83,8 +83,7 @@ def main(a: dict) -> None:
             cols = torch.logsumexp(logits.masked_fill(~pos, -1e9), 0) - torch.logsumexp(logits, 0)
             rows = torch.logsumexp(logits.masked_fill(~pos, -1e9), 1) - torch.logsumexp(logits, 1)
             loss = loss - nce * 0.5 * (cols.mean() + rows.mean())
-        if gen > 0:
-            loss = loss + gen * 0.5 * (aux_m + aux_q)
+        loss = loss + gen * 0.5 * (aux_m + aux_q)
         loss.backward()
         opt.step()
         sched.step()

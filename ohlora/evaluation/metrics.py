@@ -20,10 +20,10 @@ def retrieval_metrics(scores: np.ndarray, truth: np.ndarray, threshold: float) -
     """Chat-side quality of a (messages x items) score matrix against its ground truth.
 
     top1_accuracy: the best item is one the message truly belongs to (truth 1.0) and passes the
-    threshold. rank1_accuracy: the same with the threshold aside (how well the encoder ranks;
-    the gap to top1_accuracy is right answers scored below the threshold). false_recall: with every truly-matching item removed, the best remaining item
-    still passes the threshold (something unrelated would be recalled). Messages without any
-    matching item count only for false_recall.
+    threshold. rank1_accuracy: the same with the threshold aside (how well the encoder ranks; the
+    gap to top1_accuracy is right answers scored below the threshold). false_recall: with every
+    truly-matching item removed, the best remaining item still passes the threshold (something
+    unrelated would be recalled). Messages without any matching item count only for false_recall.
     """
     scores, truth = np.asarray(scores), np.asarray(truth)  # (M, I) each
     has_match = (truth >= 1.0).any(axis=1)

@@ -257,13 +257,10 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     for step in bar:
         if cfg.loss == "matrix":
             mems, msgs, truth, mkeys, qkeys = sampler.sample(with_keys=True)
-            keyed = cfg.key_loss > 0
-            em, aux_m = embed(mems, "item", mkeys if keyed else None)
-            eq, aux_q = embed(msgs, "query", qkeys if keyed else None)
+            em, aux_m = embed(mems, "item", mkeys)  # aux: the key loss, 0.0 when it is off
+            eq, aux_q = embed(msgs, "query", qkeys)
             pred = em @ eq.T  # (K, K) cosines
-            loss = F.mse_loss(pred, torch.tensor(truth, dtype=pred.dtype))
-            if keyed:
-                loss = loss + cfg.key_loss * 0.5 * (aux_m + aux_q)
+            loss = F.mse_loss(pred, torch.tensor(truth, dtype=pred.dtype)) + cfg.key_loss * 0.5 * (aux_m + aux_q)
         else:
             batch = rng.sample(train_pairs, cfg.batch_size)
             a = embed([p.memory for p in batch], "item")[0]

@@ -35,16 +35,17 @@ class TrainEmbedder:
 
     def __call__(self, texts: list[str], side: str, keys: list[str] | None = None):
         """(N, H) unit vectors of items (side "item") or messages ("query"), and the key loss for
-        `keys` (0.0 when keys is None)."""
+        `keys` (0.0 when keys is None or the embedder was built without training keys)."""
         import torch
         import torch.nn.functional as F
 
         template = self.fmt.item_template if side == "item" else self.fmt.query_template
         prompts = [template.format(t) for t in texts]
-        conts = None if keys is None else [k + KEY_END for k in keys]
+        keyed = keys is not None and self.head is not None
+        conts = [k + KEY_END for k in keys] if keyed else None
         p = pooled_states(self.model, self.tok, prompts, self.fmt.pooling, self.layer, conts)
         vec = F.normalize(p.vec, dim=-1)
-        if keys is None:
+        if not keyed:
             return vec, 0.0
         dev = self.vocab.device
         pos = [(i, t) for i, (n, end) in enumerate(zip(p.prompt_lens, p.lens)) for t in range(n - 1, end - 1)]
