@@ -14,6 +14,7 @@ from ohlora.errors import OhloraError
 from ohlora.generation import Generator, OnText
 from ohlora.memory.retrieval import Recall, Retriever
 from ohlora.memory.store import AddResult, MemoryStore, validate_user
+from ohlora.memory.writer import ChatTagWriter, MemoryWriter, WriteResult
 from ohlora.parsing import StreamFilter, normalize_space, parse_answer
 from ohlora.prompt import PromptFormat
 
@@ -31,6 +32,8 @@ class TurnResult:
     prompt: str = ""
     raw: str = ""
     n_tokens: int = 0
+    write: WriteResult | None = None
+    """What the memory writer made of the message (None when nothing was to be stored this turn)."""
 
     def as_dict(self) -> dict:
         return {
@@ -40,6 +43,8 @@ class TurnResult:
             "stored": [{**r.item.as_dict(), "status": r.status, "previous": r.previous} for r in self.stored],
             "tries": self.tries,
             "n_tokens": self.n_tokens,
+            "writer": ({"written": self.write.raw, "reason": self.write.reason, "ms": round(self.write.ms, 1)}
+                       if self.write else None),
         }
 
 
@@ -52,6 +57,7 @@ class ChatEngine:
         prompt_format: PromptFormat,
         config: ChatConfig | None = None,
         hint_fn: Callable[[str], str | None] | None = None,
+        writer: MemoryWriter | None = None,
     ):
         self.generator = generator
         self.retriever = retriever
@@ -59,6 +65,8 @@ class ChatEngine:
         self.prompt_format = prompt_format
         self.config = config or ChatConfig()
         self.hint_fn = hint_fn
+        self.writer = writer or ChatTagWriter()
+        """Decides what is stored from the message; the default stores the chat's own tag (validated)."""
 
     def check_message(self, message: str) -> str:
         message = normalize_space(message)
@@ -82,11 +90,14 @@ class ChatEngine:
         if parsed is None:
             return TurnResult(FALLBACK_ANSWER, "fallback", recalled, tries=tries, prompt=prompt,
                               raw=result.text, n_tokens=result.n_tokens)
-        stored = []
-        if store and parsed.tag is not None:
-            stored.append(self.store.add_tag(user, parsed.tag))
+        stored, write = [], None
+        if store:
+            # after the answer has streamed: the writer adds nothing before the first token
+            write = self.writer.write(message, parsed.tag)
+            if write.tag is not None:
+                stored.append(self.store.add_tag(user, write.tag))
         return TurnResult(parsed.message, result.finish_reason, recalled, stored, tries, prompt,
-                          result.text, result.n_tokens)
+                          result.text, result.n_tokens, write)
 
     def answer(self, prompt: str, on_text: OnText | None = None, temperature: float | None = None,
                max_new_tokens: int | None = None):

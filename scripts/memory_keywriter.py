@@ -77,7 +77,7 @@ def main(a: dict) -> None:
     syn = load_synonyms()
     train = load_combs(Path(bundled("data", "memory", "train_combs.txt")))
     test = load_combs(Path(bundled("data", "memory", "test_combs.txt")))
-    model, tok, _ = load_encoder_backbone("gemma-3-270m")
+    model, tok, _, _ = load_encoder_backbone("gemma-3-270m")
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets))
     head = model.get_base_model().get_output_embeddings()

@@ -45,7 +45,7 @@ def main(a: dict) -> None:
     test = load_combs(Path(bundled("data", "memory", "test_combs.txt")))
     set_seed(42)
     set_cpu_threads(int(a.get("threads", 2)))
-    model, tok, _ = load_encoder_backbone("gemma-3-270m")
+    model, tok, _, _ = load_encoder_backbone("gemma-3-270m")
     if layer != -1:  # keep the first `layer` layers: pooling then reads that layer's output
         model.model.layers = model.model.layers[:layer]
         model.config.num_hidden_layers = layer

@@ -20,7 +20,7 @@ import numpy as np
 
 from ohlora.errors import OhloraError
 
-POOLINGS = ("mean", "last", "lastmean")
+POOLINGS = ("mean", "mean_all", "last", "lastmean")
 
 
 class MemoryEncoder(Protocol):
@@ -41,9 +41,11 @@ class EncoderFormat:
     """How a text is wrapped and pooled. `{}` in a template stands for the text."""
 
     pooling: str = "mean"
-    """"mean": mean over the text's tokens (BOS out); "last": the hidden state of the prompt's last
-    token, which in a causal LM has seen the whole text (PromptEOL-style: the template ends where
-    the model would name the topic); "lastmean": the sum of both."""
+    """"mean": mean over the text's tokens (BOS out); "mean_all": mean over every token, special
+    tokens included (sentence-transformers' mean pooling, what EmbeddingGemma was trained with);
+    "last": the hidden state of the prompt's last token, which in a causal LM has seen the whole
+    text (PromptEOL-style: the template ends where the model would name the topic); "lastmean":
+    the sum of "mean" and "last"."""
     item_template: str = "{}"
     query_template: str = "{}"
 
@@ -74,6 +76,39 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def load_sentence_head(model_dir):
+    """The Dense layers a sentence-transformers directory applies after pooling (EmbeddingGemma:
+    768 -> 3072 -> 768, no bias, identity activation) as one frozen torch module, or None.
+
+    Read from its modules.json without importing sentence-transformers."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    root = Path(model_dir)
+    spec = root / "modules.json"
+    if not spec.is_file():
+        return None
+    layers = []
+    for mod in json.loads(spec.read_text(encoding="utf-8")):
+        if not mod.get("type", "").endswith("models.Dense"):
+            continue
+        cfg = json.loads((root / mod["path"] / "config.json").read_text(encoding="utf-8"))
+        if not cfg.get("activation_function", "").endswith("Identity"):
+            raise OhloraError(f"{root}: Dense activation {cfg.get('activation_function')} is not supported")
+        lin = torch.nn.Linear(cfg["in_features"], cfg["out_features"], bias=cfg.get("bias", True))
+        state = load_file(str(root / mod["path"] / "model.safetensors"))
+        lin.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
+        layers.append(lin)
+    if not layers:
+        return None
+    head = torch.nn.Sequential(*layers).float()
+    head.requires_grad_(False)
+    return head
+
+
 def backbone(model):
     """The transformer without its LM head: a causal LM's decoder (its LoRA layers included), or
     an encoder model itself. Pooling never needs the (N, T, vocab) logits, the costliest part."""
@@ -92,7 +127,7 @@ class Pooled(NamedTuple):
 
 
 def pooled_states(model, tokenizer, prompts: list[str], pooling: str = "mean", layer: int = -1,
-                  continuations: list[str] | None = None) -> Pooled:
+                  continuations: list[str] | None = None, head=None) -> Pooled:
     """Pool one layer's hidden states over each prompt. Runs with gradients if the caller has them
     on (training).
 
@@ -101,7 +136,9 @@ def pooled_states(model, tokenizer, prompts: list[str], pooling: str = "mean", l
     positions never see them, while the caller can put an LM loss on them.
 
     Gemma's BOS position carries a hidden state with a norm far above the others; leaving it in
-    the mean makes every pair of texts look alike, so it is dropped from the mean.
+    the mean makes every pair of texts look alike, so "mean" drops it ("mean_all", for models
+    trained with it in, keeps it). `head` (a sentence-transformers Dense stack) maps the pooled
+    vector, (N, H) -> (N, H').
     """
     import torch
 
@@ -118,17 +155,19 @@ def pooled_states(model, tokenizer, prompts: list[str], pooling: str = "mean", l
     hs = out.hidden_states[layer]  # (N, T, H)
     rows = torch.arange(len(prompts), device=device)
     mean = last = None
-    if pooling in ("mean", "lastmean"):
+    if pooling in ("mean", "mean_all", "lastmean"):
         bos = tokenizer.bos_token_id
         m = torch.zeros(len(prompts), T, dtype=hs.dtype, device=device)  # (N, T): prompt tokens, BOS out
         for i, n in enumerate(plen):
             m[i, :n] = 1
-            if bos is not None and ids[i][0] == bos and n > 1:
+            if pooling != "mean_all" and bos is not None and ids[i][0] == bos and n > 1:
                 m[i, 0] = 0
         mean = (hs * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1)  # (N, H)
     if pooling in ("last", "lastmean"):
         last = hs[rows, torch.tensor(plen, device=device) - 1]  # (N, H)
     pooled = mean if last is None else last if mean is None else mean + last
+    if head is not None:
+        pooled = head(pooled)  # (N, H')
     return Pooled(pooled, hs, input_ids, plen, [len(x) for x in ids])
 
 
@@ -136,8 +175,9 @@ class HiddenStateEncoder:
     """Pooled hidden states; optionally with a named PEFT adapter active while encoding."""
 
     def __init__(self, model, tokenizer, layer: int = -1, name: str = "base", batch_size: int = 16,
-                 adapter: str | None = None, fmt: EncoderFormat | None = None):
+                 adapter: str | None = None, fmt: EncoderFormat | None = None, head=None):
         self.model = model
+        self.head = head
         self.tokenizer = tokenizer
         self.layer = layer
         self.batch_size = batch_size
@@ -164,6 +204,6 @@ class HiddenStateEncoder:
         with torch.inference_mode(), use_adapter(self.model, self.adapter):
             for i in range(0, len(prompts), self.batch_size):
                 pooled = pooled_states(self.model, self.tokenizer, prompts[i:i + self.batch_size],
-                                       self.fmt.pooling, self.layer).vec
+                                       self.fmt.pooling, self.layer, head=self.head).vec
                 out.append(pooled.float().cpu().numpy())
         return l2_normalize(np.concatenate(out))

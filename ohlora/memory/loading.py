@@ -38,7 +38,7 @@ def read_meta(adapter_dir: Path) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
-def attach_memory_adapter(model, tokenizer, base_name: str, adapter_dir: Path):
+def attach_memory_adapter(model, tokenizer, base_name: str, adapter_dir: Path, head=None):
     """Add the memory adapter beside any chat adapter on the same model; returns (model, encoder)."""
     from ohlora.models import load_adapter
 
@@ -46,8 +46,19 @@ def attach_memory_adapter(model, tokenizer, base_name: str, adapter_dir: Path):
     model = load_adapter(model, adapter_dir, name=ADAPTER_NAME)
     enc = HiddenStateEncoder(model, tokenizer, layer=int(meta.get("layer", -1)),
                              name=f"{base_name}+{Path(adapter_dir).name}@{adapter_fingerprint(adapter_dir)}",
-                             adapter=ADAPTER_NAME, fmt=EncoderFormat.from_dict(meta.get("format")))
+                             adapter=ADAPTER_NAME, fmt=EncoderFormat.from_dict(meta.get("format")), head=head)
     return model, enc
+
+
+def load_adapter_encoder(adapter_dir: Path):
+    """A memory adapter on its own base model (loaded here): for an adapter whose base is not the
+    chat model's (EmbeddingGemma), and for evaluation and tools."""
+    from ohlora.training.memory import load_encoder_backbone
+
+    meta = read_meta(adapter_dir)
+    model, tok, _, head = load_encoder_backbone(meta["base"])
+    _, enc = attach_memory_adapter(model, tok, meta["base"], adapter_dir, head=head)
+    return enc
 
 
 def load_memory_encoder(which: str, base: str = "gemma-3-270m"):
@@ -55,8 +66,8 @@ def load_memory_encoder(which: str, base: str = "gemma-3-270m"):
     from ohlora.training.memory import load_encoder_backbone
 
     if which == "base":
-        model, tok, _ = load_encoder_backbone(base)
-        return HiddenStateEncoder(model.eval(), tok, name=base)
+        model, tok, _, head = load_encoder_backbone(base)
+        return HiddenStateEncoder(model.eval(), tok, name=base, head=head)
     if which == "default":
         adapter = shipped_memory_adapter(base)
         if adapter is None:
@@ -64,9 +75,6 @@ def load_memory_encoder(which: str, base: str = "gemma-3-270m"):
         which = str(adapter)
     path = Path(which).expanduser()
     if path.is_dir() and (path / ENCODER_FILE).is_file():
-        meta = read_meta(path)
-        model, tok, _ = load_encoder_backbone(meta["base"])
-        _, enc = attach_memory_adapter(model, tok, meta["base"], path)
-        return enc
-    model, tok, _ = load_encoder_backbone(which)  # a Hugging Face encoder, mean pooling
-    return HiddenStateEncoder(model.eval(), tok, name=which)
+        return load_adapter_encoder(path)
+    model, tok, _, head = load_encoder_backbone(which)  # a Hugging Face encoder, mean pooling
+    return HiddenStateEncoder(model.eval(), tok, name=which, head=head)

@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -99,14 +100,16 @@ class MemoryTrainConfig:
 
         EncoderFormat(self.pooling or "mean", self.item_template or "{}", self.query_template or "{}")  # checks them
 
-    def for_kind(self, kind: str) -> "MemoryTrainConfig":
-        """Fill the format and key-loss defaults for a "causal-lm" or an "encoder" base."""
+    def for_kind(self, kind: str, st: dict | None = None) -> "MemoryTrainConfig":
+        """Fill the format and key-loss defaults for a "causal-lm" or an "encoder" base; `st`: the
+        pooling and prompts a sentence-transformers directory was trained with (its defaults)."""
         causal = kind == "causal-lm"
+        st = st or {}
         return replace(
             self,
-            pooling=self.pooling or ("last" if causal else "mean"),
-            item_template=self.item_template or (CAUSAL_ITEM_TEMPLATE if causal else "{}"),
-            query_template=self.query_template or (CAUSAL_QUERY_TEMPLATE if causal else "{}"),
+            pooling=self.pooling or ("last" if causal else st.get("pooling", "mean")),
+            item_template=self.item_template or (CAUSAL_ITEM_TEMPLATE if causal else st.get("item_template", "{}")),
+            query_template=self.query_template or (CAUSAL_QUERY_TEMPLATE if causal else st.get("query_template", "{}")),
             key_loss=self.key_loss if self.key_loss is not None else (
                 0.05 if causal and self.loss == "matrix" and self.layer == -1 else 0.0),
         )
@@ -139,20 +142,63 @@ def load_memory_train_config(path: Path | None = None, **overrides) -> MemoryTra
     return MemoryTrainConfig(**merged)
 
 
-def load_encoder_backbone(base: str):
-    """(model, tokenizer, kind) for a causal LM preset/id/dir, or an encoder (BERT-like) model."""
+class Backbone(NamedTuple):
+    model: object
+    tokenizer: object
+    kind: str
+    """"causal-lm" or "encoder"."""
+    head: object = None
+    """A sentence-transformers directory's Dense layers, applied after pooling (or None)."""
+
+
+def resolve_encoder_base(base: str) -> str:
+    """A local directory or hub id for from_pretrained; EmbeddingGemma is prepared on first use."""
+    from ohlora.memory.embeddinggemma import NAME, prepare_embeddinggemma
+    from ohlora.models import resolve_base
+
+    if base.strip() == NAME:
+        return str(prepare_embeddinggemma())
+    return resolve_base(base).location
+
+
+def load_encoder_backbone(base: str) -> Backbone:
+    """The model for a causal LM preset/id/dir, or an encoder (BERT-like, or a sentence-transformers
+    directory such as EmbeddingGemma, whose Dense layers come along as `head`)."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    from ohlora.memory.encoder import load_sentence_head
     from ohlora.models import load_base, resolve_base
 
-    spec = resolve_base(base)
-    config = AutoConfig.from_pretrained(spec.location)
+    location = resolve_encoder_base(base)
+    config = AutoConfig.from_pretrained(location)
     if getattr(config, "is_decoder", False) or any(a.endswith("ForCausalLM") for a in (config.architectures or [])):
-        model, tok = load_base(spec, device="cpu", dtype=torch.float32)
-        return model, tok, "causal-lm"
-    tok = AutoTokenizer.from_pretrained(spec.location)
-    return AutoModel.from_pretrained(spec.location, dtype=torch.float32), tok, "encoder"
+        model, tok = load_base(resolve_base(base), device="cpu", dtype=torch.float32)
+        return Backbone(model, tok, "causal-lm")
+    tok = AutoTokenizer.from_pretrained(location)
+    model = AutoModel.from_pretrained(location, dtype=torch.float32)
+    head = load_sentence_head(location) if Path(location).is_dir() else None
+    return Backbone(model, tok, "encoder", head)
+
+
+def sentence_transformers_format(location: str) -> dict:
+    """Pooling and prompts of a sentence-transformers directory ({} if it is not one): mean pooling
+    with special tokens in becomes "mean_all"; its "document"/"query" prompts become the templates."""
+    import json
+
+    root = Path(location)
+    out: dict = {}
+    pool = root / "1_Pooling" / "config.json"
+    if pool.is_file() and json.loads(pool.read_text(encoding="utf-8")).get("pooling_mode_mean_tokens"):
+        out["pooling"] = "mean_all"
+    st = root / "config_sentence_transformers.json"
+    if st.is_file():
+        prompts = json.loads(st.read_text(encoding="utf-8")).get("prompts") or {}
+        if prompts.get("document"):
+            out["item_template"] = prompts["document"] + "{}"
+        if prompts.get("query"):
+            out["query_template"] = prompts["query"] + "{}"
+    return out
 
 
 def default_targets(model) -> list[str]:
@@ -233,7 +279,8 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     test_pairs = read_pairs_from_rows(make_pairs(load_combs(Path(cfg.test_combs)), synonyms))
     set_seed(cfg.seed)
     set_cpu_threads(cfg.threads or None)
-    model, tok, kind = load_encoder_backbone(cfg.base)
+    model, tok, kind, head = load_encoder_backbone(cfg.base)
+    st = sentence_transformers_format(resolve_encoder_base(cfg.base)) if kind == "encoder" else None
     targets = list(cfg.lora_targets) or default_targets(model)
     model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
                                              lora_dropout=cfg.lora_dropout, target_modules=targets))
@@ -242,9 +289,10 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, cfg.steps // 20)) * max(0.0, 1 - s / cfg.steps) ** 0.5)
 
-    cfg = cfg.for_kind(kind)
+    cfg = cfg.for_kind(kind, st)
     fmt = cfg.encoder_format()
-    embed = TrainEmbedder(model, tok, fmt, cfg.layer, keys=[c.key for c in train] if cfg.key_loss else None)
+    embed = TrainEmbedder(model, tok, fmt, cfg.layer, keys=[c.key for c in train] if cfg.key_loss else None,
+                          head=head)
 
     sampler = MatrixSampler(train, synonyms, cfg.k, cfg.positive_share, cfg.seed, grouped=cfg.sampling == "grouped")
     train_pairs = read_pairs_from_rows(make_pairs(train, synonyms))
@@ -279,7 +327,7 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
             "threshold": cfg.threshold, "command": command, "config": {**asdict(cfg), "lora_targets": targets},
             "train_minutes": round(minutes, 2)}
     encoder = HiddenStateEncoder(model, tok, layer=cfg.layer, name=f"{Path(cfg.base).name}+{out.name}",
-                                 adapter=model.active_adapter, fmt=fmt)
+                                 adapter=model.active_adapter, fmt=fmt, head=head)
     metrics = evaluate_memory(encoder, test_pairs, cfg.threshold, out, title=f"{out.name} (test)")
     meta["test_metrics"] = metrics
     (out / ENCODER_FILE).write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False), encoding="utf-8")

@@ -16,11 +16,13 @@ KEY_END = '"'
 
 
 class TrainEmbedder:
-    def __init__(self, model, tokenizer, fmt: EncoderFormat, layer: int = -1, keys: list[str] | None = None):
-        """`keys`: the training keys, to build the key loss's vocabulary (None: no key loss)."""
+    def __init__(self, model, tokenizer, fmt: EncoderFormat, layer: int = -1, keys: list[str] | None = None,
+                 head=None):
+        """`keys`: the training keys, to build the key loss's vocabulary (None: no key loss).
+        `head`: a sentence-transformers Dense stack applied after pooling (kept frozen)."""
         import torch
 
-        self.model, self.tok, self.fmt, self.layer = model, tokenizer, fmt, layer
+        self.model, self.tok, self.fmt, self.layer, self.pool_head = model, tokenizer, fmt, layer, head
         self.head = None
         if keys:
             inner = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -43,7 +45,7 @@ class TrainEmbedder:
         prompts = [template.format(t) for t in texts]
         keyed = keys is not None and self.head is not None
         conts = [k + KEY_END for k in keys] if keyed else None
-        p = pooled_states(self.model, self.tok, prompts, self.fmt.pooling, self.layer, conts)
+        p = pooled_states(self.model, self.tok, prompts, self.fmt.pooling, self.layer, conts, head=self.pool_head)
         vec = F.normalize(p.vec, dim=-1)
         if not keyed:
             return vec, 0.0

@@ -1,0 +1,99 @@
+"""Recall as the chat does it, on combination lines: every message against every item of a split.
+
+`split_scores` runs both stages for every message of a split, with all of the split's distinct
+items as that message's stored memories; `recall_report` turns the (messages x items) matrices
+into what matters in chat (sentence-transformers' evaluator habit: a dict of metrics):
+
+  top1_accuracy   the decision recalls an item of the message's key (synonyms count as one)
+  rank1_accuracy  the best-scored item has the right key, whatever the threshold
+  recall_at_k     stage 1's shortlist of k items (by cosine) holds an item of the right key
+  false_recall    with every item of the right key removed, something is still recalled
+
+each also over the messages whose key never occurs in training ("heldout") and the others ("seen").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ohlora.evaluation.metrics import retrieval_metrics
+from ohlora.memory.encoder import MemoryEncoder
+from ohlora.memory.recall import Decider
+from ohlora.training.memory_data import Comb, key_similarity
+
+RECALL_KS = (1, 3, 5, 10)
+
+
+@dataclass
+class SplitScores:
+    messages: list[str]
+    message_keys: list[str]
+    items: list[str]
+    item_keys: list[str]
+    cos: np.ndarray  # (M, I) stage 1
+    final: np.ndarray  # (M, I) stage 2's decision scores (-inf outside the shortlist)
+    truth: np.ndarray  # (M, I) 1.0 where the item has the message's key
+    q: np.ndarray  # (M, D) message vectors
+
+
+def split_scores(encoder: MemoryEncoder, decider: Decider, combs: list[Comb], synonyms: dict[str, str]) -> SplitScores:
+    items = sorted({c.memory for c in combs})
+    item_keys = [next(c.key for c in combs if c.memory == t) for t in items]
+    q = encoder.encode_query([c.message for c in combs])  # (M, D)
+    cos = q @ encoder.encode(items).T  # (M, I)
+    final = np.stack([decider.score(cos[m], item_keys, q[m]) for m in range(len(combs))])
+    truth = np.array([[1.0 if key_similarity(c.key, k, synonyms) >= 1.0 else 0.0 for k in item_keys] for c in combs])
+    return SplitScores([c.message for c in combs], [c.key for c in combs], items, item_keys, cos, final, truth, q)
+
+
+def recall_at_k(cos: np.ndarray, truth: np.ndarray, k: int) -> float:
+    top = np.argsort(-cos, axis=1, kind="stable")[:, :k]
+    has = truth.max(axis=1) >= 1.0
+    hit = np.take_along_axis(truth, top, axis=1).max(axis=1) >= 1.0
+    return float(hit[has].mean()) if has.any() else float("nan")
+
+
+def recall_report(s: SplitScores, threshold: float, train_keys: set[str] | None = None,
+                  synonyms: dict[str, str] | None = None) -> dict:
+    """Metrics of the decision at `threshold` (on s.final), over all messages and held-out/seen."""
+    out = dict(retrieval_metrics(s.final, s.truth, threshold))
+    for k in RECALL_KS:
+        out[f"recall_at_{k}"] = recall_at_k(s.cos, s.truth, k)
+    out["n_messages"] = len(s.messages)
+    if train_keys is not None:
+        canon = (lambda k: (synonyms or {}).get(k, k))
+        seen = {canon(k) for k in train_keys}
+        held = np.array([canon(k) not in seen for k in s.message_keys])
+        for name, rows in (("heldout", held), ("seen", ~held)):
+            if rows.any():
+                part = retrieval_metrics(s.final[rows], s.truth[rows], threshold)
+                out[f"top1_{name}"] = part["top1_accuracy"]
+                out[f"rank1_{name}"] = part["rank1_accuracy"]
+                out[f"false_recall_{name}"] = part["false_recall"]
+                out[f"n_{name}"] = int(rows.sum())
+    return out
+
+
+def decision_latency(encoder: MemoryEncoder, decider: Decider, s: SplitScores, sizes=(10, 50),
+                     repeats: int = 20) -> dict:
+    """Milliseconds per message, items' vectors cached (as in chat): encoding the message, and the
+    decision itself (stage 1 cosines + stage 2) for a user with n stored items."""
+    rng = np.random.default_rng(0)
+    vecs = encoder.encode(s.items)  # (I, D)
+    out = {}
+    msgs = s.messages[:repeats]
+    t = time.perf_counter()
+    for m in msgs:
+        encoder.encode_query([m])
+    out["encode_query_ms"] = 1000 * (time.perf_counter() - t) / len(msgs)
+    for n in sizes:
+        pick = rng.choice(len(s.items), size=min(n, len(s.items)), replace=False)
+        mat, keys = vecs[pick], [s.item_keys[i] for i in pick]
+        t = time.perf_counter()
+        for i in range(len(msgs)):
+            decider.score(mat @ s.q[i], keys, s.q[i])
+        out[f"decision_ms_{n}"] = 1000 * (time.perf_counter() - t) / len(msgs)
+    return out

@@ -1,0 +1,207 @@
+"""The second recall stage: from the bi-encoder's cosines to a calibrated decision.
+
+Stage 1 (`retrieval.Retriever`) scores every stored item of the user by the cosine of its cached
+vector with the message's, and keeps the best `shortlist` items. Stage 2 (here) gives each
+shortlisted item a probability that it is the memory this message is about, from features:
+
+  cos    the bi-encoder's cosine;
+  knn    how strongly the message's nearest training messages vote for the item's key. The
+         "bank" holds the memory encoder's vectors of every training combination message with
+         its key; the top `neighbours` by cosine vote with weights softmax(cos / temperature),
+         each for the item's key as much as its own key resembles it (key IoU, synonyms = 1);
+  known  1 if the item's key (or a synonym) occurs in the bank: for a key never seen in
+         training, knn says nothing and only the cosine can speak;
+  gap    the item's cosine minus the best cosine of an item with another key (how far it
+         stands out from the rest of the user's memories);
+  cos_known, knn_known  interactions, so that seen and unseen keys get their own weights.
+
+A logistic regression on those, fit on the validation split, gives P(relevant); the threshold on
+it is chosen on the same split for a false-recall target (`ohlora train recall`). The policy is
+saved as `recall.yaml` beside the memory adapter, the bank as `recall_bank.npz`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ohlora.errors import OhloraError
+
+POLICY_FILE = "recall.yaml"
+BANK_FILE = "recall_bank.npz"
+FEATURES = ("cos", "knn", "known", "gap", "cos_known", "knn_known")
+METHODS = ("cosine", "calibrated")
+
+
+@dataclass(frozen=True)
+class RecallPolicy:
+    method: str = "cosine"
+    """"cosine": recall the best item if its cosine reaches `threshold` (the original design);
+    "calibrated": score the shortlist with the logistic model below, threshold on its probability."""
+    threshold: float = 0.6
+    """On the cosine for "cosine", on the calibrated probability for "calibrated"."""
+    shortlist: int = 10
+    """Items (by cosine) that stage 2 scores; the others are not recalled."""
+    features: tuple[str, ...] = ()
+    coef: tuple[float, ...] = ()
+    intercept: float = 0.0
+    neighbours: int = 10
+    """Bank neighbours that vote in the knn feature."""
+    temperature: float = 0.05
+    """Softmax temperature over the neighbours' cosines."""
+    fit: dict = field(default_factory=dict)
+    """How and on what the policy was fit (split, metrics there): for the record."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise OhloraError(f"recall policy: method must be one of {METHODS}, not {self.method!r}")
+        unknown = set(self.features) - set(FEATURES)
+        if unknown:
+            raise OhloraError(f"recall policy: unknown features {sorted(unknown)}; known: {list(FEATURES)}")
+        if self.method == "calibrated" and len(self.coef) != len(self.features):
+            raise OhloraError("recall policy: one coefficient per feature is needed")
+        if self.shortlist < 1 or self.neighbours < 1 or self.temperature <= 0:
+            raise OhloraError("recall policy: shortlist and neighbours must be >= 1, temperature > 0")
+
+    @property
+    def needs_bank(self) -> bool:
+        return self.method == "calibrated" and any(f.startswith(("knn", "known", "cos_known")) for f in self.features)
+
+    def save(self, directory: Path) -> Path:
+        data = asdict(self)
+        data["features"], data["coef"] = list(self.features), [float(c) for c in self.coef]
+        path = Path(directory) / POLICY_FILE
+        path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path | None) -> "RecallPolicy":
+        """The policy saved beside a memory adapter; the plain cosine policy if there is none."""
+        path = Path(directory) / POLICY_FILE if directory is not None else None
+        if path is None or not path.is_file():
+            return cls()
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            return cls(**{**data, "features": tuple(data.get("features", ())),
+                          "coef": tuple(float(c) for c in data.get("coef", ()))})
+        except (yaml.YAMLError, TypeError, ValueError) as e:
+            raise OhloraError(f"{path}: not a valid recall policy ({e})") from e
+
+
+class KeyBank:
+    """Training messages' vectors (N, D) with their keys; votes for keys by nearest neighbours."""
+
+    def __init__(self, vectors: np.ndarray, keys: list[str], synonyms: dict[str, str] | None = None):
+        self.vectors = np.asarray(vectors, dtype=np.float32)  # (N, D), rows L2-normalized
+        self.synonyms = synonyms or {}
+        self.raw_keys = list(keys)
+        canon = [self.canon(k) for k in keys]
+        self.keys = sorted(set(canon))  # (U,) distinct canonical keys
+        index = {k: i for i, k in enumerate(self.keys)}
+        self.key_of = np.array([index[k] for k in canon], dtype=np.int64)  # (N,) -> key index
+        self._index = index
+        self._words = [set(k.split()) for k in self.keys]
+        self._sim_cache: dict[str, np.ndarray] = {}
+
+    def canon(self, key: str) -> str:
+        key = " ".join(key.split())
+        return self.synonyms.get(key, key)
+
+    def knows(self, key: str) -> bool:
+        return self.canon(key) in self._index
+
+    def key_similarity(self, key: str) -> np.ndarray:
+        """(U,) similarity of `key` to every bank key: 1 for the same key (synonyms), else word IoU."""
+        key = self.canon(key)
+        hit = self._sim_cache.get(key)
+        if hit is None:
+            w = set(key.split())
+            hit = np.array([1.0 if k == key else len(w & kw) / len(w | kw) for k, kw in zip(self.keys, self._words)],
+                           dtype=np.float32)
+            self._sim_cache[key] = hit
+        return hit
+
+    def votes(self, q: np.ndarray, neighbours: int, temperature: float) -> np.ndarray:
+        """(U,) weight of each bank key among the message's nearest training messages (sums to 1)."""
+        sims = self.vectors @ q  # (N,)
+        m = min(neighbours, len(sims))
+        top = np.argpartition(-sims, m - 1)[:m]
+        w = np.exp((sims[top] - sims[top].max()) / temperature)
+        out = np.zeros(len(self.keys), dtype=np.float32)
+        np.add.at(out, self.key_of[top], w / w.sum())
+        return out
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / BANK_FILE
+        np.savez_compressed(path, vectors=self.vectors.astype(np.float16), keys=np.array(self.raw_keys))
+        return path
+
+    @classmethod
+    def load(cls, directory: Path, synonyms: dict[str, str] | None = None) -> "KeyBank":
+        path = Path(directory) / BANK_FILE
+        if not path.is_file():
+            raise OhloraError(f"{path} is missing: the recall policy needs its bank (run `ohlora train recall`)")
+        data = np.load(path, allow_pickle=False)
+        return cls(data["vectors"].astype(np.float32), [str(k) for k in data["keys"]], synonyms)
+
+
+def candidate_features(cos: np.ndarray, item_keys: list[str], rows: np.ndarray, q: np.ndarray | None,
+                       bank: KeyBank | None, policy: RecallPolicy, names: tuple[str, ...]) -> np.ndarray:
+    """(R, F) features of the candidates `rows` among a user's N items for one message.
+    `cos`: (N,) every item's cosine (gap looks at all of them); `q`: (D,) the message's vector."""
+    cols: dict[str, np.ndarray] = {"cos": cos[rows].astype(np.float32)}
+    keys = [item_keys[i] for i in rows]
+    if any(f in names for f in ("knn", "known", "cos_known", "knn_known")):
+        if bank is None or q is None:
+            raise OhloraError("the recall policy's knn features need the bank")
+        votes = bank.votes(q, policy.neighbours, policy.temperature)  # (U,)
+        cols["knn"] = np.array([float(bank.key_similarity(k) @ votes) for k in keys], dtype=np.float32)
+        cols["known"] = np.array([1.0 if bank.knows(k) else 0.0 for k in keys], dtype=np.float32)
+        cols["cos_known"] = cols["cos"] * cols["known"]
+        cols["knn_known"] = cols["knn"] * cols["known"]
+    if "gap" in names:
+        cols["gap"] = gap_to_other_keys(cos, item_keys)[rows]
+    return np.stack([cols[f] for f in names], axis=1).reshape(len(rows), len(names))
+
+
+def gap_to_other_keys(cos: np.ndarray, keys: list[str]) -> np.ndarray:
+    """(N,) each item's cosine minus the best cosine among items with a different key (-1 .. 2);
+    1.0 when every item has the same key. O(N): only the two best keys matter."""
+    best: dict[str, float] = {}
+    for c, k in zip(cos, keys):
+        best[k] = max(best.get(k, -2.0), float(c))
+    ranked = sorted(best.items(), key=lambda kv: -kv[1])
+    out = np.empty(len(cos), dtype=np.float32)
+    for i, (c, k) in enumerate(zip(cos, keys)):
+        other = next((v for kk, v in ranked if kk != k), None)
+        out[i] = 1.0 if other is None else float(c) - other
+    return out
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+
+class Decider:
+    """Stage 2: scores stage 1's shortlist with the policy; items outside it score -inf."""
+
+    def __init__(self, policy: RecallPolicy, bank: KeyBank | None = None):
+        if policy.needs_bank and bank is None:
+            raise OhloraError("the recall policy needs its bank (recall_bank.npz beside the memory adapter)")
+        self.policy, self.bank = policy, bank
+
+    def score(self, cos: np.ndarray, item_keys: list[str], q: np.ndarray | None = None) -> np.ndarray:
+        """(N,) decision scores for N items: the cosine, or the calibrated probability."""
+        p = self.policy
+        if p.method == "cosine":
+            return np.asarray(cos, dtype=np.float32)
+        out = np.full(len(cos), -np.inf, dtype=np.float32)
+        if not len(cos):
+            return out
+        short = np.argsort(-cos, kind="stable")[:p.shortlist]  # stage 1's shortlist, (S,)
+        x = candidate_features(cos, item_keys, short, q, self.bank, p, p.features)  # (S, F)
+        out[short] = sigmoid(x @ np.asarray(p.coef, dtype=np.float32) + p.intercept)
+        return out

@@ -1,0 +1,124 @@
+"""`ohlora train recall`: fit the second recall stage of a memory encoder on the validation split.
+
+1. The bank: the encoder's vectors of every training combination message, with its key.
+2. For every validation message, stage 1's shortlist among all validation items, and each
+   candidate's features (memory/recall.py); label 1 where the item has the message's key.
+3. A logistic regression on those features (Newton's method, a little L2) is the calibration:
+   its output is P(this candidate is the memory the message is about).
+4. The threshold on that probability: the one with the best top-1 accuracy on the validation split
+   among those whose false recall stays within the target. The bank's softmax temperature is
+   chosen the same way, from a few values.
+Nothing here looks at the test split.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ohlora.errors import OhloraError
+from ohlora.evaluation.metrics import retrieval_metrics
+from ohlora.memory.encoder import MemoryEncoder
+from ohlora.memory.recall import Decider, KeyBank, RecallPolicy, candidate_features, sigmoid
+from ohlora.training.memory_data import Comb
+
+DEFAULT_FEATURES = ("cos", "knn", "known", "gap", "cos_known", "knn_known")
+TEMPERATURES = (0.02, 0.05, 0.1)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> tuple[np.ndarray, float]:
+    """Logistic regression by Newton's method: (coef (F,), intercept). x: (N, F), y: (N,) in {0, 1}."""
+    X = np.hstack([x.astype(np.float64), np.ones((len(x), 1))])  # (N, F+1)
+    w = np.zeros(X.shape[1])
+    reg = l2 * np.eye(X.shape[1])
+    reg[-1, -1] = 0.0  # no penalty on the intercept
+    for _ in range(iters):
+        p = sigmoid(X @ w)
+        grad = X.T @ (p - y) + reg @ w
+        hess = (X * (p * (1 - p))[:, None]).T @ X + reg
+        step = np.linalg.solve(hess + 1e-9 * np.eye(len(w)), grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w[:-1], float(w[-1])
+
+
+def choose_threshold(scores: np.ndarray, truth: np.ndarray, target_false_recall: float) -> tuple[float, dict]:
+    """The threshold with the best top-1 accuracy whose false recall is <= the target (ties: the
+    higher threshold); if none reaches the target, the one with the lowest false recall."""
+    finite = scores[np.isfinite(scores)]
+    grid = np.unique(np.concatenate([np.quantile(finite, np.linspace(0, 1, 401)), np.linspace(0, 1, 101)]))
+    best, best_key = None, None
+    for t in grid:
+        m = retrieval_metrics(scores, truth, float(t))
+        ok = m["false_recall"] <= target_false_recall
+        key = (ok, m["top1_accuracy"] if ok else -m["false_recall"], t)
+        if best_key is None or key > best_key:
+            best, best_key = (float(t), m), key
+    return best
+
+
+def build_bank(encoder: MemoryEncoder, train: list[Comb], synonyms: dict[str, str]) -> KeyBank:
+    return KeyBank(encoder.encode_query([c.message for c in train]), [c.key for c in train], synonyms)
+
+
+def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], synonyms: dict[str, str],
+               target_false_recall: float = 0.10, shortlist: int = 10,
+               features: tuple[str, ...] = DEFAULT_FEATURES, bank: KeyBank | None = None,
+               log=None) -> tuple[RecallPolicy, KeyBank, dict]:
+    """Fit the calibrated policy on `valid`; returns (policy, bank, report with validation metrics
+    of the cosine baseline and of the fitted policy)."""
+    from ohlora.evaluation.recall import split_scores
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    if len(valid) < 10:
+        raise OhloraError(f"the validation split has {len(valid)} lines: at least 10 are needed to fit recall")
+    t0 = time.perf_counter()
+    if bank is None:
+        log(f"encoding the bank: {len(train)} training messages ...")
+        bank = build_bank(encoder, train, synonyms)
+    base = split_scores(encoder, Decider(RecallPolicy()), valid, synonyms)  # cosines, (M, I)
+    cos_t, cos_m = choose_threshold(base.cos, base.truth, target_false_recall)
+    report = {"valid_lines": len(valid), "bank_messages": len(train), "target_false_recall": target_false_recall,
+              "cosine": {"threshold": cos_t, **cos_m}}
+    best = None
+    for temperature in TEMPERATURES:
+        probe = RecallPolicy("calibrated", 0.5, shortlist, features, (0.0,) * len(features), 0.0,
+                             temperature=temperature)
+        xs, ys = [], []
+        for m in range(len(valid)):
+            short = np.argsort(-base.cos[m], kind="stable")[:shortlist]
+            xs.append(candidate_features(base.cos[m], base.item_keys, short, base.q[m], bank, probe, features))
+            ys.append(base.truth[m, short])
+        coef, intercept = fit_logistic(np.concatenate(xs), np.concatenate(ys))
+        policy = replace(probe, coef=tuple(float(c) for c in coef), intercept=intercept)
+        decider = Decider(policy, bank)
+        final = np.stack([decider.score(base.cos[m], base.item_keys, base.q[m]) for m in range(len(valid))])
+        t, metrics = choose_threshold(final, base.truth, target_false_recall)
+        key = (metrics["false_recall"] <= target_false_recall, metrics["top1_accuracy"], -metrics["false_recall"])
+        log(f"  temperature {temperature}: threshold {t:.3f}, valid top-1 {metrics['top1_accuracy']:.3f}, "
+            f"rank-1 {metrics['rank1_accuracy']:.3f}, false recall {metrics['false_recall']:.3f}")
+        if best is None or key > best[0]:
+            best = (key, replace(policy, threshold=t), metrics)
+    _, policy, metrics = best
+    report["calibrated"] = {"threshold": policy.threshold, "temperature": policy.temperature, **metrics}
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    policy = replace(policy, fit={"split": "validation", **{k: _round(v) for k, v in report.items()}})
+    return policy, bank, report
+
+
+def _round(v):
+    if isinstance(v, float):
+        return round(v, 4)
+    if isinstance(v, dict):
+        return {k: _round(x) for k, x in v.items()}
+    return v
+
+
+def save_recall(directory: Path, policy: RecallPolicy, bank: KeyBank) -> None:
+    policy.save(directory)
+    bank.save(directory)

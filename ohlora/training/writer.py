@@ -1,0 +1,261 @@
+"""`ohlora train writer`: LoRA fine-tune of the memory writer (message -> one tag or nothing).
+
+The same base model as the chat, with its own small adapter, trained on the SFT set's messages
+(the tag each answer opens with, or nothing) plus the writer set written for the project; loss on
+the answer only (" [key: value]\\n" or " 없음\\n", then EOS), the LM head applied only there.
+A share of the training messages (by hash) is held out as the validation split: its loss is
+logged after every epoch and the epoch with the lowest one is kept. At the end the held-out test
+split is evaluated (`ohlora eval writer` gives the same numbers) and everything is saved beside
+the adapter: writer_format.yaml, head_vocab.json, writer_train.yaml, train_log.csv, writer_eval.json
+and writer_cases.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from ohlora.errors import OhloraError
+from ohlora.paths import move_aside
+
+META_FILE = "writer_train.yaml"
+EVAL_FILE = "writer_eval.json"
+
+
+@dataclass(frozen=True)
+class WriterTrainConfig:
+    base: str = "gemma-3-270m"
+    """Base model: the chat's (the writer adapter sits beside the chat adapter on it)."""
+    train_file: str = ""
+    """Writer CSV message,tag,also (default: bundled)."""
+    sft_file: str = ""
+    """SFT CSV whose inputs and tags are writer rows too (default: bundled; "none": not used)."""
+    test_file: str = ""
+    """Held-out writer CSV for the final evaluation (default: bundled)."""
+    synonyms: str = ""
+    output: str = ""
+    """Adapter directory (default: $OHLORA_HOME/adapters/writer-<base>)."""
+    epochs: int = 3
+    learning_rate: float = 3e-4
+    batch_size: int = 16
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ()
+    """Default: the preset's (attention and MLP projections for Gemma)."""
+    valid_share: float = 0.1
+    seed: int = 42
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (isinstance(self.epochs, int) and 1 <= self.epochs <= 100, "epochs must be an integer in [1, 100]"),
+            (0 < self.learning_rate < 1, "learning_rate must be in (0, 1)"),
+            (self.batch_size >= 1 and self.lora_rank >= 1 and self.lora_alpha >= 1,
+             "batch_size, lora_rank and lora_alpha must be >= 1"),
+            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
+            (0 <= self.valid_share < 0.5, "valid_share must be in [0, 0.5)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise OhloraError(f"writer train config: {msg}")
+
+    def resolved(self) -> "WriterTrainConfig":
+        from ohlora.models import PRESETS
+        from ohlora.paths import adapters_dir
+        from ohlora.training.llm_config import bundled
+
+        preset = PRESETS.get(self.base)
+        return replace(
+            self,
+            train_file=self.train_file or bundled("data", "writer", "train.csv"),
+            sft_file=self.sft_file or bundled("data", "sft", "train.csv"),
+            test_file=self.test_file or bundled("data", "writer", "test.csv"),
+            synonyms=self.synonyms or bundled("memory_synonyms.yaml"),
+            output=self.output or str(adapters_dir() / f"writer-{Path(self.base).name}"),
+            lora_targets=self.lora_targets or (preset.lora_targets if preset else ("q_proj", "k_proj", "v_proj", "o_proj")),
+        )
+
+
+def load_writer_train_config(path: Path | None = None, **overrides) -> WriterTrainConfig:
+    from ohlora.config import read_settings
+
+    data = read_settings(path, "train_writer", WriterTrainConfig)
+    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    if "lora_targets" in merged:
+        merged["lora_targets"] = tuple(merged["lora_targets"])
+    try:
+        return WriterTrainConfig(**merged)
+    except TypeError as e:
+        raise OhloraError(f"writer train config: {e}") from e
+
+
+def encode_writer_row(row, tokenizer, fmt) -> dict:
+    """input_ids = prompt + answer + EOS; labels IGNORE over the prompt (tokenized on its own, as at inference)."""
+    from ohlora.training.sft_batches import IGNORE
+
+    prompt = tokenizer(fmt.render(row.message))["input_ids"]
+    answer = tokenizer(fmt.target(row.tag), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return {"input_ids": prompt + answer, "labels": [IGNORE] * len(prompt) + answer}
+
+
+def batches(feats: list[dict], batch_size: int, rng: random.Random | None):
+    """Shuffled (or in order) batches of rows of similar length: little padding."""
+    order = list(range(len(feats)))
+    if rng is not None:
+        rng.shuffle(order)
+    chunks = [order[i:i + batch_size * 8] for i in range(0, len(order), batch_size * 8)]
+    out = []
+    for chunk in chunks:
+        chunk.sort(key=lambda i: len(feats[i]["input_ids"]))
+        out += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    if rng is not None:
+        rng.shuffle(out)
+    return out
+
+
+def training_rows(cfg: WriterTrainConfig):
+    from ohlora.training.writer_data import read_writer_rows, sft_writer_rows, split_valid
+
+    rows = read_writer_rows(Path(cfg.train_file))
+    if cfg.sft_file.lower() != "none":
+        rows += sft_writer_rows(Path(cfg.sft_file))
+    seen, unique = set(), []
+    for r in rows:  # one target per message: the first file wins
+        if r.message not in seen:
+            seen.add(r.message)
+            unique.append(r)
+    return split_valid(unique, cfg.valid_share)
+
+
+def writer_generator(model, tokenizer, vocab, adapter: str | None, weights: str = "auto"):
+    """Greedy generation for the writer: FastGenerator with the writer's restricted head."""
+    from ohlora.fast_generation import FastGenerator
+
+    return FastGenerator(model, tokenizer, vocab, adapter=adapter, weights=weights)
+
+
+def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:
+    """Train, keep the best epoch by validation loss, evaluate on the test split, save."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tqdm import tqdm
+    from transformers import set_seed
+
+    from ohlora.evaluation.writer import evaluate_writer
+    from ohlora.fast_generation import build_head_vocab, save_head_vocab
+    from ohlora.memory.writer import AdapterWriter, WriterFormat
+    from ohlora.models import load_base, resolve_base, set_cpu_threads
+    from ohlora.training.llm import _copy_licence
+    from ohlora.training.losses import answer_only_loss, lm_head_of
+    from ohlora.training.memory_data import load_synonyms
+    from ohlora.training.sft_batches import collate
+    from ohlora.training.writer_data import read_writer_rows
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    cfg = cfg.resolved()
+    out = Path(cfg.output)
+    fmt = WriterFormat()
+    train_rows, valid_rows = training_rows(cfg)
+    test_rows = read_writer_rows(Path(cfg.test_file))
+    test_msgs = {r.message for r in test_rows}
+    leaked = [r.message for r in train_rows + valid_rows if r.message in test_msgs]
+    if leaked:
+        raise OhloraError(f"{len(leaked)} test messages are also training messages, e.g. {leaked[0]!r}")
+    if out.exists() and any(out.iterdir()):
+        log(f"moved the previous {out.name} to {move_aside(out)}")
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+    set_cpu_threads(cfg.threads or None)
+    spec = resolve_base(cfg.base)
+    model, tok = load_base(spec, device="cpu", dtype=torch.float32)
+    model.config.use_cache = False
+    try:
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                                 lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets),
+                                                 task_type="CAUSAL_LM"))
+    except ValueError as e:
+        raise OhloraError(f"LoRA targets {list(cfg.lora_targets)} do not fit {cfg.base}: {e}") from e
+    head, softcap = lm_head_of(model)
+    train_feats = [encode_writer_row(r, tok, fmt) for r in train_rows]
+    valid_feats = [encode_writer_row(r, tok, fmt) for r in valid_rows]
+    rng = random.Random(cfg.seed)
+    steps_per_epoch = len(batches(train_feats, cfg.batch_size, None))
+    total = steps_per_epoch * cfg.epochs
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    warm = max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / total))
+
+    def valid_loss() -> float:
+        if not valid_feats:
+            return float("nan")
+        model.eval()
+        losses, n = 0.0, 0
+        with torch.no_grad():
+            for b in batches(valid_feats, cfg.batch_size, None):
+                batch = collate([valid_feats[i] for i in b], tok.pad_token_id)
+                losses += answer_only_loss(model, batch, head, softcap).item() * len(b)
+                n += len(b)
+        model.train()
+        return losses / n
+
+    log(f"writer: {len(train_rows)} training rows ({sum(r.due for r in train_rows)} with a tag), "
+        f"{len(valid_rows)} validation, {len(test_rows)} test; {total} steps")
+    t0 = time.perf_counter()
+    log_rows, best = [], None
+    model.train()
+    step = 0
+    for epoch in range(1, cfg.epochs + 1):
+        bar = tqdm(batches(train_feats, cfg.batch_size, rng), desc=f"train writer, epoch {epoch}/{cfg.epochs}",
+                   file=sys.stderr)
+        for b in bar:
+            batch = collate([train_feats[i] for i in b], tok.pad_token_id)
+            loss = answer_only_loss(model, batch, head, softcap)
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            log_rows.append({"step": step, "epoch": epoch, "loss": round(loss.item(), 6), "valid_loss": "",
+                             "elapsed_s": round(time.perf_counter() - t0, 1)})
+        vl = valid_loss()
+        log_rows[-1]["valid_loss"] = round(vl, 6)
+        log(f"epoch {epoch}: validation loss {vl:.4f}")
+        if best is None or not vl >= best[0]:  # NaN (no validation rows): keep the last epoch
+            best = (vl, epoch)
+            model.save_pretrained(out)  # the best epoch so far is what is kept
+    minutes = (time.perf_counter() - t0) / 60
+    if best[1] != cfg.epochs:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(out / "adapter_model.safetensors")))
+    model.eval()
+    fmt.save(out)
+    texts = [fmt.target(r.tag) for r in train_rows + valid_rows] + [r.message for r in train_rows + valid_rows]
+    vocab = build_head_vocab(tok, texts)
+    save_head_vocab(vocab, out)
+    _copy_licence(spec, out)
+    with (out / "train_log.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, ["step", "epoch", "loss", "valid_loss", "elapsed_s"])
+        w.writeheader()
+        w.writerows(log_rows)
+    writer = AdapterWriter(writer_generator(model, tok, vocab, model.active_adapter), fmt)
+    metrics = evaluate_writer(writer, test_rows, load_synonyms(Path(cfg.synonyms)), out, progress=True)
+    meta = {"base": cfg.base, "command": command, "config": {**asdict(cfg), "lora_targets": list(cfg.lora_targets)},
+            "best_epoch": best[1], "valid_loss": best[0], "train_rows": len(train_rows), "valid_rows": len(valid_rows),
+            "train_minutes": round(minutes, 2), "test_metrics": metrics}
+    (out / META_FILE).write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (out / EVAL_FILE).write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+    log(f"trained in {minutes:.1f} min (best epoch {best[1]}); test: "
+        + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
+    return out, metrics
