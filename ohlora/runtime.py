@@ -15,8 +15,10 @@ from ohlora.config import ChatConfig
 from ohlora.fast_generation import FastGenerator, load_head_vocab
 from ohlora.generation import HFGenerator
 from ohlora.memory.encoder import HiddenStateEncoder
-from ohlora.memory.loading import attach_memory_adapter, shipped_memory_adapter
+from ohlora.memory.loading import (attach_memory_adapter, attach_writer, load_adapter_encoder, load_decider,
+                                   read_meta, resolve_memory_encoder, shipped_writer_adapter)
 from ohlora.memory.retrieval import Retriever
+from ohlora.memory.writer import ChatTagWriter
 from ohlora.memory.store import MemoryStore
 from ohlora.errors import OhloraError
 from ohlora.models import load_adapter, load_base, resolve_base, set_cpu_threads, shipped_adapter
@@ -51,18 +53,6 @@ def resolve_adapter(adapter: str | None, base_name: str) -> Path | None:
     return path
 
 
-def resolve_memory_adapter(which: str, base_name: str) -> Path | None:
-    """"default" -> the memory adapter shipped for this base (if any); "base" -> none; else a path."""
-    if which == "base":
-        return None
-    if which == "default":
-        return shipped_memory_adapter(base_name)
-    path = Path(which).expanduser()
-    if not path.is_dir():
-        raise OhloraError(f"memory adapter directory {path} not found")
-    return path
-
-
 def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
@@ -82,18 +72,52 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
         if (adapter / PERSONA_FILE).exists():
             card = PersonaCard.load(adapter / PERSONA_FILE)
         name += f"+{adapter.name}"
-    memory_adapter = resolve_memory_adapter(cfg.memory_encoder, spec.name)
-    if memory_adapter is not None:
-        log(f"Loading memory adapter {memory_adapter.name} ...")
-        model, encoder = attach_memory_adapter(model, tokenizer, spec.name, memory_adapter)
-    else:
-        encoder = HiddenStateEncoder(model, tokenizer, name=spec.name)  # untrained pooling, adapters off
+    model, retriever = build_retriever(model, tokenizer, spec.name, cfg, store, log)
+    model, writer = build_writer(model, tokenizer, spec.name, cfg, log)
     chat_adapter = "chat" if adapter is not None else None
     if cfg.generator == "fast":
         vocab = load_head_vocab(adapter) if adapter is not None else None
         generator = FastGenerator(model, tokenizer, vocab, adapter=chat_adapter, weights=cfg.weights)
     else:
         generator = HFGenerator(model, tokenizer, adapter=chat_adapter)
-    engine = ChatEngine(generator, Retriever(encoder, store, cfg.memory_threshold),
-                        store, fmt, cfg, hint_fn=time_hinter(card))
+    engine = ChatEngine(generator, retriever, store, fmt, cfg, hint_fn=time_hinter(card), writer=writer)
     return Runtime(engine, store, time.perf_counter() - t0, name, card)
+
+
+def build_retriever(model, tokenizer, base_name: str, cfg: ChatConfig, store: MemoryStore, log):
+    """The two-stage retriever for cfg.memory_encoder; returns (model, Retriever or None).
+
+    A memory adapter on the chat's base sits beside the chat adapter on the one model; one on
+    another base (EmbeddingGemma) loads that model beside it."""
+    which = resolve_memory_encoder(cfg.memory_encoder, base_name)
+    if which == "none":
+        return model, None
+    if which == "base":
+        encoder = HiddenStateEncoder(model, tokenizer, name=base_name)  # untrained pooling, adapters off
+    else:
+        meta_base = read_meta(which).get("base", base_name)
+        log(f"Loading memory adapter {which.name} ...")
+        if meta_base == base_name:
+            model, encoder = attach_memory_adapter(model, tokenizer, base_name, which)
+        else:
+            encoder = load_adapter_encoder(which)
+    decider = load_decider(encoder.adapter_dir)
+    return model, Retriever(encoder, store, cfg.memory_threshold, decider)
+
+
+def build_writer(model, tokenizer, base_name: str, cfg: ChatConfig, log):
+    """The memory writer for cfg.memory_writer; returns (model, writer)."""
+    if cfg.memory_writer == "chat":
+        return model, ChatTagWriter()
+    if cfg.writer_adapter == "default":
+        path = shipped_writer_adapter(base_name)
+        if path is None:
+            log(f"(no memory writer is shipped for {base_name}: the chat's own tags are stored; "
+                "train one with `ohlora train writer`)")
+            return model, ChatTagWriter()
+    else:
+        path = Path(cfg.writer_adapter).expanduser()
+        if not path.is_dir():
+            raise OhloraError(f"writer adapter directory {path} not found")
+    log(f"Loading memory writer {path.name} ...")
+    return attach_writer(model, tokenizer, path, cfg.weights)

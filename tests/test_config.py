@@ -6,7 +6,11 @@ from ohlora.errors import OhloraError
 
 def test_defaults_match_the_original_system():
     c = load_chat_config()
-    assert (c.temperature, c.max_new_tokens, c.max_tries, c.memory_threshold) == (0.6, 80, 5, 0.6)
+    assert (c.temperature, c.max_new_tokens, c.max_tries) == (0.6, 80, 5)
+    # the threshold is the recall policy's own; the plain cosine policy keeps the original's 0.6
+    from ohlora.memory.recall import RecallPolicy
+
+    assert c.memory_threshold is None and RecallPolicy().threshold == 0.6
 
 
 def test_yaml_overrides_defaults_and_flags_override_yaml(tmp_path):

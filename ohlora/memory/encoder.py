@@ -178,6 +178,8 @@ class HiddenStateEncoder:
                  adapter: str | None = None, fmt: EncoderFormat | None = None, head=None):
         self.model = model
         self.head = head
+        self.adapter_dir = None
+        """The memory adapter's directory when loaded from one (its recall policy lives there)."""
         self.tokenizer = tokenizer
         self.layer = layer
         self.batch_size = batch_size

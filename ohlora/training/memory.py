@@ -77,6 +77,15 @@ class MemoryTrainConfig:
     key right after each template (memory side and message side), so the pooled last token is
     trained to name the topic. 0 turns it off. Default: 0.05 for a causal LM with the matrix loss,
     else 0."""
+    contrastive: float = 0.0
+    """Matrix loss: weight of an added InfoNCE term on the same K x K cosines (each message's
+    same-key items against the step's other items, temperature `contrastive_temperature`): it
+    rewards ranking the right item first, which the MSE fit alone does not; 0 turns it off."""
+    contrastive_temperature: float = 0.05
+    valid_combs: str = ""
+    """Validation combinations: the second recall stage is fit on them (default: bundled)."""
+    fit_recall: bool = True
+    """After training, fit the second recall stage on the validation split (recall.yaml)."""
     seed: int = 42
     threads: int = 0
     threshold: float = 0.6
@@ -90,6 +99,9 @@ class MemoryTrainConfig:
             (0 <= self.positive_share <= 1, "positive_share must be in [0, 1]"),
             (self.sampling in ("grouped", "random"), "sampling must be 'grouped' or 'random'"),
             (not self.key_loss or self.key_loss >= 0, "key_loss must be >= 0"),
+            (self.contrastive >= 0 and self.contrastive_temperature > 0,
+             "contrastive must be >= 0 and contrastive_temperature > 0"),
+            (not self.contrastive or self.loss == "matrix", "contrastive needs the matrix loss"),
             (not self.key_loss or (self.loss == "matrix" and self.layer == -1),
              "key_loss needs the matrix loss and the last layer"),
         ]
@@ -127,6 +139,7 @@ class MemoryTrainConfig:
             self,
             train_combs=self.train_combs or bundled("data", "memory", "train_combs.txt"),
             test_combs=self.test_combs or bundled("data", "memory", "test_combs.txt"),
+            valid_combs=self.valid_combs or bundled("data", "memory", "valid_combs.txt"),
             synonyms=self.synonyms or bundled("memory_synonyms.yaml"),
             output=self.output or str(adapters_dir() / f"memory-{Path(self.base).name}"),
         )
@@ -209,6 +222,37 @@ def default_targets(model) -> list[str]:
         if set(group) <= names:
             return group
     raise OhloraError("cannot guess LoRA targets for this model: pass --lora-targets")
+
+
+def fit_and_save_recall(encoder, train, valid_path: Path, test_path: Path, synonyms, out: Path, log,
+                        target_false_recall: float = 0.10) -> dict:
+    """Fit the second recall stage on the validation split, save it beside the adapter, and
+    return the shipped pipeline's metrics on the test split."""
+    from ohlora.evaluation.recall import recall_report, split_scores
+    from ohlora.memory.recall import Decider
+    from ohlora.training.memory_data import load_combs
+    from ohlora.training.recall_fit import fit_recall, save_recall
+
+    policy, bank, _ = fit_recall(encoder, train, load_combs(valid_path), synonyms, target_false_recall, log=log)
+    save_recall(out, policy, bank)
+    test = split_scores(encoder, Decider(policy, bank), load_combs(test_path), synonyms)
+    report = recall_report(test, policy.threshold, {c.key for c in train}, synonyms)
+    log("recall on test (two stages): " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                                     for k, v in report.items()}))
+    return report
+
+
+def info_nce(sims, positive, temperature: float):
+    """Multi-positive InfoNCE over rows: sims (Q, I) cosines, positive (Q, I) bool; rows without a
+    positive are skipped. -log(sum over positives of softmax(sims / t))."""
+    import torch
+
+    logits = sims / temperature
+    has = positive.any(dim=1)
+    if not bool(has.any()):
+        return sims.sum() * 0.0
+    pos = torch.logsumexp(logits.masked_fill(~positive, float("-inf")), dim=1)
+    return (torch.logsumexp(logits, dim=1) - pos)[has].mean()
 
 
 class MatrixSampler:
@@ -307,8 +351,11 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
             mems, msgs, truth, mkeys, qkeys = sampler.sample(with_keys=True)
             em, aux_m = embed(mems, "item", mkeys)  # aux: the key loss, 0.0 when it is off
             eq, aux_q = embed(msgs, "query", qkeys)
-            pred = em @ eq.T  # (K, K) cosines
-            loss = F.mse_loss(pred, torch.tensor(truth, dtype=pred.dtype)) + cfg.key_loss * 0.5 * (aux_m + aux_q)
+            pred = em @ eq.T  # (K, K) cosines, memories x messages
+            target = torch.tensor(truth, dtype=pred.dtype)
+            loss = F.mse_loss(pred, target) + cfg.key_loss * 0.5 * (aux_m + aux_q)
+            if cfg.contrastive:
+                loss = loss + cfg.contrastive * info_nce(pred.T, target.T >= 1.0, cfg.contrastive_temperature)
         else:
             batch = rng.sample(train_pairs, cfg.batch_size)
             a = embed([p.memory for p in batch], "item")[0]
@@ -330,6 +377,9 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
                                  adapter=model.active_adapter, fmt=fmt, head=head)
     metrics = evaluate_memory(encoder, test_pairs, cfg.threshold, out, title=f"{out.name} (test)")
     meta["test_metrics"] = metrics
+    if cfg.fit_recall:
+        meta["recall_test_metrics"] = fit_and_save_recall(encoder, train, Path(cfg.valid_combs),
+                                                          Path(cfg.test_combs), synonyms, out, log)
     (out / ENCODER_FILE).write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False), encoding="utf-8")
     with (out / "train_log.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, ["step", "loss", "elapsed_s"])
