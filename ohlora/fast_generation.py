@@ -16,6 +16,8 @@ import json
 import re
 from pathlib import Path
 
+from contextlib import contextmanager
+
 from ohlora.generation import GenerationResult
 
 VOCAB_FILE = "head_vocab.json"
@@ -142,6 +144,26 @@ class FastGenerator:
         run = lambda x: self.backbone(input_ids=x, use_cache=True, **{self.cache_kw: cache}).last_hidden_state[:, -1]  # noqa: E731
         return run(ids), lambda nxt: run(torch.tensor([[nxt]], device=ids.device))
 
+    @contextmanager
+    def session(self, prompt: str, max_new_tokens: int):
+        """A custom decode loop over this generator (the memory writer's constrained decoding):
+        yields a `DecodeSession` whose `logits()` are over the head's tokens (`vocab`, full ids)
+        for the next position and whose `advance(token_id)` feeds one token."""
+        import torch
+
+        from ohlora.models import use_adapter
+
+        ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"].to(self.weight.device)  # (1, T)
+        threads = torch.get_num_threads()
+        with torch.inference_mode(), use_adapter(self.model, self.adapter):
+            h, step = self._steps(ids, max_new_tokens)
+            if self.decode_threads and ids.device.type == "cpu":
+                torch.set_num_threads(min(self.decode_threads, threads))
+            try:
+                yield DecodeSession(self, h, step)
+            finally:
+                torch.set_num_threads(threads)
+
     def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None):
         import torch
 
@@ -182,3 +204,18 @@ class FastGenerator:
         if on_text and len(text) > sent:
             on_text(text[sent:])
         return GenerationResult(text=text, finish_reason=reason, n_tokens=len(out_ids) + (reason == "eos"))
+
+
+class DecodeSession:
+    """One sequence being decoded token by token (see FastGenerator.session)."""
+
+    def __init__(self, gen: FastGenerator, h, step):
+        self.gen, self.h, self.step = gen, h, step
+        self.vocab = gen.ids  # (V',) full-vocabulary ids of the head's rows, or None (full head)
+
+    def logits(self):
+        """(V',) next-token logits over the head's rows."""
+        return self.gen._logits(self.h)[0].float()
+
+    def advance(self, token_id: int) -> None:
+        self.h = self.step(token_id)

@@ -31,6 +31,7 @@ RECALL_KS = (1, 3, 5, 10)
 class SplitScores:
     messages: list[str]
     message_keys: list[str]
+    message_values: list[str]
     items: list[str]
     item_keys: list[str]
     cos: np.ndarray  # (M, I) stage 1
@@ -46,7 +47,28 @@ def split_scores(encoder: MemoryEncoder, decider: Decider, combs: list[Comb], sy
     cos = q @ encoder.encode(items).T  # (M, I)
     final = np.stack([decider.score(cos[m], item_keys, q[m]) for m in range(len(combs))])
     truth = np.array([[1.0 if key_similarity(c.key, k, synonyms) >= 1.0 else 0.0 for k in item_keys] for c in combs])
-    return SplitScores([c.message for c in combs], [c.key for c in combs], items, item_keys, cos, final, truth, q)
+    return SplitScores([c.message for c in combs], [c.key for c in combs], [c.value for c in combs], items, item_keys,
+                       cos, final, truth, q)
+
+
+def substores(s: SplitScores, size: int, repeats: int, seed: int = 0) -> list[np.ndarray]:
+    """Stores of `size` items per message, as a user would have: the message's own line's item
+    (the memory it was written for) plus random others of the split, `repeats` draws per message.
+    Returns (R*M, size) item indices; a split with at most `size` items gives the whole split."""
+    n = len(s.items)
+    if n <= size:
+        return [np.arange(n) for _ in range(len(s.messages))]
+    rng = np.random.default_rng(seed)
+    own = [s.items.index(f"[{k}: {v}]") if f"[{k}: {v}]" in s.items else None
+           for k, v in zip(s.message_keys, s.message_values)]
+    rows = []
+    for _ in range(repeats):
+        for m in range(len(s.messages)):
+            others = rng.choice(n, size=size, replace=False)
+            if own[m] is not None and own[m] not in others:
+                others[0] = own[m]
+            rows.append(others)
+    return rows
 
 
 def recall_at_k(cos: np.ndarray, truth: np.ndarray, k: int) -> float:

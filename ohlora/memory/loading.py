@@ -142,13 +142,18 @@ def memory_adapter_dir(encoder) -> Path | None:
 
 
 def attach_writer(model, tokenizer, adapter_dir: Path, weights: str = "auto"):
-    """Load the writer adapter beside the chat's on the same model; returns (model, AdapterWriter)."""
+    """Load the writer adapter beside the chat's on the same model; returns (model, writer): a
+    ConstrainedWriter with the schema and thresholds saved beside it (writer_policy.yaml), or the
+    plain greedy AdapterWriter for an adapter without them."""
     from ohlora.fast_generation import load_head_vocab
     from ohlora.memory.writer import AdapterWriter, WriterFormat
+    from ohlora.memory.writer_decode import POLICY_FILE, ConstrainedWriter, WriterPolicy
     from ohlora.models import load_adapter
     from ohlora.training.writer import writer_generator
 
     fmt = WriterFormat.load(adapter_dir)
     model = load_adapter(model, adapter_dir, name=WRITER_NAME)
     gen = writer_generator(model, tokenizer, load_head_vocab(adapter_dir), WRITER_NAME, weights)
+    if (Path(adapter_dir) / POLICY_FILE).is_file():
+        return model, ConstrainedWriter(gen, tokenizer, fmt, WriterPolicy.load(adapter_dir))
     return model, AdapterWriter(gen, fmt)

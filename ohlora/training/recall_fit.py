@@ -28,6 +28,8 @@ from ohlora.training.memory_data import Comb
 
 DEFAULT_FEATURES = ("cos", "knn", "known", "gap", "cos_known", "knn_known")
 TEMPERATURES = (0.02, 0.05, 0.1)
+STORE_SIZE = 90
+"""Items per store when fitting: the bundled test split's size (90 distinct items)."""
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> tuple[np.ndarray, float]:
@@ -69,10 +71,15 @@ def build_bank(encoder: MemoryEncoder, train: list[Comb], synonyms: dict[str, st
 def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], synonyms: dict[str, str],
                target_false_recall: float = 0.10, shortlist: int = 10,
                features: tuple[str, ...] = DEFAULT_FEATURES, bank: KeyBank | None = None,
-               log=None) -> tuple[RecallPolicy, KeyBank, dict]:
+               store_size: int = STORE_SIZE, repeats: int = 5, log=None) -> tuple[RecallPolicy, KeyBank, dict]:
     """Fit the calibrated policy on `valid`; returns (policy, bank, report with validation metrics
-    of the cosine baseline and of the fitted policy)."""
-    from ohlora.evaluation.recall import split_scores
+    of the cosine baseline and of the fitted policy).
+
+    Each validation message is scored against stores of `store_size` items (its own item and
+    random others, `repeats` draws): how likely a wrong item is to pass a threshold grows with
+    the number of stored items, so the threshold is chosen for stores of the size it is tested on.
+    """
+    from ohlora.evaluation.recall import split_scores, substores
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     if len(valid) < 10:
@@ -82,23 +89,28 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
         log(f"encoding the bank: {len(train)} training messages ...")
         bank = build_bank(encoder, train, synonyms)
     base = split_scores(encoder, Decider(RecallPolicy()), valid, synonyms)  # cosines, (M, I)
-    cos_t, cos_m = choose_threshold(base.cos, base.truth, target_false_recall)
+    stores = substores(base, store_size, repeats)  # (R*M,) rows of item indices
+    msg = [r % len(valid) for r in range(len(stores))]
+    truth = np.stack([base.truth[m, st] for m, st in zip(msg, stores)])  # (R*M, S)
+    cos = [base.cos[m, st] for m, st in zip(msg, stores)]
+    keys = [[base.item_keys[i] for i in st] for st in stores]
+    cos_t, cos_m = choose_threshold(np.stack(cos), truth, target_false_recall)
     report = {"valid_lines": len(valid), "bank_messages": len(train), "target_false_recall": target_false_recall,
-              "cosine": {"threshold": cos_t, **cos_m}}
+              "store_size": int(truth.shape[1]), "cosine": {"threshold": cos_t, **cos_m}}
     best = None
     for temperature in TEMPERATURES:
         probe = RecallPolicy("calibrated", 0.5, shortlist, features, (0.0,) * len(features), 0.0,
                              temperature=temperature)
         xs, ys = [], []
-        for m in range(len(valid)):
-            short = np.argsort(-base.cos[m], kind="stable")[:shortlist]
-            xs.append(candidate_features(base.cos[m], base.item_keys, short, base.q[m], bank, probe, features))
-            ys.append(base.truth[m, short])
+        for r, m in enumerate(msg):
+            short = np.argsort(-cos[r], kind="stable")[:shortlist]
+            xs.append(candidate_features(cos[r], keys[r], short, base.q[m], bank, probe, features))
+            ys.append(truth[r, short])
         coef, intercept = fit_logistic(np.concatenate(xs), np.concatenate(ys))
         policy = replace(probe, coef=tuple(float(c) for c in coef), intercept=intercept)
         decider = Decider(policy, bank)
-        final = np.stack([decider.score(base.cos[m], base.item_keys, base.q[m]) for m in range(len(valid))])
-        t, metrics = choose_threshold(final, base.truth, target_false_recall)
+        final = np.stack([decider.score(cos[r], keys[r], base.q[m]) for r, m in enumerate(msg)])
+        t, metrics = choose_threshold(final, truth, target_false_recall)
         key = (metrics["false_recall"] <= target_false_recall, metrics["top1_accuracy"], -metrics["false_recall"])
         log(f"  temperature {temperature}: threshold {t:.3f}, valid top-1 {metrics['top1_accuracy']:.3f}, "
             f"rank-1 {metrics['rank1_accuracy']:.3f}, false recall {metrics['false_recall']:.3f}")

@@ -6,8 +6,9 @@ the answer only (" [key: value]\\n" or " 없음\\n", then EOS), the LM head appl
 A share of the training messages (by hash) is held out as the validation split: its loss is
 logged after every epoch and the epoch with the lowest one is kept. At the end the held-out test
 split is evaluated (`ohlora eval writer` gives the same numbers) and everything is saved beside
-the adapter: writer_format.yaml, head_vocab.json, writer_train.yaml, train_log.csv, writer_eval.json
-and writer_cases.csv.
+the adapter: writer_format.yaml, writer_policy.yaml (the key schema and the store thresholds,
+calibrated on the validation split: writer_fit.py), head_vocab.json, writer_train.yaml,
+train_log.csv, writer_eval.json and writer_cases.csv.
 """
 
 from __future__ import annotations
@@ -135,6 +136,13 @@ def training_rows(cfg: WriterTrainConfig):
     return split_valid(unique, cfg.valid_share)
 
 
+def schema_keys(rows) -> tuple[str, ...]:
+    """The keys of the writer's training rows: the schema its decoding is held to."""
+    from ohlora.memory.writer import validate_tag
+
+    return tuple(sorted({validate_tag(r.tag).tag.key for r in rows if r.due}))
+
+
 def writer_generator(model, tokenizer, vocab, adapter: str | None, weights: str = "auto"):
     """Greedy generation for the writer: FastGenerator with the writer's restricted head."""
     from ohlora.fast_generation import FastGenerator
@@ -151,7 +159,9 @@ def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[P
 
     from ohlora.evaluation.writer import evaluate_writer
     from ohlora.fast_generation import build_head_vocab, save_head_vocab
-    from ohlora.memory.writer import AdapterWriter, WriterFormat
+    from ohlora.memory.writer import WriterFormat
+    from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy
+    from ohlora.training.writer_fit import fit_writer_policy
     from ohlora.models import load_base, resolve_base, set_cpu_threads
     from ohlora.training.llm import _copy_licence
     from ohlora.training.losses import answer_only_loss, lm_head_of
@@ -249,8 +259,13 @@ def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[P
         w = csv.DictWriter(f, ["step", "epoch", "loss", "valid_loss", "elapsed_s"])
         w.writeheader()
         w.writerows(log_rows)
-    writer = AdapterWriter(writer_generator(model, tok, vocab, model.active_adapter), fmt)
-    metrics = evaluate_writer(writer, test_rows, load_synonyms(Path(cfg.synonyms)), out, progress=True)
+    synonyms = load_synonyms(Path(cfg.synonyms))
+    policy = WriterPolicy(schema_keys(train_rows + valid_rows))
+    writer = ConstrainedWriter(writer_generator(model, tok, vocab, model.active_adapter), tok, fmt, policy)
+    if valid_rows:
+        writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log)
+    writer.policy.save(out)
+    metrics = evaluate_writer(writer, test_rows, synonyms, out, progress=True)
     meta = {"base": cfg.base, "command": command, "config": {**asdict(cfg), "lora_targets": list(cfg.lora_targets)},
             "best_epoch": best[1], "valid_loss": best[0], "train_rows": len(train_rows), "valid_rows": len(valid_rows),
             "train_minutes": round(minutes, 2), "test_metrics": metrics}

@@ -1,0 +1,71 @@
+"""Drive `ohlora eval writer`: the writer adapter, or the chat model's own tag, on held-out messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ohlora.errors import OhloraError
+
+METRIC_ROWS = ("precision", "recall", "false_store_rate", "dropped", "n_messages", "n_due", "n_nothing",
+               "n_stored", "ms_mean", "ms_p95")
+
+
+class ChatAnswerWriter:
+    """`memory_writer: chat` measured: the chat model answers the message (no recall, as a first
+    mention would be) and its leading tag, validated, is what would be stored."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def write(self, message: str, chat_tag=None):
+        import time
+
+        from ohlora.memory.writer import ChatTagWriter, WriteResult
+
+        t = time.perf_counter()
+        e = self.engine
+        hint = e.hint_fn(message) if e.hint_fn else None
+        parsed, _, _ = e.answer(e.prompt_format.render(message, None, hint))
+        res = ChatTagWriter().write(message, parsed.tag if parsed else None)
+        return WriteResult(res.tag, res.reason, res.raw, 1000 * (time.perf_counter() - t))
+
+
+def run_writer_eval(which: str, base: str, file_: Path | None, output: Path | None, as_json: bool) -> dict:
+    import torch
+
+    from ohlora.config import ChatConfig
+    from ohlora.evaluation.writer import evaluate_writer
+    from ohlora.paths import home_dir
+    from ohlora.runtime import build_runtime
+    from ohlora.training.llm_config import bundled
+    from ohlora.training.memory_data import load_synonyms
+    from ohlora.training.writer_data import read_writer_rows
+
+    rows = read_writer_rows(file_ or Path(bundled("data", "writer", "test.csv")))
+    if which == "chat":
+        cfg = ChatConfig(base=base, memory_encoder="none", memory_writer="chat")
+    else:
+        if which != "default" and not Path(which).expanduser().is_dir():
+            raise OhloraError(f"writer adapter directory {which} not found")
+        cfg = ChatConfig(base=base, memory_encoder="none", memory_writer="adapter", writer_adapter=which)
+    rt = build_runtime(cfg)
+    writer = ChatAnswerWriter(rt.engine) if which == "chat" else rt.engine.writer
+    if which != "chat" and type(writer).__name__ == "ChatTagWriter":
+        raise OhloraError(f"no memory writer is shipped for {base}: pass --writer DIR or --writer chat")
+    torch.manual_seed(0)  # the chat samples: the same answers each run
+    out = Path(output or home_dir() / "eval" / "writer")
+    metrics = evaluate_writer(writer, rows, load_synonyms(), out, progress=True)
+    rt.store.close()
+    metrics["writer"] = which
+    (out / "writer_eval.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+    click.echo("| metric | value |\n| --- | --- |")
+    for k in METRIC_ROWS:
+        v = metrics[k]
+        click.echo(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
+    click.echo(f"cases: {out / 'writer_cases.csv'}", err=True)
+    if as_json:
+        click.echo(json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}))
+    return metrics

@@ -1,0 +1,136 @@
+"""The second recall stage: policy file, bank votes, calibration fit, threshold choice, retriever."""
+
+import numpy as np
+import pytest
+
+from ohlora.errors import OhloraError
+from ohlora.evaluation.recall import recall_at_k, recall_report, split_scores
+from ohlora.memory.recall import Decider, KeyBank, RecallPolicy, gap_to_other_keys
+from ohlora.memory.retrieval import Retriever
+from ohlora.memory.store import MemoryStore
+from ohlora.training.memory_data import parse_combs
+from ohlora.training.recall_fit import choose_threshold, fit_logistic, fit_recall
+
+from conftest import KeywordEncoder
+
+GROUPS = [["발표", "떨려", "면접", "긴장"], ["떡볶이", "배고", "먹"], ["비", "우산"], ["고양이", "냥"]]
+
+
+def unit(*xs):
+    v = np.array(xs, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_policy_round_trips_and_is_validated(tmp_path):
+    p = RecallPolicy("calibrated", 0.42, 5, ("cos", "knn"), (2.0, 3.0), -1.0, 7, 0.1, {"split": "validation"})
+    p.save(tmp_path)
+    assert RecallPolicy.load(tmp_path) == p
+    assert RecallPolicy.load(tmp_path / "nowhere") == RecallPolicy()  # no file: the plain cosine policy
+    with pytest.raises(OhloraError, match="coefficient"):
+        RecallPolicy("calibrated", 0.5, 5, ("cos", "knn"), (1.0,))
+    with pytest.raises(OhloraError, match="unknown features"):
+        RecallPolicy("calibrated", 0.5, 5, ("magic",), (1.0,))
+    (tmp_path / "recall.yaml").write_text("method: [oops\n")
+    with pytest.raises(OhloraError, match="not a valid recall policy"):
+        RecallPolicy.load(tmp_path)
+
+
+def test_bank_votes_for_the_keys_of_the_nearest_training_messages(tmp_path):
+    vecs = np.stack([unit(1, 0, 0), unit(0.9, 0.1, 0), unit(0, 1, 0)])
+    bank = KeyBank(vecs, ["오늘 일정", "오늘 일정", "좋아하는 아이돌"], {"좋아하는 아이돌": "좋아하는 가수"})
+    votes = bank.votes(unit(1, 0.05, 0), neighbours=2, temperature=0.05)
+    assert votes.sum() == pytest.approx(1.0)
+    assert votes[bank.keys.index("오늘 일정")] == pytest.approx(1.0)
+    # a key that shares one of two words gets half the vote; synonyms count as the same key
+    assert bank.key_similarity("내일 일정") @ votes == pytest.approx(1 / 3)
+    assert bank.knows("좋아하는 가수") and not bank.knows("좋아하는 계절")
+    bank.save(tmp_path)
+    again = KeyBank.load(tmp_path, bank.synonyms)
+    assert again.keys == bank.keys and np.allclose(again.vectors, vecs, atol=1e-3)
+
+
+def test_gap_is_measured_against_the_best_item_of_another_key():
+    gap = gap_to_other_keys(np.array([0.9, 0.8, 0.3]), ["a", "a", "b"])
+    assert np.allclose(gap, [0.6, 0.5, -0.6])
+    assert np.allclose(gap_to_other_keys(np.array([0.5]), ["a"]), [1.0])
+
+
+def test_decider_scores_only_the_shortlist_and_cosine_policy_is_the_cosine():
+    cos = np.array([0.1, 0.9, 0.5, 0.7], dtype=np.float32)
+    keys = ["a", "b", "c", "d"]
+    assert np.allclose(Decider(RecallPolicy()).score(cos, keys), cos)
+    p = RecallPolicy("calibrated", 0.5, 2, ("cos",), (10.0,), -5.0)
+    s = Decider(p).score(cos, keys)
+    assert np.isinf(s[[0, 2]]).all() and s[1] > s[3] > 0  # items 1 and 3 are the two best by cosine
+    with pytest.raises(OhloraError, match="bank"):
+        Decider(RecallPolicy("calibrated", 0.5, 2, ("knn",), (1.0,)))
+
+
+def test_fit_logistic_recovers_a_known_model():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 2))
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(2 * x[:, 0] - x[:, 1] + 0.5)))).astype(float)
+    coef, b = fit_logistic(x, y, l2=1e-6)
+    assert np.allclose(coef, [2, -1], atol=0.2) and b == pytest.approx(0.5, abs=0.15)
+
+
+def test_threshold_meets_the_false_recall_target():
+    # 4 messages x 3 items; message 3 has no right item
+    truth = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=float)
+    scores = np.array([[0.9, 0.2, 0.1], [0.3, 0.6, 0.1], [0.5, 0.1, 0.4], [0.55, 0.1, 0.1]])
+    t, m = choose_threshold(scores, truth, target_false_recall=0.0)
+    assert m["false_recall"] == 0.0 and 0.55 < t <= 0.6 and m["top1_accuracy"] == pytest.approx(2 / 3)
+    t, m = choose_threshold(scores, truth, target_false_recall=0.5)
+    assert m["false_recall"] <= 0.5 and m["top1_accuracy"] == pytest.approx(2 / 3)
+
+
+COMBS = """\
+[오늘 일정: 발표] 나 너무 떨려
+[오늘 일정: 면접] 긴장돼 죽겠어
+[오늘 일정: 시험] 떨려서 잠이 안 와
+[좋아하는 음식: 떡볶이] 배고파 뭐 먹지
+[좋아하는 음식: 라면] 야식 먹을까
+[좋아하는 음식: 김밥] 점심 뭐 먹지
+[오늘 날씨: 비] 우산 챙겨야 하나
+[오늘 날씨: 소나기] 비 온대
+[오늘 날씨: 장마] 우산 또 잃어버렸어
+[반려동물: 고양이] 냥이가 밥을 안 먹어
+[반려동물: 고양이 두 마리] 고양이들이 싸워
+[반려동물: 코숏] 우리 냥 자랑하고 싶다
+"""
+
+
+def test_fit_recall_on_a_fake_encoder_and_the_report():
+    combs = parse_combs(COMBS)
+    enc = KeywordEncoder(GROUPS)
+    syn = {}
+    policy, bank, report = fit_recall(enc, combs, combs, syn, target_false_recall=0.1, shortlist=3,
+                                      log=lambda m: None)
+    assert policy.method == "calibrated" and policy.features and len(policy.coef) == len(policy.features)
+    assert report["calibrated"]["false_recall"] <= 0.1
+    s = split_scores(enc, Decider(policy, bank), combs, syn)
+    r = recall_report(s, policy.threshold, {"오늘 일정", "좋아하는 음식"}, syn)
+    assert r["top1_accuracy"] == pytest.approx(report["calibrated"]["top1_accuracy"])
+    assert r["n_heldout"] == 6 and r["n_seen"] == 6 and r["recall_at_10"] == 1.0
+    with pytest.raises(OhloraError, match="at least 10"):
+        fit_recall(enc, combs, combs[:3], syn, log=lambda m: None)
+
+
+def test_recall_at_k():
+    truth = np.array([[0, 1, 0], [1, 0, 0]], dtype=float)
+    cos = np.array([[0.9, 0.8, 0.1], [0.1, 0.5, 0.9]])
+    assert recall_at_k(cos, truth, 1) == 0.0 and recall_at_k(cos, truth, 2) == 0.5 and recall_at_k(cos, truth, 3) == 1.0
+
+
+def test_retriever_uses_the_policy_threshold_and_reports_both_stages(keyword_encoder):
+    store = MemoryStore()
+    store.add("kim", "오늘 일정", "발표")
+    store.add("kim", "좋아하는 음식", "떡볶이")
+    p = RecallPolicy("calibrated", 0.7, 5, ("cos", "gap"), (4.0, 4.0), -3.0)
+    r = Retriever(keyword_encoder, store, decider=Decider(p))
+    assert r.threshold == 0.7 and r.calibrated
+    best = r.best("kim", "나 너무 떨려")
+    assert best.item.key == "오늘 일정" and best.cosine == pytest.approx(1.0) and 0.7 <= best.score < 1
+    assert "cosine" in best.as_dict()
+    assert r.best("kim", "안녕 반가워") is None
+    assert Retriever(keyword_encoder, store, threshold=0.999, decider=Decider(p)).best("kim", "나 너무 떨려") is None
