@@ -404,6 +404,26 @@ def train_memory_cmd(config_path, lora_targets, **flags):
     click.echo(json.dumps({"adapter": str(out), **metrics}, ensure_ascii=False))
 
 
+@train.command("recall")
+@click.argument("encoder_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--train-combs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Combinations whose messages form the bank [bundled training set].")
+@click.option("--valid-combs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Validation combinations the decision is fit on [bundled validation set].")
+@click.option("--target-false-recall", type=click.FloatRange(0, 1), default=0.10, show_default=True,
+              help="The threshold is the one with the best top-1 whose false recall stays within this.")
+@click.option("--shortlist", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Items (by cosine) that the second stage scores.")
+def train_recall_cmd(encoder_dir, train_combs, valid_combs, target_false_recall, shortlist):
+    """Fit the second recall stage of a memory adapter (ENCODER_DIR from `ohlora train memory`) on
+    the validation split: the bank of training messages, the calibrated decision and its threshold
+    (recall.yaml, recall_bank.npz beside the adapter). `train memory` already does this once."""
+    from ohlora.training.recall_fit import refit_recall
+
+    report = refit_recall(encoder_dir, train_combs, valid_combs, target_false_recall, shortlist)
+    click.echo(json.dumps(report, ensure_ascii=False, default=float))
+
+
 @train.command("writer")
 @click.option("--base", "-b", default=None, help="Base model: the chat's [default: gemma-3-270m].")
 @click.option("--train-file", type=click.Path(dir_okay=False), default=None,
@@ -420,15 +440,22 @@ def train_memory_cmd(config_path, lora_targets, **flags):
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML with settings (a `train_writer:` section or top-level keys).")
-def train_writer_cmd(config_path, **flags):
+@click.option("--calibrate-only", is_flag=True,
+              help="Do not train: choose the store thresholds of the writer adapter at --output again "
+                   "(validation split) and evaluate it on the test split.")
+def train_writer_cmd(config_path, calibrate_only, **flags):
     """Fine-tune the memory writer: message -> one [key: value] to store, or nothing.
 
     Its own LoRA adapter on the chat's base model; it reads the user's message only. Evaluates
     on the held-out test split at the end (precision, recall, false stores; every case to CSV).
     """
-    from ohlora.training.writer import load_writer_train_config, train_writer
+    from ohlora.training.writer import calibrate_writer, load_writer_train_config, train_writer
 
     cfg = load_writer_train_config(config_path, **flags)
+    if calibrate_only:
+        metrics = calibrate_writer(cfg)
+        click.echo(json.dumps({"adapter": cfg.resolved().output, **metrics}, ensure_ascii=False))
+        return
     out, metrics = train_writer(cfg, command="ohlora " + " ".join(sys.argv[1:]))
     click.echo(json.dumps({"adapter": str(out), **metrics}, ensure_ascii=False))
 

@@ -19,6 +19,9 @@ def describe_memory(turn: TurnResult) -> list[str]:
     for r in turn.stored:
         extra = f", 이전 값: {r.previous}" if r.previous else ""
         lines.append(f"  (기억 {r.status}: {r.item.text}{extra})")
+    w = turn.write
+    if w is not None and w.reason not in ("ok", "nothing"):
+        lines.append(f"  (기억하지 않음: {w.raw or '-'} — {w.reason})")
     return lines
 
 

@@ -134,3 +134,26 @@ def _round(v):
 def save_recall(directory: Path, policy: RecallPolicy, bank: KeyBank) -> None:
     policy.save(directory)
     bank.save(directory)
+
+
+def refit_recall(encoder_dir: Path, train_combs: Path | None = None, valid_combs: Path | None = None,
+                 target_false_recall: float = 0.10, shortlist: int = 10) -> dict:
+    """`ohlora train recall`: fit and save the second stage for an existing memory adapter."""
+    from ohlora.memory.loading import load_adapter_encoder
+    from ohlora.training.llm_config import bundled
+    from ohlora.training.memory_data import load_combs, load_synonyms
+
+    encoder_dir = Path(encoder_dir)
+    try:
+        probe = encoder_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise OhloraError(f"{encoder_dir} is not writable ({e.strerror}): copy the adapter and fit the copy") from e
+    synonyms = load_synonyms()
+    train = load_combs(Path(train_combs or bundled("data", "memory", "train_combs.txt")))
+    valid = load_combs(Path(valid_combs or bundled("data", "memory", "valid_combs.txt")))
+    encoder = load_adapter_encoder(encoder_dir)
+    policy, bank, report = fit_recall(encoder, train, valid, synonyms, target_false_recall, shortlist)
+    save_recall(encoder_dir, policy, bank)
+    return report

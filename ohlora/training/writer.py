@@ -263,7 +263,7 @@ def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[P
     policy = WriterPolicy(schema_keys(train_rows + valid_rows))
     writer = ConstrainedWriter(writer_generator(model, tok, vocab, model.active_adapter), tok, fmt, policy)
     if valid_rows:
-        writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log)
+        writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log, out_dir=out)
     writer.policy.save(out)
     metrics = evaluate_writer(writer, test_rows, synonyms, out, progress=True)
     meta = {"base": cfg.base, "command": command, "config": {**asdict(cfg), "lora_targets": list(cfg.lora_targets)},
@@ -274,3 +274,44 @@ def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[P
     log(f"trained in {minutes:.1f} min (best epoch {best[1]}); test: "
         + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
     return out, metrics
+
+
+def calibrate_writer(cfg: WriterTrainConfig, log=None) -> dict:
+    """`ohlora train writer --calibrate-only`: for the writer adapter at cfg.output, choose the
+    store thresholds on the validation split again (the same hash split of the same training
+    files), save writer_policy.yaml and evaluate on the test split."""
+    from ohlora.evaluation.writer import evaluate_writer
+    from ohlora.fast_generation import load_head_vocab
+    from ohlora.memory.loading import WRITER_NAME
+    from ohlora.memory.writer import WriterFormat
+    from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy
+    from ohlora.models import load_adapter, load_base, resolve_base, set_cpu_threads
+    from ohlora.training.memory_data import load_synonyms
+    from ohlora.training.writer_data import read_writer_rows
+    from ohlora.training.writer_fit import fit_writer_policy
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    cfg = cfg.resolved()
+    out = Path(cfg.output)
+    if not (out / "adapter_config.json").is_file():
+        raise OhloraError(f"{out} holds no writer adapter to calibrate (no adapter_config.json)")
+    train_rows, valid_rows = training_rows(cfg)
+    if not valid_rows:
+        raise OhloraError("no validation rows to calibrate on (valid_share is 0)")
+    set_cpu_threads(cfg.threads or None)
+    model, tok = load_base(resolve_base(cfg.base))
+    model = load_adapter(model, out, name=WRITER_NAME)
+    fmt = WriterFormat.load(out)
+    gen = writer_generator(model, tok, load_head_vocab(out), WRITER_NAME)
+    writer = ConstrainedWriter(gen, tok, fmt, WriterPolicy(schema_keys(train_rows + valid_rows)))
+    synonyms = load_synonyms(Path(cfg.synonyms))
+    writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log, out_dir=out)
+    writer.policy.save(out)
+    metrics = evaluate_writer(writer, read_writer_rows(Path(cfg.test_file)), synonyms, out, progress=True)
+    (out / EVAL_FILE).write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+    meta_path = out / META_FILE
+    meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    meta["test_metrics"] = metrics
+    meta_path.write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    log("test: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
+    return metrics
