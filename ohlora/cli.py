@@ -360,21 +360,24 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
 
 
 @train.command("memory")
-@click.option("--base", "-b", default=None, help="Base model (causal LM or encoder) [default: gemma-3-270m].")
+@click.option("--base", "-b", default=None,
+              help="Base model: embeddinggemma-300m (default), gemma-3-270m (the chat's: the 'shared' encoder), "
+                   "or any causal LM / encoder id or dir.")
 @click.option("--train-combs", type=click.Path(dir_okay=False), default=None, help="Training combinations [bundled].")
 @click.option("--test-combs", type=click.Path(dir_okay=False), default=None, help="Test combinations [bundled].")
 @click.option("--synonyms", type=click.Path(dir_okay=False), default=None, help="Synonym groups YAML [bundled].")
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
               help="Adapter directory [default: $OHLORA_HOME/adapters/memory-<base>].")
 @click.option("--loss", type=click.Choice(["matrix", "pair"]), default=None, help="Loss [matrix].")
-@click.option("--steps", type=int, default=None, help="Optimizer steps [400].")
-@click.option("--k", type=int, default=None, help="Matrix loss: texts of each side per step [24].")
+@click.option("--steps", type=int, default=None, help="Optimizer steps [per base: 300 EmbeddingGemma, 400 Gemma].")
+@click.option("--k", type=int, default=None, help="Matrix loss: texts of each side per step [16 / 24].")
 @click.option("--sampling", type=click.Choice(["grouped", "random"]), default=None,
               help="Matrix loss: how a step's texts are drawn [grouped].")
 @click.option("--batch-size", type=int, default=None, help="Pair loss: pairs per step [16].")
-@click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [5e-4].")
+@click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [3e-4 / 5e-4].")
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank [16].")
-@click.option("--lora-targets", default=None, help="Comma-separated module names [causal LM: attention + MLP projections; encoder: attention].")
+@click.option("--lora-targets", default=None, help="Comma-separated module names [attention + MLP projections "
+                                                     "where the model has them, else attention].")
 @click.option("--pooling", type=click.Choice(["mean", "last", "lastmean"]), default=None,
               help="How a text's hidden states become one vector [last].")
 @click.option("--item-template", default=None,
@@ -388,7 +391,7 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
                    "template (causal LM, matrix loss) [0.05]; 0 turns it off.")
 @click.option("--contrastive", type=float, default=None,
               help="Weight of an added InfoNCE term on the matrix loss's cosines (ranks the right item "
-                   "first) [0].")
+                   "first) [0.01 EmbeddingGemma, 0 Gemma].")
 @click.option("--threads", type=int, default=None, help="CPU threads.")
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -1,7 +1,9 @@
-"""End to end on the real embedded default model (Gemma 3 270M from PyPI) and the shipped adapters.
+"""End to end on the real default models and the shipped adapters: Gemma 3 270M (embedded, from
+PyPI) with the chat and writer adapters, and EmbeddingGemma-300M (from PyPI chunks) with the memory
+adapter and its recall policy.
 
-Slow: minutes on CPU. The model is prepared once per session in a fresh home (that run is also
-the first-start test); every test then gets its own home sharing that prepared model.
+Slow: minutes on CPU. The models are prepared once per session in a fresh home (that run is also
+the first-start test); every test then gets its own home sharing those prepared models.
 """
 
 import json
@@ -13,11 +15,16 @@ import sys
 
 import pytest
 
-from ohlora.memory.loading import shipped_memory_adapter
+from ohlora.memory.loading import shipped_memory_adapter, shipped_writer_adapter
 from ohlora.models import shipped_adapter
 
 pytestmark = pytest.mark.slow
 HANGUL = re.compile(r"[가-힣]")
+# The shipped adapters' measured levels on the bundled test splits (README, Memory); the guards
+# allow a point of run-to-run noise (thread counts change float sums).
+SHIPPED = {"mse": 0.0266, "corr": 0.6302, "top1": 0.4000, "false_recall": 0.0333, "recall_at_5": 0.8667}
+SHARED_TOP1 = 0.3333
+WRITER = {"precision": 0.8684, "recall": 0.4889, "false_store_rate": 0.0095}
 
 
 def ohlora(*args, input=None, home=None):
@@ -48,20 +55,26 @@ def home(prepared, ohlora_home):
 def test_prepare_converts_once_and_shows_the_gemma_terms(prepared):
     home, first, second = prepared
     model_dir = home / "models" / "gemma-3-270m"
-    assert first.stdout.strip() == str(model_dir)
+    eg_dir = home / "models" / "embeddinggemma-300m"
+    assert first.stdout.split() == [str(model_dir), str(eg_dir)]
     assert "Gemma Terms of Use" in first.stderr and (model_dir / "GEMMA_TERMS.html").exists()
     assert (model_dir / "model.safetensors").exists() and not list(model_dir.glob("*.gguf"))
-    assert "Preparing" not in second.stderr  # cached: no second dequantization
+    assert (eg_dir / "model.safetensors").stat().st_size > 1_000_000_000 and (eg_dir / "NOTICE").exists()
+    assert not list((home / "models").glob(".*.tmp"))  # the chunk wheels and the zip are gone
+    assert "Preparing" not in second.stderr  # cached: no second dequantization or download
 
 
 def test_chat_stores_a_memory_and_a_new_process_recalls_it(home):
     assert shipped_adapter("gemma-3-270m") is not None, "the chat adapter must ship in the package"
+    assert shipped_writer_adapter("gemma-3-270m") is not None, "the memory writer must ship in the package"
     turn = json.loads(ohlora("ask", "-u", "e2e", "--json", "-t", "0", "나 내일 면접 있어").stdout.splitlines()[-1])
     assert HANGUL.search(turn["answer"]) and turn["finish_reason"] == "stop"
-    assert [s["text"] for s in turn["stored"]] == ["[내일 일정: 면접]"]  # the model's own tag, stored
-    # a new process: the memory comes back from the database
+    assert [s["text"] for s in turn["stored"]] == ["[내일 일정: 면접]"]  # what the writer made of the message
+    assert turn["writer"]["reason"] == "ok" and turn["writer"]["ms"] > 0
+    # a new process: the memory comes back from the database, through both recall stages
     turn = json.loads(ohlora("ask", "-u", "e2e", "--json", "-t", "0", "내일 뭐 입고 가지").stdout.splitlines()[-1])
-    assert turn["recalled"]["text"] == "[내일 일정: 면접]" and turn["recalled"]["score"] >= 0.6
+    assert turn["recalled"]["text"] == "[내일 일정: 면접]" and 0 < turn["recalled"]["score"] <= 1
+    assert "cosine" in turn["recalled"] and turn["stored"] == []  # the recalled item is not written again
     assert HANGUL.search(turn["answer"])
     with sqlite3.connect(home / "memory.sqlite3") as db:
         assert db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 1  # cached item vector
@@ -75,13 +88,29 @@ def test_unrelated_message_recalls_nothing(home):
     assert turn["recalled"] is None
 
 
-def test_shipped_memory_encoder_keeps_its_measured_quality(home):
-    """Guards the shipped encoder's measured test metrics (MSE 0.0294, corr 0.576, top-1 33.3%,
-    false recall 16.7%). The project's targets (MSE <= 0.030, corr >= 0.80, top-1 >= 85%) are not
-    all reached: see the README."""
-    assert shipped_memory_adapter("gemma-3-270m") is not None
+def test_shipped_memory_pipeline_keeps_its_measured_quality(home):
+    """Guards the shipped memory pipeline's measured test metrics (see the README's Memory section);
+    the issue's targets (top-1 >= 85% at false recall <= 10%) are not reached."""
+    assert shipped_memory_adapter("embeddinggemma-300m") is not None
     m = json.loads(ohlora("eval", "memory", "--json").stdout.strip().splitlines()[-1])
-    assert m["mse"] <= 0.030 and m["corr"] >= 0.56 and m["top1_accuracy"] >= 0.32 and m["false_recall"] <= 0.19, m
+    r = m["recall"]
+    assert m["mse"] <= SHIPPED["mse"] + 0.002 and m["corr"] >= SHIPPED["corr"] - 0.01, m
+    assert r["method"] == "calibrated" and r["top1_accuracy"] >= SHIPPED["top1"] - 0.01, r
+    assert r["false_recall"] <= SHIPPED["false_recall"] + 0.01 and r["recall_at_5"] >= SHIPPED["recall_at_5"] - 0.01, r
+    assert r["decision_ms_50"] < 50, r
+
+
+def test_shared_memory_adapter_keeps_its_measured_quality(home):
+    """The light path (the memory adapter on the chat's Gemma 3 270M, no EmbeddingGemma)."""
+    m = json.loads(ohlora("eval", "memory", "--encoder", "shared", "--json").stdout.strip().splitlines()[-1])
+    assert m["mse"] <= 0.030 and m["corr"] >= 0.56 and m["encoder"]["rank1_accuracy"] >= 0.56, m
+    assert m["recall"]["method"] == "calibrated" and m["recall"]["top1_accuracy"] >= SHARED_TOP1 - 0.01, m
+
+
+def test_shipped_writer_keeps_its_measured_quality(home):
+    m = json.loads(ohlora("eval", "writer", "--json").stdout.strip().splitlines()[-1])
+    assert m["precision"] >= WRITER["precision"] - 0.01 and m["recall"] >= WRITER["recall"] - 0.01, m
+    assert m["false_store_rate"] <= WRITER["false_store_rate"] + 0.01, m
 
 
 def test_shipped_adapter_answers_in_character(home):

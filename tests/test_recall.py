@@ -52,7 +52,9 @@ def test_bank_votes_for_the_keys_of_the_nearest_training_messages(tmp_path):
 def test_gap_is_measured_against_the_best_item_of_another_key():
     gap = gap_to_other_keys(np.array([0.9, 0.8, 0.3]), ["a", "a", "b"])
     assert np.allclose(gap, [0.6, 0.5, -0.6])
-    assert np.allclose(gap_to_other_keys(np.array([0.5]), ["a"]), [1.0])
+    # one memory, or rivals below 0: measured against 0, so a lone item is no clear winner
+    assert np.allclose(gap_to_other_keys(np.array([0.5]), ["a"]), [0.5])
+    assert np.allclose(gap_to_other_keys(np.array([0.4, -0.2]), ["a", "b"]), [0.4, -0.6])
 
 
 def test_decider_scores_only_the_shortlist_and_cosine_policy_is_the_cosine():

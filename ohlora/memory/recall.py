@@ -11,8 +11,9 @@ shortlisted item a probability that it is the memory this message is about, from
          each for the item's key as much as its own key resembles it (key IoU, synonyms = 1);
   known  1 if the item's key (or a synonym) occurs in the bank: for a key never seen in
          training, knn says nothing and only the cosine can speak;
-  gap    the item's cosine minus the best cosine of an item with another key (how far it
-         stands out from the rest of the user's memories);
+  gap    the item's cosine minus the best cosine of an item with another key, or minus 0 if that
+         is lower or there is none (how far it stands out from the rest of the user's memories;
+         the floor keeps a user with one or two memories from looking like a clear winner);
   cos_known, knn_known  interactions, so that seen and unseen keys get their own weights.
 
 A logistic regression on those, fit on the validation split, gives P(relevant); the threshold on
@@ -98,6 +99,7 @@ class KeyBank:
         self.vectors = np.asarray(vectors, dtype=np.float32)  # (N, D), rows L2-normalized
         self.synonyms = synonyms or {}
         self.raw_keys = list(keys)
+        self.fingerprint = ""
         canon = [self.canon(k) for k in keys]
         self.keys = sorted(set(canon))  # (U,) distinct canonical keys
         index = {k: i for i, k in enumerate(self.keys)}
@@ -134,9 +136,11 @@ class KeyBank:
         np.add.at(out, self.key_of[top], w / w.sum())
         return out
 
-    def save(self, directory: Path) -> Path:
+    def save(self, directory: Path, fingerprint: str = "") -> Path:
+        """`fingerprint`: the adapter's content hash, so that a stale bank is never reused."""
         path = Path(directory) / BANK_FILE
-        np.savez_compressed(path, vectors=self.vectors.astype(np.float16), keys=np.array(self.raw_keys))
+        np.savez_compressed(path, vectors=self.vectors.astype(np.float16), keys=np.array(self.raw_keys),
+                            fingerprint=np.array(fingerprint))
         return path
 
     @classmethod
@@ -145,7 +149,9 @@ class KeyBank:
         if not path.is_file():
             raise OhloraError(f"{path} is missing: the recall policy needs its bank (run `ohlora train recall`)")
         data = np.load(path, allow_pickle=False)
-        return cls(data["vectors"].astype(np.float32), [str(k) for k in data["keys"]], synonyms)
+        bank = cls(data["vectors"].astype(np.float32), [str(k) for k in data["keys"]], synonyms)
+        bank.fingerprint = str(data["fingerprint"]) if "fingerprint" in data else ""
+        return bank
 
 
 def candidate_features(cos: np.ndarray, item_keys: list[str], rows: np.ndarray, q: np.ndarray | None,
@@ -167,17 +173,18 @@ def candidate_features(cos: np.ndarray, item_keys: list[str], rows: np.ndarray, 
     return np.stack([cols[f] for f in names], axis=1).reshape(len(rows), len(names))
 
 
-def gap_to_other_keys(cos: np.ndarray, keys: list[str]) -> np.ndarray:
-    """(N,) each item's cosine minus the best cosine among items with a different key (-1 .. 2);
-    1.0 when every item has the same key. O(N): only the two best keys matter."""
+def gap_to_other_keys(cos: np.ndarray, keys: list[str], floor: float = 0.0) -> np.ndarray:
+    """(N,) each item's cosine minus the best cosine among items with a different key, that best
+    taken as at least `floor` (and `floor` when every item has the same key). O(N): only the two
+    best keys matter."""
     best: dict[str, float] = {}
     for c, k in zip(cos, keys):
         best[k] = max(best.get(k, -2.0), float(c))
     ranked = sorted(best.items(), key=lambda kv: -kv[1])
     out = np.empty(len(cos), dtype=np.float32)
     for i, (c, k) in enumerate(zip(cos, keys)):
-        other = next((v for kk, v in ranked if kk != k), None)
-        out[i] = 1.0 if other is None else float(c) - other
+        other = next((v for kk, v in ranked if kk != k), floor)
+        out[i] = float(c) - max(other, floor)
     return out
 
 

@@ -227,8 +227,10 @@ def _copy_licence(spec, out: Path) -> None:
 
     src = Path(spec.location)
     if "gemma" in spec.name.lower() or (src / "GEMMA_TERMS.html").exists():
+        # the base's own notice (Gemma 3 270M, EmbeddingGemma-300M, ...) when it has one
+        notice = (src / "NOTICE").read_text(encoding="utf-8").strip() if (src / "NOTICE").is_file() else GEMMA_NOTICE
         (out / "NOTICE").write_text(
-            "This adapter is a derivative of Gemma. " + GEMMA_NOTICE.replace(" beside the model", " beside it") + "\n",
+            "This adapter is a derivative of Gemma. " + notice.replace(" beside the model", " beside it") + "\n",
             encoding="utf-8")
         if (src / "GEMMA_TERMS.html").exists():
             shutil.copy(src / "GEMMA_TERMS.html", out / "GEMMA_TERMS.html")

