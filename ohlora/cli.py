@@ -389,6 +389,11 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
 @click.option("--key-loss", type=float, default=None,
               help="Weight of the auxiliary loss that has the model write the line's key after each "
                    "template (causal LM, matrix loss) [0.05]; 0 turns it off.")
+@click.option("--valid-combs", type=click.Path(dir_okay=False), default=None,
+              help="Validation combinations the recall policy is fit on at the end [bundled].")
+@click.option("--no-recall-fit", "fit_recall", flag_value=False, default=None,
+              help="Do not fit the second recall stage at the end (the bi-encoder alone, e.g. for the "
+                   "original's comparison).")
 @click.option("--contrastive", type=float, default=None,
               help="Weight of an added InfoNCE term on the matrix loss's cosines (ranks the right item "
                    "first) [0.01 EmbeddingGemma, 0 Gemma].")
