@@ -21,7 +21,7 @@ def fill_store(store, user: str, n: int, combs) -> None:
 
 def run_memory_bench(encoder_name: str, base: str, sizes: list[int], queries: int, as_json: bool,
                      out: Path | None = None) -> list[dict]:
-    from ohlora.memory.loading import load_decider, load_memory_encoder
+    from ohlora.memory.loading import load_memory_encoder, load_recall
     from ohlora.memory.retrieval import Retriever
     from ohlora.memory.store import MemoryStore
     from ohlora.models import set_cpu_threads
@@ -36,7 +36,8 @@ def run_memory_bench(encoder_name: str, base: str, sizes: list[int], queries: in
     for n in sizes:
         store = MemoryStore()
         fill_store(store, "bench", n, combs)
-        retriever = Retriever(encoder, store, decider=load_decider(encoder.adapter_dir))  # both stages
+        decider, reference = load_recall(encoder)
+        retriever = Retriever(encoder, store, decider=decider, reference=reference)  # both stages
         click.echo(f"  {n} items: encoding them into the cache, then timing {len(messages)} queries "
                    "and re-encoding every item per query (the baseline)...", err=True)
         t = time.perf_counter()

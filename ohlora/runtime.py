@@ -15,7 +15,7 @@ from ohlora.config import ChatConfig
 from ohlora.fast_generation import FastGenerator, load_head_vocab
 from ohlora.generation import HFGenerator
 from ohlora.memory.encoder import HiddenStateEncoder
-from ohlora.memory.loading import (attach_memory_adapter, attach_writer, load_adapter_encoder, load_decider,
+from ohlora.memory.loading import (attach_memory_adapter, attach_writer, load_adapter_encoder, load_recall,
                                    read_meta, resolve_memory_encoder, shipped_writer_adapter)
 from ohlora.memory.retrieval import Retriever
 from ohlora.memory.writer import ChatTagWriter
@@ -101,8 +101,8 @@ def build_retriever(model, tokenizer, base_name: str, cfg: ChatConfig, store: Me
             model, encoder = attach_memory_adapter(model, tokenizer, base_name, which)
         else:
             encoder = load_adapter_encoder(which)
-    decider = load_decider(encoder.adapter_dir)
-    return model, Retriever(encoder, store, cfg.memory_threshold, decider)
+    decider, reference = load_recall(encoder)
+    return model, Retriever(encoder, store, cfg.memory_threshold, decider, reference)
 
 
 def build_writer(model, tokenizer, base_name: str, cfg: ChatConfig, log):

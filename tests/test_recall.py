@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ohlora.errors import OhloraError
-from ohlora.evaluation.recall import recall_at_k, recall_report, split_scores
+from ohlora.evaluation.recall import recall_at_k, recall_report, split_scores, substores
 from ohlora.memory.recall import Decider, KeyBank, RecallPolicy, gap_to_other_keys
 from ohlora.memory.retrieval import Retriever
 from ohlora.memory.store import MemoryStore
@@ -22,7 +22,8 @@ def unit(*xs):
 
 
 def test_policy_round_trips_and_is_validated(tmp_path):
-    p = RecallPolicy("calibrated", 0.42, 5, ("cos", "knn"), (2.0, 3.0), -1.0, 7, 0.1, {"split": "validation"})
+    p = RecallPolicy("calibrated", 0.42, 5, ("cos", "knn", "cos_ref"), (2.0, 3.0, 1.0), -1.0, 7, 0.1, "base",
+                     fit={"split": "validation"})
     p.save(tmp_path)
     assert RecallPolicy.load(tmp_path) == p
     assert RecallPolicy.load(tmp_path / "nowhere") == RecallPolicy()  # no file: the plain cosine policy
@@ -30,6 +31,8 @@ def test_policy_round_trips_and_is_validated(tmp_path):
         RecallPolicy("calibrated", 0.5, 5, ("cos", "knn"), (1.0,))
     with pytest.raises(OhloraError, match="unknown features"):
         RecallPolicy("calibrated", 0.5, 5, ("magic",), (1.0,))
+    with pytest.raises(OhloraError, match="reference: base"):
+        RecallPolicy("calibrated", 0.5, 5, ("cos_ref",), (1.0,))
     (tmp_path / "recall.yaml").write_text("method: [oops\n")
     with pytest.raises(OhloraError, match="not a valid recall policy"):
         RecallPolicy.load(tmp_path)
@@ -136,3 +139,34 @@ def test_retriever_uses_the_policy_threshold_and_reports_both_stages(keyword_enc
     assert "cosine" in best.as_dict()
     assert r.best("kim", "안녕 반가워") is None
     assert Retriever(keyword_encoder, store, threshold=0.999, decider=Decider(p)).best("kim", "나 너무 떨려") is None
+
+
+def test_the_reference_encoders_cosines_feed_the_decision(keyword_encoder):
+    """A policy with reference features gets a second encoder's cosines; its item vectors are cached too."""
+    store = MemoryStore()
+    store.add("kim", "오늘 일정", "발표")
+    store.add("kim", "좋아하는 음식", "떡볶이")
+    ref = KeywordEncoder([["배고", "떡볶이"], ["발표"]], id="reference-fake")  # knows only two words
+    p = RecallPolicy("calibrated", 0.5, 5, ("cos_ref", "gap_ref"), (4.0, 4.0), -3.0, reference="base")
+    with pytest.raises(OhloraError, match="reference encoder"):
+        Retriever(keyword_encoder, store, decider=Decider(p))
+    r = Retriever(keyword_encoder, store, decider=Decider(p), reference=ref)
+    assert r.best("kim", "배고파").item.key == "좋아하는 음식"  # both agree
+    # the main encoder matches 떨려 to the schedule; the reference knows nothing of it: no recall
+    assert r.scores("kim", "나 너무 떨려")[0].cosine == pytest.approx(1.0) and r.best("kim", "나 너무 떨려") is None
+    assert ref.encoded[:2] == ["[오늘 일정: 발표]", "[좋아하는 음식: 떡볶이]"]  # items once, then queries only
+    r.best("kim", "배고파")
+    assert ref.encoded.count("[오늘 일정: 발표]") == 1
+
+
+def test_substores_hold_the_own_item_or_nothing_of_the_key():
+    combs = parse_combs(COMBS)
+    s = split_scores(KeywordEncoder(GROUPS), Decider(RecallPolicy()), combs, {})
+    rows = substores(s, 4, repeats=20, seed=0, without_right=0.5)
+    with_right = [s.truth[r % len(combs), st].max() >= 1 for r, st in enumerate(rows)]
+    assert all(len(st) == 4 and len(set(st)) == 4 for st in rows)
+    assert 0.3 < 1 - sum(with_right) / len(rows) < 0.7  # about half hold nothing the message is about
+    for r, st in enumerate(rows):
+        m = r % len(combs)
+        if with_right[r]:
+            assert s.items.index(combs[m].memory) in st  # the message's own item is always in its store

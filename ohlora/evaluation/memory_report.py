@@ -29,7 +29,7 @@ def run_memory_eval(combs: Path | None, pairs: Path | None, encoder: str, base: 
                     recall_threshold: float | None, output: Path | None, as_json: bool) -> dict:
     from ohlora.evaluation.memory import evaluate_memory
     from ohlora.evaluation.recall import decision_latency, recall_report, split_scores
-    from ohlora.memory.loading import load_decider, load_memory_encoder
+    from ohlora.memory.loading import load_memory_encoder, load_recall
     from ohlora.paths import home_dir
     from ohlora.training.llm_config import bundled
     from ohlora.training.memory_data import load_combs, load_synonyms, make_pairs, read_pairs, read_pairs_from_rows
@@ -49,15 +49,17 @@ def run_memory_eval(combs: Path | None, pairs: Path | None, encoder: str, base: 
     result = {**{k: stage1[k] for k in ("mse", "mae", "corr", "n_pairs")}, "encoder": stage1}
     click.echo(f"## Bi-encoder ({enc.id}), cosine threshold {threshold}\n\n" + table(stage1, ENCODER_ROWS))
     if lines is not None:
-        decider = load_decider(getattr(enc, "adapter_dir", None))
+        decider, reference = load_recall(enc)
         t = decider.policy.threshold if recall_threshold is None else recall_threshold
-        s = split_scores(enc, decider, lines, synonyms)
+        s = split_scores(enc, decider, lines, synonyms, reference)
         train_keys = {c.key for c in load_combs(Path(bundled("data", "memory", "train_combs.txt")))}
         recall = {"method": decider.policy.method, "threshold": t,
-                  **recall_report(s, t, train_keys, synonyms), **decision_latency(enc, decider, s)}
+                  **recall_report(s, t, train_keys, synonyms),
+                  **decision_latency(enc, decider, s, reference=reference)}
         result["recall"] = recall
+        ref = ", with the reference encoder" if reference is not None else ""
         click.echo(f"\n## Recall as the chat does it: {decider.policy.method} decision at {t:.3f} "
-                   f"(stage 1 shortlist {decider.policy.shortlist})\n\n"
+                   f"(stage 1 shortlist {decider.policy.shortlist}{ref})\n\n"
                    + table(recall, RECALL_ROWS + ("encode_query_ms", "decision_ms_10", "decision_ms_50")))
     (out / "memory_eval.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
     click.echo(f"pairs: {out / 'memory_pairs.csv'}  plot: {out / 'memory_scatter.png'}  "

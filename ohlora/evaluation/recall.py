@@ -38,25 +38,37 @@ class SplitScores:
     final: np.ndarray  # (M, I) stage 2's decision scores (-inf outside the shortlist)
     truth: np.ndarray  # (M, I) 1.0 where the item has the message's key
     q: np.ndarray  # (M, D) message vectors
+    ref_cos: np.ndarray | None = None  # (M, I) the reference encoder's cosines, if the policy uses them
+    ref_q: np.ndarray | None = None  # (M, D') the reference encoder's message vectors
 
 
-def split_scores(encoder: MemoryEncoder, decider: Decider, combs: list[Comb], synonyms: dict[str, str]) -> SplitScores:
+def split_scores(encoder: MemoryEncoder, decider: Decider, combs: list[Comb], synonyms: dict[str, str],
+                 reference: MemoryEncoder | None = None) -> SplitScores:
+    """Both stages for every message of `combs` against all of its distinct items; `reference`:
+    the reference encoder (its cosines are kept whenever it is given, used if the policy asks)."""
     items = sorted({c.memory for c in combs})
     item_keys = [next(c.key for c in combs if c.memory == t) for t in items]
     q = encoder.encode_query([c.message for c in combs])  # (M, D)
     cos = q @ encoder.encode(items).T  # (M, I)
-    final = np.stack([decider.score(cos[m], item_keys, q[m]) for m in range(len(combs))])
+    ref_q = ref_cos = None
+    if reference is not None:
+        ref_q = reference.encode_query([c.message for c in combs])  # (M, D')
+        ref_cos = ref_q @ reference.encode(items).T  # (M, I)
+    final = np.stack([decider.score(cos[m], item_keys, q[m], None if ref_cos is None else ref_cos[m])
+                      for m in range(len(combs))])
     truth = np.array([[1.0 if key_similarity(c.key, k, synonyms) >= 1.0 else 0.0 for k in item_keys] for c in combs])
     return SplitScores([c.message for c in combs], [c.key for c in combs], [c.value for c in combs], items, item_keys,
-                       cos, final, truth, q)
+                       cos, final, truth, q, ref_cos, ref_q)
 
 
-def substores(s: SplitScores, size: int, repeats: int, seed: int = 0) -> list[np.ndarray]:
+def substores(s: SplitScores, size: int, repeats: int, seed: int = 0, without_right: float = 0.0) -> list[np.ndarray]:
     """Stores of `size` items per message, as a user would have: the message's own line's item
     (the memory it was written for) plus random others of the split, `repeats` draws per message.
-    Returns (R*M, size) item indices; a split with at most `size` items gives the whole split."""
+    A share `without_right` of the stores hold no item of the message's key at all (a message
+    that nothing stored is about). Returns R*M rows of item indices; a split with at most `size`
+    items (and no store without the right items) gives the whole split."""
     n = len(s.items)
-    if n <= size:
+    if n <= size and not without_right:
         return [np.arange(n) for _ in range(len(s.messages))]
     rng = np.random.default_rng(seed)
     own = [s.items.index(f"[{k}: {v}]") if f"[{k}: {v}]" in s.items else None
@@ -64,7 +76,11 @@ def substores(s: SplitScores, size: int, repeats: int, seed: int = 0) -> list[np
     rows = []
     for _ in range(repeats):
         for m in range(len(s.messages)):
-            others = rng.choice(n, size=size, replace=False)
+            if rng.random() < without_right:
+                pool = np.flatnonzero(s.truth[m] < 1.0)  # every item of another key
+                rows.append(rng.choice(pool, size=min(size, len(pool)), replace=False))
+                continue
+            others = rng.choice(n, size=min(size, n), replace=False)
             if own[m] is not None and own[m] not in others:
                 others[0] = own[m]
             rows.append(others)
@@ -100,22 +116,28 @@ def recall_report(s: SplitScores, threshold: float, train_keys: set[str] | None 
 
 
 def decision_latency(encoder: MemoryEncoder, decider: Decider, s: SplitScores, sizes=(10, 50),
-                     repeats: int = 20) -> dict:
-    """Milliseconds per message, items' vectors cached (as in chat): encoding the message, and the
-    decision itself (stage 1 cosines + stage 2) for a user with n stored items."""
+                     repeats: int = 20, reference: MemoryEncoder | None = None) -> dict:
+    """Milliseconds per message, items' vectors cached (as in chat): encoding the message (with
+    the reference encoder too when the policy uses one), and the decision itself (stage 1
+    cosines + stage 2) for a user with n stored items."""
     rng = np.random.default_rng(0)
+    use_ref = decider.needs_reference and reference is not None
     vecs = encoder.encode(s.items)  # (I, D)
+    ref_vecs = reference.encode(s.items) if use_ref else None
     out = {}
     msgs = s.messages[:repeats]
     t = time.perf_counter()
     for m in msgs:
         encoder.encode_query([m])
+        if use_ref:
+            reference.encode_query([m])
     out["encode_query_ms"] = 1000 * (time.perf_counter() - t) / len(msgs)
     for n in sizes:
         pick = rng.choice(len(s.items), size=min(n, len(s.items)), replace=False)
         mat, keys = vecs[pick], [s.item_keys[i] for i in pick]
         t = time.perf_counter()
         for i in range(len(msgs)):
-            decider.score(mat @ s.q[i], keys, s.q[i])
+            ref = ref_vecs[pick] @ s.ref_q[i] if use_ref else None
+            decider.score(mat @ s.q[i], keys, s.q[i], ref)
         out[f"decision_ms_{n}"] = 1000 * (time.perf_counter() - t) / len(msgs)
     return out

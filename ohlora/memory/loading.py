@@ -101,6 +101,12 @@ def load_adapter_encoder(adapter_dir: Path):
     return enc
 
 
+def load_recall(encoder):
+    """(decider, reference encoder or None) for an encoder, from the policy beside its adapter."""
+    decider = load_decider(getattr(encoder, "adapter_dir", None))
+    return decider, (reference_encoder(encoder) if decider.needs_reference else None)
+
+
 def load_decider(adapter_dir: Path | None):
     """Stage 2 for an encoder: the recall policy (and its bank) saved beside the adapter; the
     plain cosine policy (the original design) when there is none."""
@@ -134,6 +140,15 @@ def untrained_encoder(base: str) -> HiddenStateEncoder:
     model, tok, kind, head = load_encoder_backbone(base)
     fmt = EncoderFormat.from_dict(sentence_transformers_format(resolve_encoder_base(base))) if kind == "encoder" else None
     return HiddenStateEncoder(model.eval(), tok, name=base, head=head, fmt=fmt)
+
+
+def reference_encoder(encoder: HiddenStateEncoder) -> HiddenStateEncoder:
+    """The memory adapter's base model with the adapter switched off, same prompts, pooling and
+    head: the reference encoder of a policy with `reference: base`. No second model is loaded."""
+    name = encoder.id.split(":")[1].split("+")[0] if ":" in encoder.id else encoder.id
+    ref = HiddenStateEncoder(encoder.model, encoder.tokenizer, layer=encoder.layer, name=f"{name}:reference",
+                             batch_size=encoder.batch_size, adapter=None, fmt=encoder.fmt, head=encoder.head)
+    return ref
 
 
 def memory_adapter_dir(encoder) -> Path | None:

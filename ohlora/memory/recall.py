@@ -14,7 +14,12 @@ shortlisted item a probability that it is the memory this message is about, from
   gap    the item's cosine minus the best cosine of an item with another key, or minus 0 if that
          is lower or there is none (how far it stands out from the rest of the user's memories;
          the floor keeps a user with one or two memories from looking like a clear winner);
-  cos_known, knn_known  interactions, so that seen and unseen keys get their own weights.
+  cos_known, knn_known  interactions, so that seen and unseen keys get their own weights;
+  cos_ref, gap_ref  the same cosine and gap from the reference encoder: the memory adapter's base
+         model with the adapter switched off (`reference: base`). For EmbeddingGemma that is its
+         own pretrained retrieval embedding, which ranks keys never seen in training better than
+         the fine-tuned one does; together they beat either (docs/memory.md). It costs a second
+         forward pass per message; its item vectors are cached like the others.
 
 A logistic regression on those, fit on the validation split, gives P(relevant); the threshold on
 it is chosen on the same split for a false-recall target (`ohlora train recall`). The policy is
@@ -33,7 +38,8 @@ from ohlora.errors import OhloraError
 
 POLICY_FILE = "recall.yaml"
 BANK_FILE = "recall_bank.npz"
-FEATURES = ("cos", "knn", "known", "gap", "cos_known", "knn_known")
+FEATURES = ("cos", "knn", "known", "gap", "cos_known", "knn_known", "cos_ref", "gap_ref")
+REFERENCES = ("", "base")
 METHODS = ("cosine", "calibrated")
 
 
@@ -53,6 +59,9 @@ class RecallPolicy:
     """Bank neighbours that vote in the knn feature."""
     temperature: float = 0.05
     """Softmax temperature over the neighbours' cosines."""
+    reference: str = ""
+    """"base": the cos_ref/gap_ref features come from the memory adapter's base model with the
+    adapter off; "": no reference encoder."""
     fit: dict = field(default_factory=dict)
     """How and on what the policy was fit (split, metrics there): for the record."""
 
@@ -66,6 +75,10 @@ class RecallPolicy:
             raise OhloraError("recall policy: one coefficient per feature is needed")
         if self.shortlist < 1 or self.neighbours < 1 or self.temperature <= 0:
             raise OhloraError("recall policy: shortlist and neighbours must be >= 1, temperature > 0")
+        if self.reference not in REFERENCES:
+            raise OhloraError(f"recall policy: reference must be one of {REFERENCES}, not {self.reference!r}")
+        if any(f.endswith("_ref") for f in self.features) and not self.reference:
+            raise OhloraError("recall policy: the *_ref features need `reference: base`")
 
     @property
     def needs_bank(self) -> bool:
@@ -155,10 +168,17 @@ class KeyBank:
 
 
 def candidate_features(cos: np.ndarray, item_keys: list[str], rows: np.ndarray, q: np.ndarray | None,
-                       bank: KeyBank | None, policy: RecallPolicy, names: tuple[str, ...]) -> np.ndarray:
+                       bank: KeyBank | None, policy: RecallPolicy, names: tuple[str, ...],
+                       ref_cos: np.ndarray | None = None) -> np.ndarray:
     """(R, F) features of the candidates `rows` among a user's N items for one message.
-    `cos`: (N,) every item's cosine (gap looks at all of them); `q`: (D,) the message's vector."""
+    `cos`: (N,) every item's cosine (gap looks at all of them); `q`: (D,) the message's vector;
+    `ref_cos`: (N,) the reference encoder's cosines (for cos_ref, gap_ref)."""
     cols: dict[str, np.ndarray] = {"cos": cos[rows].astype(np.float32)}
+    if any(f.endswith("_ref") for f in names):
+        if ref_cos is None:
+            raise OhloraError("the recall policy's *_ref features need the reference encoder's cosines")
+        cols["cos_ref"] = ref_cos[rows].astype(np.float32)
+        cols["gap_ref"] = gap_to_other_keys(ref_cos, item_keys)[rows]
     keys = [item_keys[i] for i in rows]
     if any(f in names for f in ("knn", "known", "cos_known", "knn_known")):
         if bank is None or q is None:
@@ -200,7 +220,12 @@ class Decider:
             raise OhloraError("the recall policy needs its bank (recall_bank.npz beside the memory adapter)")
         self.policy, self.bank = policy, bank
 
-    def score(self, cos: np.ndarray, item_keys: list[str], q: np.ndarray | None = None) -> np.ndarray:
+    @property
+    def needs_reference(self) -> bool:
+        return self.policy.method == "calibrated" and bool(self.policy.reference)
+
+    def score(self, cos: np.ndarray, item_keys: list[str], q: np.ndarray | None = None,
+              ref_cos: np.ndarray | None = None) -> np.ndarray:
         """(N,) decision scores for N items: the cosine, or the calibrated probability."""
         p = self.policy
         if p.method == "cosine":
@@ -209,6 +234,6 @@ class Decider:
         if not len(cos):
             return out
         short = np.argsort(-cos, kind="stable")[:p.shortlist]  # stage 1's shortlist, (S,)
-        x = candidate_features(cos, item_keys, short, q, self.bank, p, p.features)  # (S, F)
+        x = candidate_features(cos, item_keys, short, q, self.bank, p, p.features, ref_cos)  # (S, F)
         out[short] = sigmoid(x @ np.asarray(p.coef, dtype=np.float32) + p.intercept)
         return out

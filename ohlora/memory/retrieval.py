@@ -3,7 +3,9 @@
 Stage 1: the bi-encoder's cosine of the message with every stored item (vectors cached in the
 database per encoder). Stage 2 (`recall.Decider`): the recall policy saved beside the memory
 adapter scores stage 1's shortlist (a calibrated probability) or, for the plain cosine policy,
-keeps the cosine. The best item is recalled if its score reaches the threshold.
+keeps the cosine; a policy with reference features also gets the cosines of a reference encoder
+(the memory adapter's base with the adapter off), whose item vectors are cached the same way. The
+best item is recalled if its score reaches the threshold.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ohlora.errors import OhloraError
 from ohlora.memory.encoder import MemoryEncoder
 from ohlora.memory.recall import Decider, RecallPolicy
 from ohlora.memory.store import MemoryItem, MemoryStore
@@ -37,32 +40,39 @@ class Recall:
 
 class Retriever:
     def __init__(self, encoder: MemoryEncoder, store: MemoryStore, threshold: float | None = None,
-                 decider: Decider | None = None):
+                 decider: Decider | None = None, reference: MemoryEncoder | None = None):
         self.encoder = encoder
         self.store = store
         self.decider = decider or Decider(RecallPolicy())
+        self.reference = reference
+        if self.decider.needs_reference and reference is None:
+            raise OhloraError("the recall policy needs its reference encoder (the memory adapter's base)")
         self.threshold = self.decider.policy.threshold if threshold is None else threshold
         """On the decision score: the policy's own (chosen on the validation split) unless given."""
-        self._cache: dict[str, tuple] = {}  # user -> (store version, items, (N, D) matrix)
+        self._cache: dict[tuple[str, str], tuple] = {}  # (user, encoder id) -> (store version, items, (N, D))
 
     @property
     def calibrated(self) -> bool:
         return self.decider.policy.method != "cosine"
 
-    def item_vectors(self, user: str):
+    def item_vectors(self, user: str, encoder: MemoryEncoder | None = None):
         """The user's items and their (N, D) vectors: from memory while the store is unchanged,
         else from the database cache, encoding only items that have no vector for this encoder."""
+        encoder = encoder or self.encoder
         version = self.store.version()
-        hit = self._cache.get(user)
+        hit = self._cache.get((user, encoder.id))
         if hit and hit[0] == version:
             return hit[1], hit[2]
-        have, matrix, missing = self.store.embeddings(user, self.encoder.id)
+        have, matrix, missing = self.store.embeddings(user, encoder.id)
         if missing:
-            vecs = self.encoder.encode([i.text for i in missing])  # (M, D)
-            self.store.put_embeddings(self.encoder.id, missing, vecs)
+            vecs = encoder.encode([i.text for i in missing])  # (M, D)
+            self.store.put_embeddings(encoder.id, missing, vecs)
             have = have + missing
             matrix = vecs if matrix is None else np.concatenate([matrix, vecs])
-        self._cache[user] = (self.store.version(), have, matrix)
+        if have:
+            order = np.argsort([i.id for i in have], kind="stable")  # one item order for every encoder
+            have, matrix = [have[i] for i in order], matrix[order]
+        self._cache[(user, encoder.id)] = (self.store.version(), have, matrix)
         return have, matrix
 
     def scores(self, user: str, message: str) -> list[Recall]:
@@ -73,7 +83,11 @@ class Retriever:
             return []
         q = self.encoder.encode_query([message])[0]  # (D,)
         cos = matrix @ q  # (N,), rows are normalized
-        final = self.decider.score(cos, [i.key for i in have], q)  # (N,)
+        ref_cos = None
+        if self.decider.needs_reference:
+            _, ref_matrix = self.item_vectors(user, self.reference)  # the same items, the same order
+            ref_cos = ref_matrix @ self.reference.encode_query([message])[0]  # (N,)
+        final = self.decider.score(cos, [i.key for i in have], q, ref_cos)  # (N,)
         order = np.lexsort((-cos, -final))  # by decision score, then cosine
         calibrated = self.calibrated
         return [Recall(have[i], float(final[i]) if np.isfinite(final[i]) else 0.0,

@@ -240,7 +240,7 @@ def default_targets(model) -> list[str]:
 
 
 def fit_and_save_recall(encoder, train, valid_path: Path, test_path: Path, synonyms, out: Path, log,
-                        target_false_recall: float = 0.10) -> dict:
+                        target_false_recall: float = 0.10, reference=None) -> dict:
     """Fit the second recall stage on the validation split, save it beside the adapter, and
     return the shipped pipeline's metrics on the test split."""
     from ohlora.evaluation.recall import recall_report, split_scores
@@ -248,9 +248,10 @@ def fit_and_save_recall(encoder, train, valid_path: Path, test_path: Path, synon
     from ohlora.training.memory_data import load_combs
     from ohlora.training.recall_fit import fit_recall, save_recall
 
-    policy, bank, _ = fit_recall(encoder, train, load_combs(valid_path), synonyms, target_false_recall, log=log)
+    policy, bank, _ = fit_recall(encoder, train, load_combs(valid_path), synonyms, target_false_recall, log=log,
+                                 reference=reference)
     save_recall(out, policy, bank)
-    test = split_scores(encoder, Decider(policy, bank), load_combs(test_path), synonyms)
+    test = split_scores(encoder, Decider(policy, bank), load_combs(test_path), synonyms, reference)
     report = recall_report(test, policy.threshold, {c.key for c in train}, synonyms)
     log("recall on test (two stages): " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                                      for k, v in report.items()}))
@@ -398,8 +399,12 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     metrics = evaluate_memory(encoder, test_pairs, cfg.threshold, out, title=f"{out.name} (test)")
     meta["test_metrics"] = metrics
     if cfg.fit_recall:
+        from ohlora.memory.loading import reference_encoder
+
+        encoder.adapter_dir = out
+        reference = reference_encoder(encoder) if kind == "encoder" else None  # see recall_fit.reference_for
         meta["recall_test_metrics"] = fit_and_save_recall(encoder, train, Path(cfg.valid_combs),
-                                                          Path(cfg.test_combs), synonyms, out, log)
+                                                          Path(cfg.test_combs), synonyms, out, log, reference=reference)
     (out / ENCODER_FILE).write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False), encoding="utf-8")
     with (out / "train_log.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, ["step", "loss", "elapsed_s"])

@@ -27,11 +27,16 @@ from ohlora.memory.recall import Decider, KeyBank, RecallPolicy, candidate_featu
 from ohlora.training.memory_data import Comb
 
 DEFAULT_FEATURES = ("cos", "knn", "known", "gap", "cos_known", "knn_known")
+REFERENCE_FEATURES = ("cos_ref", "gap_ref")
+"""Added when a reference encoder is given (the memory adapter's base with the adapter off)."""
 TEMPERATURES = (0.02, 0.05, 0.1)
 STORE_SIZE = 90
 """Items per store when choosing the threshold: the bundled test split's size (90 distinct items)."""
-FIT_STORE_SIZES = (3, 10, 30, 90)
+FIT_STORE_SIZES = (1, 3, 10, 30, 90)
 """Store sizes the logistic model is fit on: users with a few memories as well as many."""
+WITHOUT_RIGHT = 0.5
+"""Share of the fit's stores that hold nothing the message is about: without them the model never
+sees a lone unrelated memory, and a user's only item would look like a match."""
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> tuple[np.ndarray, float]:
@@ -73,15 +78,18 @@ def build_bank(encoder: MemoryEncoder, train: list[Comb], synonyms: dict[str, st
 def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], synonyms: dict[str, str],
                target_false_recall: float = 0.10, shortlist: int = 10,
                features: tuple[str, ...] = DEFAULT_FEATURES, bank: KeyBank | None = None,
-               store_size: int = STORE_SIZE, repeats: int = 5, log=None) -> tuple[RecallPolicy, KeyBank, dict]:
+               store_size: int = STORE_SIZE, repeats: int = 5, log=None,
+               reference: MemoryEncoder | None = None) -> tuple[RecallPolicy, KeyBank, dict]:
     """Fit the calibrated policy on `valid`; returns (policy, bank, report with validation metrics
     of the cosine baseline and of the fitted policy).
 
     Each validation message is scored against stores of its own item and random others
     (`repeats` draws): the logistic model is fit on stores of FIT_STORE_SIZES items (a user with
-    three memories as well as one with ninety), and the threshold is chosen on stores of
+    one memory as well as one with ninety; half of them hold nothing of the message's key, so
+    that "nothing stored is about this" is seen too), and the threshold is chosen on stores of
     `store_size` items, since how likely a wrong item is to pass a threshold grows with the number
-    of stored items: it is chosen for stores of the size it is tested on.
+    of stored items: it is chosen for stores of the size it is tested on. With a `reference`
+    encoder its cosine and gap join the features (`reference: base` in the policy).
     """
     from ohlora.evaluation.recall import split_scores, substores
 
@@ -92,33 +100,38 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
     if bank is None:
         log(f"encoding the bank: {len(train)} training messages ...")
         bank = build_bank(encoder, train, synonyms)
-    base = split_scores(encoder, Decider(RecallPolicy()), valid, synonyms)  # cosines, (M, I)
-    def draw(size: int, seed: int):
-        stores = substores(base, size, repeats, seed)  # (R*M,) rows of item indices
-        msg = [r % len(valid) for r in range(len(stores))]
-        return (msg, [base.truth[m, st] for m, st in zip(msg, stores)], [base.cos[m, st] for m, st in zip(msg, stores)],
-                [[base.item_keys[i] for i in st] for st in stores])
+    if reference is not None:
+        features = tuple(features) + tuple(f for f in REFERENCE_FEATURES if f not in features)
+    base = split_scores(encoder, Decider(RecallPolicy()), valid, synonyms, reference)  # cosines, (M, I)
 
-    msg, truth, cos, keys = draw(store_size, 0)  # for the threshold
+    def draw(size: int, seed: int, without_right: float = 0.0):
+        stores = substores(base, size, repeats, seed, without_right)  # (R*M,) rows of item indices
+        msg = [r % len(valid) for r in range(len(stores))]
+        ref = [base.ref_cos[m, st] for m, st in zip(msg, stores)] if reference is not None else [None] * len(msg)
+        return (msg, [base.truth[m, st] for m, st in zip(msg, stores)], [base.cos[m, st] for m, st in zip(msg, stores)],
+                [[base.item_keys[i] for i in st] for st in stores], ref)
+
+    msg, truth, cos, keys, ref = draw(store_size, 0)  # for the threshold
     truth = np.stack(truth)  # (R*M, S)
-    fit_draws = [draw(n, 1 + i) for i, n in enumerate(FIT_STORE_SIZES)]  # for the coefficients
+    # for the coefficients: stores of every size, half of them without any item the message is about
+    fit_draws = [draw(n, 1 + i, WITHOUT_RIGHT) for i, n in enumerate(FIT_STORE_SIZES)]
     cos_t, cos_m = choose_threshold(np.stack(cos), truth, target_false_recall)
     report = {"valid_lines": len(valid), "bank_messages": len(train), "target_false_recall": target_false_recall,
               "store_size": int(truth.shape[1]), "cosine": {"threshold": cos_t, **cos_m}}
     best = None
     for temperature in TEMPERATURES:
         probe = RecallPolicy("calibrated", 0.5, shortlist, features, (0.0,) * len(features), 0.0,
-                             temperature=temperature)
+                             temperature=temperature, reference="base" if reference is not None else "")
         xs, ys = [], []
-        for f_msg, f_truth, f_cos, f_keys in fit_draws:
+        for f_msg, f_truth, f_cos, f_keys, f_ref in fit_draws:
             for r, m in enumerate(f_msg):
                 short = np.argsort(-f_cos[r], kind="stable")[:shortlist]
-                xs.append(candidate_features(f_cos[r], f_keys[r], short, base.q[m], bank, probe, features))
+                xs.append(candidate_features(f_cos[r], f_keys[r], short, base.q[m], bank, probe, features, f_ref[r]))
                 ys.append(f_truth[r][short])
         coef, intercept = fit_logistic(np.concatenate(xs), np.concatenate(ys))
         policy = replace(probe, coef=tuple(float(c) for c in coef), intercept=intercept)
         decider = Decider(policy, bank)
-        final = np.stack([decider.score(cos[r], keys[r], base.q[m]) for r, m in enumerate(msg)])
+        final = np.stack([decider.score(cos[r], keys[r], base.q[m], ref[r]) for r, m in enumerate(msg)])
         t, metrics = choose_threshold(final, truth, target_false_recall)
         key = (metrics["false_recall"] <= target_false_recall, metrics["top1_accuracy"], -metrics["false_recall"])
         log(f"  temperature {temperature}: threshold {t:.3f}, valid top-1 {metrics['top1_accuracy']:.3f}, "
@@ -145,6 +158,15 @@ def save_recall(directory: Path, policy: RecallPolicy, bank: KeyBank) -> None:
 
     policy.save(directory)
     bank.save(directory, adapter_fingerprint(directory))
+
+
+def reference_for(adapter_dir: Path, encoder: MemoryEncoder) -> MemoryEncoder | None:
+    """The reference encoder a memory adapter's policy is fit with: its base with the adapter off,
+    for a sentence encoder (EmbeddingGemma: a retrieval model before it was fine-tuned); none for a
+    causal LM, whose untrained pooled states give every pair a cosine of 0.8-0.95."""
+    from ohlora.memory.loading import read_meta, reference_encoder
+
+    return reference_encoder(encoder) if read_meta(adapter_dir).get("kind") == "encoder" else None
 
 
 def saved_bank(directory: Path, train: list[Comb], synonyms: dict[str, str]) -> KeyBank | None:
@@ -179,6 +201,7 @@ def refit_recall(encoder_dir: Path, train_combs: Path | None = None, valid_combs
     valid = load_combs(Path(valid_combs or bundled("data", "memory", "valid_combs.txt")))
     encoder = load_adapter_encoder(encoder_dir)
     bank = saved_bank(encoder_dir, train, synonyms)  # same adapter, same lines: its vectors are the same
-    policy, bank, report = fit_recall(encoder, train, valid, synonyms, target_false_recall, shortlist, bank=bank)
+    policy, bank, report = fit_recall(encoder, train, valid, synonyms, target_false_recall, shortlist, bank=bank,
+                                      reference=reference_for(encoder_dir, encoder))
     save_recall(encoder_dir, policy, bank)
     return report
