@@ -88,15 +88,14 @@ def test_engine_stores_the_writers_item_after_the_answer_streamed(keyword_encode
 
 
 def test_writer_thresholds_turn_unsure_answers_into_nothing():
-    from ohlora.memory.writer_decode import ConstrainedWriter, Decision, WriterPolicy
+    from ohlora.memory.writer_decode import Decision, WriterPolicy, judge
 
-    w = ConstrainedWriter.__new__(ConstrainedWriter)
-    w.fmt, w.policy = WriterFormat(), WriterPolicy(("반려동물",), min_store_prob=0.6, min_key_prob=0.4)
-    assert w.judge(Decision("[반려동물: 고양이]", 0.9, 0.8, "반려동물")).reason == "ok"
-    assert w.judge(Decision("[반려동물: 고양이]", 0.5, 0.8, "반려동물")).reason == "nothing"
-    assert w.judge(Decision("[반려동물: 고양이]", 0.9, 0.3, "반려동물")).reason == "unsure of the key"
-    assert w.judge(Decision("[반려동물: 고양이 고양이]", 0.9, 0.9, "반려동물")).reason == "a word repeated in the value"
-    assert w.judge(Decision("없음", 0.1, 1.0, None)).reason == "nothing"
+    p = WriterPolicy(("반려동물",), min_store_prob=0.6, min_key_prob=0.4)
+    assert judge(Decision("[반려동물: 고양이]", 0.9, 0.8, "반려동물"), p).reason == "ok"
+    assert judge(Decision("[반려동물: 고양이]", 0.5, 0.8, "반려동물"), p).reason == "nothing"
+    assert judge(Decision("[반려동물: 고양이]", 0.9, 0.3, "반려동물"), p).reason == "unsure of the key"
+    assert judge(Decision("[반려동물: 고양이 고양이]", 0.9, 0.9, "반려동물"), p).reason == "a word repeated in the value"
+    assert judge(Decision("없음", 0.1, 1.0, None), p).reason == "nothing"
 
 
 def test_chat_tag_writer_keeps_the_old_behaviour_but_validated():

@@ -151,11 +151,6 @@ def reference_encoder(encoder: HiddenStateEncoder) -> HiddenStateEncoder:
     return ref
 
 
-def memory_adapter_dir(encoder) -> Path | None:
-    """The adapter directory an encoder was loaded from (for its recall policy), if any."""
-    return getattr(encoder, "adapter_dir", None)
-
-
 def attach_writer(model, tokenizer, adapter_dir: Path, weights: str = "auto"):
     """Load the writer adapter beside the chat's on the same model; returns (model, writer): a
     ConstrainedWriter with the schema and thresholds saved beside it (writer_policy.yaml), or the

@@ -60,6 +60,17 @@ class WriterPolicy:
             raise OhloraError(f"{path}: not a valid writer policy ({e})") from e
 
 
+def judge(d: Decision, policy: WriterPolicy, nothing: str = "없음") -> Validated:
+    """A decoded answer -> what is stored: the thresholds first, then the validation rules."""
+    if d.key is None and d.text == nothing:
+        return Validated(None, "nothing")
+    if d.p_store < policy.min_store_prob:
+        return Validated(None, "nothing")
+    if d.p_key < policy.min_key_prob:
+        return Validated(None, "unsure of the key")
+    return validate_tag(d.text, nothing)
+
+
 class OpeningTrie:
     """Token-id trie over the writer's allowed openings: the "nothing" answer and " [key:" per key."""
 
@@ -154,14 +165,7 @@ class ConstrainedWriter:
         return {t for t, c in node.items() if reaches(c)}
 
     def judge(self, d: Decision) -> Validated:
-        """Thresholds, then the validation rules."""
-        if d.key is None and d.text == self.fmt.nothing:
-            return Validated(None, "nothing")
-        if d.p_store < self.policy.min_store_prob:
-            return Validated(None, "nothing")
-        if d.p_key < self.policy.min_key_prob:
-            return Validated(None, "unsure of the key")
-        return validate_tag(d.text, self.fmt.nothing)
+        return judge(d, self.policy, self.fmt.nothing)
 
     def write(self, message: str, chat_tag=None) -> WriteResult:
         t = time.perf_counter()

@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from ohlora.evaluation.writer import same_item
-from ohlora.memory.writer_decode import ConstrainedWriter, Decision
+from ohlora.memory.writer_decode import ConstrainedWriter, Decision, judge
 from ohlora.training.writer_data import WriterRow
 
 GRID = tuple(np.round(np.linspace(0, 0.95, 20), 3))
@@ -25,11 +25,9 @@ GRID = tuple(np.round(np.linspace(0, 0.95, 20), 3))
 def score_decisions(writer: ConstrainedWriter, rows: list[WriterRow], decisions: list[Decision],
                     synonyms: dict[str, str], min_store: float, min_key: float) -> dict:
     p = replace(writer.policy, min_store_prob=min_store, min_key_prob=min_key)
-    judge = ConstrainedWriter.__new__(ConstrainedWriter)
-    judge.fmt, judge.policy = writer.fmt, p
     stored = right = due_right = false = 0
     for r, d in zip(rows, decisions):
-        tag = judge.judge(d).tag
+        tag = judge(d, p, writer.fmt.nothing).tag
         if tag is None:
             continue
         stored += 1
