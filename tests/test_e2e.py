@@ -77,7 +77,9 @@ def test_chat_stores_a_memory_and_a_new_process_recalls_it(home):
     assert "cosine" in turn["recalled"] and turn["stored"] == []  # the recalled item is not written again
     assert HANGUL.search(turn["answer"])
     with sqlite3.connect(home / "memory.sqlite3") as db:
-        assert db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 1  # cached item vector
+        # one cached vector per encoder: the fine-tuned one and the reference (adapter off)
+        rows = db.execute("SELECT encoder, COUNT(*) FROM embeddings GROUP BY encoder").fetchall()
+        assert len(rows) == 2 and all(n == 1 for _, n in rows)
     listed = json.loads(ohlora("memory", "list", "-u", "e2e", "--json").stdout)
     assert [m["text"] for m in listed] == ["[내일 일정: 면접]"]
 
