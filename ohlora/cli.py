@@ -137,13 +137,67 @@ def ask(user, as_json, message, config_path, **overrides):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port.")
 @click.option("--api-key", envvar="OHLORA_API_KEY", default=None,
-              help="Require 'Authorization: Bearer KEY' on every API call (or set OHLORA_API_KEY).")
-def serve(host, port, api_key, config_path, **overrides):
-    """Serve the OpenAI-compatible API, the memory API and the web chat page (one model, one queue)."""
+              help="Admin key (or set OHLORA_API_KEY): 'Authorization: Bearer KEY' acts for any user and "
+                   "manages users. Users' own tokens come from `ohlora users add`.")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="URL",
+              help="Another web origin (e.g. https://my.site) allowed to call the API from a browser; "
+                   "repeatable. CORS is closed otherwise.")
+@click.option("--max-queue", type=click.IntRange(1, 1000), default=16, show_default=True,
+              help="Chat turns that may wait behind the running one; more get 429 with Retry-After.")
+def serve(host, port, api_key, allow_origins, max_queue, config_path, **overrides):
+    """Serve the OpenAI-compatible API, the memory API and the web chat page (one model, one queue).
+
+    Without any key (no users, no --api-key) the server is open and binds to loopback only: every
+    user's memories are then visible to anyone on this machine.
+    """
     from ohlora.config import load_chat_config
     from ohlora.server.run import serve as run_server
 
-    run_server(load_chat_config(config_path, **overrides), host, port, api_key)
+    run_server(load_chat_config(config_path, **overrides), host, port, api_key, allow_origins, max_queue)
+
+
+# -- users -----------------------------------------------------------------------------------------
+@main.group(cls=OhloraGroup, context_settings=CONTEXT)
+def users():
+    """Server users and their API tokens (each token acts for its own user only)."""
+
+
+def _accounts():
+    from ohlora.memory.accounts import Accounts
+
+    return Accounts(_store())
+
+
+@users.command("add")
+@click.argument("name")
+def users_add(name):
+    """Create user NAME and print its token (shown once; only a hash is kept)."""
+    token = _accounts().add(name)
+    click.echo(token)
+    click.echo(f"user {name!r} added; keep this token: it is not shown again. The web page signs in with "
+               "it; API clients send 'Authorization: Bearer TOKEN'.", err=True)
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the users as a JSON list.")
+def users_list(as_json):
+    """List users (never their tokens)."""
+    accounts = _accounts().list()
+    if as_json:
+        click.echo(json.dumps([a.as_dict() for a in accounts], ensure_ascii=False, indent=2))
+    elif not accounts:
+        click.echo("(no users: the server runs open, on loopback only)")
+    else:
+        for a in accounts:
+            click.echo(f"{a.name}\t{'active' if a.active else 'revoked ' + a.revoked_at}\t{a.created_at}")
+
+
+@users.command("revoke")
+@click.argument("name")
+def users_revoke(name):
+    """Revoke NAME's token (the user's memories are kept; `users add NAME` gives a new token)."""
+    _accounts().revoke(name)
+    click.echo(f"revoked: {name}")
 
 
 @main.command()

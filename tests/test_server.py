@@ -37,7 +37,7 @@ def make(api_key=None, replies=(), gen_cls=FakeGenerator):
     enc = KeywordEncoder([["일정", "발표", "떨려"], ["음식", "먹", "떡볶이"]])
     engine = ChatEngine(gen, Retriever(enc, store), store, PromptFormat(), ChatConfig())
     app = create_app(engine, store, ServerSettings(api_key=api_key, model_name="oh-lora-test"))
-    return TestClient(app), gen, store
+    return TestClient(app, base_url="http://localhost"), gen, store
 
 
 def chat(client, text, user="kim", **extra):
@@ -167,8 +167,8 @@ def test_worker_finishes_the_answer_in_progress_on_shutdown():
     from ohlora.server.worker import GenerationWorker
 
     w = GenerationWorker()
-    slow = w.submit(lambda: (time.sleep(0.3), "done")[1])
-    queued = w.submit(lambda: "after")
+    slow = w.submit(lambda job: (time.sleep(0.3), "done")[1])
+    queued = w.submit(lambda job: "after")
     time.sleep(0.05)
     w.shutdown(timeout=5)
-    assert slow.result(0) == "done" and queued.result(0) == "after"
+    assert slow.future.result(0) == "done" and queued.future.result(0) == "after"

@@ -62,6 +62,46 @@ def m003_embeddings(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m004_users(db: sqlite3.Connection) -> None:
+    # Server users and their API tokens (sha256 of the token; the token itself is shown once).
+    db.execute(
+        """CREATE TABLE users (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )"""
+    )
+
+
+@migration
+def m005_memory_ids_never_reused(db: sqlite3.Connection) -> None:
+    # With a plain INTEGER PRIMARY KEY, SQLite hands the id of a deleted last row to the next
+    # insert, so a stale page could delete a newer item. AUTOINCREMENT never reuses an id; SQLite
+    # cannot add it in place, so the table is rebuilt (the embedding cache is kept).
+    db.execute(
+        """CREATE TABLE memories_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (user, key)
+        )"""
+    )
+    db.execute("INSERT INTO memories_new SELECT id, user, key, value, created_at, updated_at FROM memories")
+    db.execute("CREATE TEMP TABLE embeddings_keep AS SELECT * FROM embeddings")
+    db.execute("DROP TABLE embeddings")
+    db.execute("DROP TABLE memories")
+    db.execute("ALTER TABLE memories_new RENAME TO memories")
+    m003_embeddings(db)
+    db.execute("INSERT INTO embeddings SELECT * FROM embeddings_keep")
+    db.execute("DROP TABLE embeddings_keep")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations not yet applied; return their names."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")

@@ -96,6 +96,11 @@ class MemoryStore:
             ) from e
         self.db.row_factory = sqlite3.Row
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The connection's lock, for modules that share this database (accounts)."""
+        return self._lock
+
     @_locked
     def close(self) -> None:
         self.db.close()

@@ -1,7 +1,10 @@
 """The FastAPI app: OpenAI-style /v1/chat/completions (streaming too), /v1/users/{user}/memories,
-/health, and the single-page chat at /.
+/v1/users (accounts), /v1/me, /health, and the single-page chat at /.
 
-The app gets a ready ChatEngine (and its store) from outside; tests pass one built on fakes.
+Access: with no keys at all the server is "open" (loopback only, every user visible to anyone on
+the machine). Otherwise every call needs `Authorization: Bearer TOKEN`: a user's token (made by
+`ohlora users add NAME`) acts for that user only; the admin key (`--api-key`) acts for anyone and
+manages users. The app gets a ready ChatEngine (and its store) from outside; tests pass fakes.
 """
 
 from __future__ import annotations
@@ -16,36 +19,78 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ohlora.chat import ChatEngine, TurnResult
 from ohlora.errors import OhloraError
+from ohlora.memory.accounts import Accounts
 from ohlora.memory.store import MemoryStore, validate_user
 from ohlora.parsing import parse_tag
-from ohlora.server.worker import GenerationWorker
+from ohlora.server.guard import Guard, error_body
+from ohlora.server.worker import GenerationWorker, Job, QueueFull, TurnCancelled
+
+MAX_SQLITE_ID = 2**63 - 1
+
+
+def check_api_key(key: str | None) -> str | None:
+    """An admin key a client can send in a header: printable ASCII, no spaces."""
+    if key is None:
+        return None
+    if not key or not all(33 <= ord(c) <= 126 for c in key):
+        raise OhloraError("--api-key must be printable ASCII without spaces (an HTTP header cannot carry "
+                          "other characters, so no client could ever authenticate)")
+    return key
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     api_key: str | None = None
+    """The admin key: acts for any user and manages users. None: user tokens only (or open)."""
     model_name: str = "oh-lora"
     max_body_bytes: int = 64 * 1024
     default_user: str = "default"
+    allow_origins: tuple[str, ...] = ()
+    """Other web origins allowed to call the API from a browser (CORS opens for these only)."""
+    max_queue: int = 16
+    """Turns waiting beyond the one running; more get 429 with Retry-After."""
+
+    def __post_init__(self):
+        check_api_key(self.api_key)
+        if self.max_queue < 1:
+            raise OhloraError("max_queue must be at least 1")
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    """"admin", "user" or "open" (no keys on this server)."""
+    user: str | None = None
+
+    def may_act_for(self, user: str) -> bool:
+        return self.role in ("admin", "open") or self.user == user
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message, self.type, self.param = status, message, type_, param
+        self.status, self.message, self.type, self.param, self.headers = status, message, type_, param, headers
 
 
-def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": None}}
+HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+              405: "invalid_request_error", 429: "rate_limit_error"}
 
 
 def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
-    worker = GenerationWorker()
+    worker = GenerationWorker(settings.max_queue)
+    accounts = Accounts(store)
+
+    def is_open() -> bool:
+        return settings.api_key is None and accounts.active_count() == 0
 
     @asynccontextmanager
     async def lifespan(app):
@@ -56,22 +101,56 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
 
     app = FastAPI(title="ohlora", description="Oh-LoRA (오로라) chat and memory API", version="1", lifespan=lifespan)
     app.state.worker = worker
+    app.add_middleware(Guard, is_open=is_open, allow_origins=settings.allow_origins)
+    if settings.allow_origins:  # outermost: answers the preflight of the listed origins only
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.allow_origins),
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["authorization", "content-type"])
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
-        return JSONResponse(error_body(exc.message, exc.type, exc.param), status_code=exc.status)
+        return JSONResponse(error_body(exc.message, exc.type, exc.param), status_code=exc.status, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request, exc: Exception):  # never a bare 500 page
-        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", "server_error"), status_code=500)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):  # 404/405 in the API's own format
+        message = {404: f"no route {request.method} {request.url.path}",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+        return JSONResponse(error_body(message, HTTP_TYPES.get(exc.status_code, "invalid_request_error")),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    def check_auth(request: Request) -> None:
-        if settings.api_key is None:
-            return
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(error_body(f"{where}: {first.get('msg', 'invalid request')}", param=where or None),
+                            status_code=400)
+
+    def principal(request: Request) -> Principal:
+        if is_open():
+            return Principal("open")
         header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), settings.api_key.encode()):
-            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "authentication_error")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if token and settings.api_key and hmac.compare_digest(token.encode(), settings.api_key.encode()):
+            return Principal("admin")
+        user = accounts.user_for(token) if token else None
+        if user is None:
+            raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' "
+                                "(a user's token comes from `ohlora users add NAME`)", "authentication_error")
+        return Principal("user", user)
+
+    def acting_as(request: Request, user) -> str:
+        """The user a request acts for, after checking the caller may."""
+        who = principal(request)
+        if user is None:
+            user = who.user or settings.default_user
+        name = user_of(user)
+        if not who.may_act_for(name):
+            raise ApiError(403, f"this token acts for user {who.user!r} only, not {name!r}", "permission_error",
+                           param="user")
+        return name
+
+    def admin_only(request: Request) -> None:
+        if principal(request).role not in ("admin", "open"):
+            raise ApiError(403, "managing users needs the admin key (--api-key)", "permission_error")
 
     async def read_json(request: Request) -> dict:
         size = request.headers.get("content-length")
@@ -89,8 +168,10 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
         return data
 
     def user_of(value) -> str:
+        if not isinstance(value, str):
+            raise ApiError(400, "user must be a string", param="user")
         try:
-            return validate_user(str(value))
+            return validate_user(value)
         except OhloraError as e:
             raise ApiError(400, str(e), param="user") from None
 
@@ -100,19 +181,53 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": settings.model_name, "busy": worker.running, "queued": worker.waiting}
+        return {"status": "ok", "model": settings.model_name, "busy": worker.running, "queued": worker.waiting,
+                "mode": "open" if is_open() else "tokens"}
+
+    @app.get("/v1/me")
+    def me(request: Request):
+        who = principal(request)
+        return {"user": who.user, "role": who.role, "mode": "open" if who.role == "open" else "tokens"}
+
+    # -- accounts (admin) ------------------------------------------------------------------------
+    @app.get("/v1/users")
+    def list_users(request: Request):
+        admin_only(request)
+        return {"object": "list", "data": [a.as_dict() for a in accounts.list()]}
+
+    @app.post("/v1/users", status_code=201)
+    async def add_user(request: Request):
+        admin_only(request)
+        req = await read_json(request)
+        name = user_of(req.get("name"))
+        try:
+            token = accounts.add(name)
+        except OhloraError as e:
+            raise ApiError(409, str(e), param="name") from None
+        return {**accounts.get(name).as_dict(), "token": token}
+
+    @app.delete("/v1/users/{name}")
+    def revoke_user(name: str, request: Request):
+        admin_only(request)
+        try:
+            return accounts.revoke(user_of(name)).as_dict()
+        except OhloraError as e:
+            raise ApiError(404, str(e), "not_found_error") from None
 
     @app.get("/v1/models")
     def models(request: Request):
-        check_auth(request)
+        principal(request)
         return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "owned_by": "ohlora"}]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        check_auth(request)
+        principal(request)
         req = await read_json(request)
         message = last_user_message(req.get("messages"))
-        user = user_of(req.get("user") or settings.default_user)
+        user = acting_as(request, req.get("user") or None)
+        stream = req.get("stream", False)
+        if not isinstance(stream, bool):
+            raise ApiError(400, "stream must be true or false", param="stream")
         try:
             message = engine.check_message(message)
         except OhloraError as e:
@@ -126,28 +241,34 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue = asyncio.Queue()
 
-        def on_text(t: str) -> None:
-            loop.call_soon_threadsafe(chunks.put_nowait, t)
+        def run(job: Job) -> TurnResult:
+            def on_text(t: str) -> None:
+                job.check()  # the client has gone: stop here, before anything is stored
+                if stream:
+                    loop.call_soon_threadsafe(chunks.put_nowait, t)
+            job.check()
+            return engine.turn(user, message, on_text=on_text, temperature=temperature, max_new_tokens=max_tokens)
 
-        job = lambda: engine.turn(user, message, on_text=on_text if req.get("stream") else None,  # noqa: E731
-                                  temperature=temperature, max_new_tokens=max_tokens)
-        future = asyncio.wrap_future(worker.submit(job))
-        if not req.get("stream"):
-            turn = await future
-            return completion_body(cid, created, settings.model_name, turn)
-        return StreamingResponse(stream_events(cid, created, settings.model_name, chunks, future),
+        try:
+            job = worker.submit(run)
+        except QueueFull as e:
+            raise ApiError(429, f"Oh-LoRA is busy: {e}", "rate_limit_error",
+                           headers={"Retry-After": str(e.retry_after)}) from None
+        future = asyncio.wrap_future(job.future)
+        if not stream:
+            return completion_body(cid, created, settings.model_name, await until_done(request, job, future))
+        return StreamingResponse(stream_events(cid, created, settings.model_name, chunks, future, job),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     # -- memory API ----------------------------------------------------------------------------
     @app.get("/v1/users/{user}/memories")
     def list_memories(user: str, request: Request):
-        check_auth(request)
-        return {"object": "list", "user": user_of(user), "data": [i.as_dict() for i in store.list(user_of(user))]}
+        user = acting_as(request, user)
+        return {"object": "list", "user": user, "data": [i.as_dict() for i in store.list(user)]}
 
     @app.post("/v1/users/{user}/memories", status_code=201)
     async def add_memory(user: str, request: Request):
-        check_auth(request)
-        user = user_of(user)
+        user = acting_as(request, user)
         req = await read_json(request)
         text = req.get("text") or (f"[{req.get('key', '')}: {req.get('value', '')}]" if "key" in req else "")
         tag = parse_tag(str(text))
@@ -158,19 +279,35 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
         return {**result.item.as_dict(), "status": result.status, "previous": result.previous}
 
     @app.delete("/v1/users/{user}/memories/{memory_id}")
-    def delete_memory(user: str, memory_id: int, request: Request):
-        check_auth(request)
-        gone = store.delete(user_of(user), int(memory_id))
+    def delete_memory(user: str, memory_id: str, request: Request):
+        user = acting_as(request, user)
+        gone = None
+        if memory_id.isascii() and memory_id.isdigit() and int(memory_id) <= MAX_SQLITE_ID:
+            gone = store.delete(user, int(memory_id))
         if gone is None:
-            raise ApiError(404, f"no memory {memory_id} for user {user}", "not_found_error")
+            raise ApiError(404, f"no memory {memory_id[:30]} for user {user}", "not_found_error")
         return {"deleted": True, **gone.as_dict()}
 
     @app.delete("/v1/users/{user}/memories")
     def clear_memories(user: str, request: Request):
-        check_auth(request)
-        return {"cleared": store.clear(user_of(user))}
+        return {"cleared": store.clear(acting_as(request, user))}
 
     return app
+
+
+async def until_done(request: Request, job: Job, future) -> TurnResult:
+    """Wait for a non-streamed turn, cancelling it if the client hangs up meanwhile."""
+    while True:
+        done, _ = await asyncio.wait({future}, timeout=0.25)
+        if done:
+            break
+        if await request.is_disconnected():
+            job.cancel()
+            break
+    try:
+        return await future
+    except (TurnCancelled, asyncio.CancelledError):
+        raise ApiError(499, "the client closed the request; the turn was cancelled") from None
 
 
 def number(req: dict, name: str, lo: float, hi: float) -> float | None:
@@ -225,8 +362,18 @@ def _chunk(cid, created, model, delta: dict, finish=None, extra=None) -> str:
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-async def stream_events(cid, created, model, chunks: asyncio.Queue, future):
-    """Server-sent events in OpenAI's chunk format, ending with [DONE]."""
+async def stream_events(cid, created, model, chunks: asyncio.Queue, future, job: Job):
+    """Server-sent events in OpenAI's chunk format, ending with [DONE]. If the client hangs up,
+    Starlette cancels this generator: the turn is cancelled with it (dropped if still queued)."""
+    try:
+        async for event in _events(cid, created, model, chunks, future):
+            yield event
+    finally:
+        if not future.done():
+            job.cancel()
+
+
+async def _events(cid, created, model, chunks: asyncio.Queue, future):
     yield _chunk(cid, created, model, {"role": "assistant", "content": ""})
     while True:
         getter = asyncio.ensure_future(chunks.get())
