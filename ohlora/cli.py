@@ -192,6 +192,16 @@ def users_list(as_json):
             click.echo(f"{a.name}\t{'active' if a.active else 'revoked ' + a.revoked_at}\t{a.created_at}")
 
 
+@users.command("unblock")
+@click.argument("name")
+def users_unblock(name):
+    """Lift the ethics guard's block on NAME and reset its warning levels (logged, like every firing)."""
+    from ohlora.safety.guard import GuardLog, utc_now
+
+    GuardLog(_store()).unblock(name, utc_now())
+    click.echo(f"unblocked: {name}")
+
+
 @users.command("revoke")
 @click.argument("name")
 def users_revoke(name):
@@ -522,6 +532,30 @@ def train_writer_cmd(config_path, calibrate_only, **flags):
     click.echo(json.dumps({"adapter": str(out), **metrics}, ensure_ascii=False))
 
 
+@train.command("guard")
+@click.option("--train-file", type=click.Path(dir_okay=False), default=None,
+              help="Guard CSV text,category[,variant] [bundled].")
+@click.option("--valid-file", type=click.Path(dir_okay=False), default=None,
+              help="Validation CSV: the thresholds are chosen on it [bundled].")
+@click.option("--base", "-b", default="embeddinggemma-300m", show_default=True,
+              help="Sentence encoder whose embeddings the head reads (prepared like the memory base).")
+@click.option("--max-false-positive", type=click.FloatRange(0, 0.5), default=0.01, show_default=True,
+              help="Share of validation normal messages allowed to fire any category.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Guard directory [default: $OHLORA_HOME/guard/<base>].")
+def train_guard_cmd(train_file, valid_file, base, max_false_positive, output):
+    """Train the ethics guard: a softmax head on the sentence encoder, thresholds per category
+    calibrated on the validation split for <= --max-false-positive on normal messages."""
+    from ohlora.paths import home_dir
+    from ohlora.training.guard import GuardTrainConfig, train_guard
+
+    cfg = GuardTrainConfig(train_file=train_file, valid_file=valid_file, base=base,
+                           max_false_positive=max_false_positive)
+    output = output or home_dir() / "guard" / base
+    result = train_guard(cfg, output, log=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps({"guard": str(output), **result}, ensure_ascii=False, default=float))
+
+
 # -- eval ------------------------------------------------------------------------------------------
 @main.group("eval", cls=OhloraGroup, context_settings=CONTEXT)
 def eval_():
@@ -568,6 +602,22 @@ def eval_writer_cmd(which, base, file_, output, as_json):
     from ohlora.evaluation.writer_report import run_writer_eval
 
     run_writer_eval(which, base, file_, output, as_json)
+
+
+@eval_.command("guard")
+@click.option("--guard", "which", default="default", show_default=True,
+              help="'default' (the guard shipped for EmbeddingGemma-300M) or a directory from `ohlora train guard`.")
+@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Guard CSV text,category[,variant] [default: the bundled held-out test split].")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where guard_cases.csv and guard_metrics.json go [default: $OHLORA_HOME/eval/guard].")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_guard_cmd(which, file_, output, as_json):
+    """Accuracy, per-category precision/recall and false positives on normal messages of the ethics guard."""
+    from ohlora.evaluation.guard import run_guard_eval
+    from ohlora.paths import home_dir
+
+    run_guard_eval(which, file_, output or home_dir() / "eval" / "guard", as_json)
 
 
 @eval_.command("llm")

@@ -51,6 +51,12 @@ class ChatConfig:
     policy. None: the policy's own threshold (chosen on the validation split; 0.6 for cosine)."""
     max_message_chars: int = 1000
     """Longer user messages are rejected with a message."""
+    guard: str = "default"
+    """The ethics guard: "default" (the one shipped for EmbeddingGemma-300M, reading the memory's
+    model with its adapter off), "none", or a directory from `ohlora train guard`."""
+    guard_blocks: tuple = (0, 60, 600, 3600, 86400)
+    """Seconds blocked at a user's 1st, 2nd, ... firing of one guard category (0 = a warning only);
+    the last entry repeats."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -71,6 +77,10 @@ class ChatConfig:
              "writer_adapter must be 'default' or a directory"),
             (_is_int(self.max_message_chars) and 1 <= self.max_message_chars <= 100_000,
              "max_message_chars must be in [1, 100000]"),
+            (isinstance(self.guard, str) and self.guard.strip() != "", "guard must be 'default', 'none' or a directory"),
+            (isinstance(self.guard_blocks, (list, tuple)) and len(self.guard_blocks) > 0
+             and all(_is_int(b) and b >= 0 for b in self.guard_blocks),
+             "guard_blocks must be a non-empty list of seconds (integers >= 0)"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -102,6 +102,51 @@ def m005_memory_ids_never_reused(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE embeddings_keep")
 
 
+@migration
+def m006_guard_events(db: sqlite3.Connection) -> None:
+    # Every firing of the ethics guard, and every unblock, appended and never changed.
+    db.execute(
+        """CREATE TABLE guard_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user TEXT NOT NULL,
+            category TEXT NOT NULL,
+            action TEXT NOT NULL,
+            score REAL,
+            level INTEGER NOT NULL,
+            blocked_until TEXT,
+            excerpt TEXT,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX guard_events_user ON guard_events (user, id)")
+
+
+@migration
+def m007_conversations(db: sqlite3.Connection) -> None:
+    # Each user's conversations and their turns, in order (the terminal chat and the page).
+    db.execute(
+        """CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user TEXT NOT NULL,
+            title TEXT NOT NULL,
+            summary TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX conversations_user ON conversations (user, id)")
+    db.execute(
+        """CREATE TABLE turns (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            user_message TEXT NOT NULL,
+            answer TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX turns_conversation ON turns (conversation_id, id)")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations not yet applied; return their names."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")

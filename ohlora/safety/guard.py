@@ -1,0 +1,177 @@
+"""EthicsGuard: classify a message, escalate per user and category, answer in character.
+
+Per user and category, the n-th firing (within `forget_after_s`) gets `blocks[n-1]` seconds of
+block, 0 meaning a warning only; past the table's end its last entry repeats. Every firing and
+every unblock is appended to `guard_events` (never edited), and the block state is read back
+from that log, so it survives restarts and `ohlora users unblock NAME` is one appended row.
+The clock is injected, so tests fix "now".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from importlib.resources import files
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from ohlora.errors import OhloraError
+from ohlora.memory.store import MemoryStore, validate_user
+from ohlora.safety.classifier import GuardClassifier, Verdict
+
+EXCERPT_CHARS = 80
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class EscalationPolicy:
+    blocks: tuple[int, ...] = (0, 60, 600, 3600, 86400)
+    """Seconds blocked at the 1st, 2nd, ... firing of one category (0 = a warning only)."""
+    forget_after_s: int = 30 * 86400
+    """Firings older than this no longer count towards the level."""
+
+    def __post_init__(self):
+        blocks = tuple(self.blocks)
+        object.__setattr__(self, "blocks", blocks)
+        if not blocks or any(not isinstance(b, int) or isinstance(b, bool) or b < 0 for b in blocks):
+            raise OhloraError("guard_blocks must be a non-empty list of seconds (integers >= 0)")
+        if not isinstance(self.forget_after_s, int) or self.forget_after_s <= 0:
+            raise OhloraError("guard forget_after_s must be a positive integer")
+
+    def block_for(self, level: int) -> int:
+        return self.blocks[min(level, len(self.blocks)) - 1]
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    action: str
+    """"ok", "warn" (fired, no block), "block" (fired, now blocked) or "blocked" (already blocked)."""
+    category: str | None = None
+    reply: str = ""
+    """Oh-LoRA's in-character answer instead of a generated one (empty for "ok")."""
+    blocked_until: datetime | None = None
+    retry_after: int = 0
+    level: int = 0
+    verdict: Verdict | None = None
+
+    @property
+    def stops_turn(self) -> bool:
+        return self.action != "ok"
+
+    def as_dict(self) -> dict:
+        return {"action": self.action, "category": self.category, "level": self.level,
+                "blocked_until": self.blocked_until.isoformat(timespec="seconds") if self.blocked_until else None,
+                "retry_after": self.retry_after, "score": round(self.verdict.score, 4) if self.verdict else None}
+
+
+class GuardLog:
+    """The append-only `guard_events` table of the memory database."""
+
+    def __init__(self, store: MemoryStore):
+        self.store = store
+
+    def append(self, user: str, category: str, action: str, level: int, now: datetime, score: float | None = None,
+               blocked_until: datetime | None = None, excerpt: str | None = None) -> None:
+        with self.store.lock, self.store.db:
+            self.store.db.execute(
+                "INSERT INTO guard_events (user, category, action, score, level, blocked_until, excerpt, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (user, category, action, score, level, blocked_until.isoformat() if blocked_until else None,
+                 excerpt, now.isoformat()))
+
+    def events(self, user: str) -> list[dict]:
+        with self.store.lock:
+            rows = self.store.db.execute("SELECT * FROM guard_events WHERE user = ? ORDER BY id", (user,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def unblock(self, user: str, now: datetime) -> None:
+        self.append(validate_user(user), "*", "unblock", 0, now)
+
+    def since_unblock(self, user: str) -> list[dict]:
+        events = self.events(user)
+        last = max((i for i, e in enumerate(events) if e["action"] == "unblock"), default=-1)
+        return events[last + 1:]
+
+
+def load_messages(path: Path | None = None) -> dict:
+    """Oh-LoRA's in-character replies per action and category (the persona's guard_messages.yaml)."""
+    path = path or Path(str(files("ohlora") / "assets" / "persona" / "guard_messages.yaml"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise OhloraError(f"cannot read the guard's messages {path}: {e}") from None
+    for need in ("warn", "block", "blocked"):
+        if not isinstance(data.get(need), dict):
+            raise OhloraError(f"{path}: needs a {need!r} mapping of category -> message")
+    return data
+
+
+class EthicsGuard:
+    def __init__(self, classifier: GuardClassifier, store: MemoryStore, policy: EscalationPolicy | None = None,
+                 messages: dict | None = None, clock: Callable[[], datetime] = utc_now):
+        self.classifier = classifier
+        self.log = GuardLog(store)
+        self.policy = policy or EscalationPolicy()
+        self.messages = messages or load_messages()
+        self.clock = clock
+
+    def blocked(self, user: str) -> GuardDecision | None:
+        """The block in force for `user`, if any (checked before a turn is even queued)."""
+        now = self.clock()
+        for e in reversed(self.log.since_unblock(user)):
+            if e["blocked_until"]:
+                until = datetime.fromisoformat(e["blocked_until"])
+                if until > now:
+                    retry = max(1, int((until - now).total_seconds() + 0.999))
+                    return GuardDecision("blocked", e["category"], self._say("blocked", e["category"], retry),
+                                         until, retry, e["level"])
+                break
+        return None
+
+    def screen(self, user: str, message: str) -> GuardDecision:
+        """Before a turn: "blocked" if a block is in force, else classify and escalate."""
+        user = validate_user(user)
+        held = self.blocked(user)
+        if held is not None:
+            return held
+        verdict = self.classifier.classify([message])[0]
+        if not verdict.fired:
+            return GuardDecision("ok", verdict=verdict)
+        now = self.clock()
+        horizon = now - timedelta(seconds=self.policy.forget_after_s)
+        level = 1 + sum(1 for e in self.log.since_unblock(user)
+                        if e["category"] == verdict.category and e["action"] in ("warn", "block")
+                        and datetime.fromisoformat(e["created_at"]) >= horizon)
+        seconds = self.policy.block_for(level)
+        until = now + timedelta(seconds=seconds) if seconds else None
+        action = "block" if seconds else "warn"
+        self.log.append(user, verdict.category, action, level, now, verdict.score, until, message[:EXCERPT_CHARS])
+        return GuardDecision(action, verdict.category, self._say(action, verdict.category, seconds), until,
+                             seconds, level, verdict)
+
+    def unblock(self, user: str) -> bool:
+        """Lift any block and reset the levels (an appended row); True if a block was in force."""
+        user = validate_user(user)
+        was = self.blocked(user) is not None
+        self.log.unblock(user, self.clock())
+        return was
+
+    def _say(self, action: str, category: str, seconds: int) -> str:
+        table = self.messages[action]
+        text = table.get(category) or table.get("default") or ""
+        return text.format(minutes=max(1, round(seconds / 60)), time=_duration_ko(seconds))
+
+
+def _duration_ko(seconds: int) -> str:
+    if seconds < 60:
+        return f"{max(seconds, 1)}초"
+    if seconds < 3600:
+        return f"{round(seconds / 60)}분"
+    if seconds < 86400:
+        return f"{round(seconds / 3600)}시간"
+    return f"{round(seconds / 86400)}일"

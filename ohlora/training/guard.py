@@ -1,0 +1,193 @@
+"""`ohlora train guard`: fit the ethics guard's softmax head and calibrate its thresholds.
+
+Recipe: embed every sentence once with the base sentence encoder (EmbeddingGemma, adapter off,
+its classification prompt, the text normalized first), fit a class-weighted multinomial logistic
+regression on the training split (full batch, L-BFGS, L2), then choose one threshold per category
+on the validation split: the greedy search lowers whichever threshold buys the most validation
+recall per normal message it lets through, until the false-positive budget on normal messages
+(`max_false_positive`, 1%) is spent. The test split is never looked at here (`ohlora eval guard`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ohlora.errors import OhloraError
+from ohlora.safety.classifier import CATEGORIES, NORMAL, GuardHead, GuardPolicy, decide
+from ohlora.training.csvfile import read_csv
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "assets" / "data" / "guard"
+
+
+@dataclass(frozen=True)
+class GuardTrainConfig:
+    train_file: str | None = None
+    """CSV with text,category[,variant] [default: the bundled train.csv]."""
+    valid_file: str | None = None
+    """Validation CSV, for the thresholds [default: bundled valid.csv]."""
+    base: str = "embeddinggemma-300m"
+    l2: float = 1e-3
+    """L2 penalty on the head's weights (per example)."""
+    max_false_positive: float = 0.01
+    """Share of validation normal messages allowed to fire any category."""
+    min_threshold: float = 0.2
+    steps: int = 200
+
+    def __post_init__(self):
+        if not 0 <= self.max_false_positive < 1:
+            raise OhloraError("max_false_positive must be in [0, 1)")
+        if not 0 < self.min_threshold < 1:
+            raise OhloraError("min_threshold must be in (0, 1)")
+        if self.l2 < 0 or self.steps < 1:
+            raise OhloraError("l2 must be >= 0 and steps >= 1")
+
+
+def bundled(split: str) -> Path:
+    return DATA_DIR / f"{split}.csv"
+
+
+def load_guard_csv(path: Path, categories=CATEGORIES) -> tuple[list[str], np.ndarray, list[str]]:
+    """(texts, (N,) class indices, variants); every problem is one clear error with its line."""
+    rows = read_csv(Path(path), ("text", "category"), "guard CSV")
+    texts, labels, variants, bad = [], [], [], []
+    for line, row in rows:
+        text, cat = (row.get("text") or "").strip(), (row.get("category") or "").strip()
+        if not text or cat not in categories:
+            bad.append(f"line {line}: " + ("empty text" if not text else f"unknown category {cat[:30]!r}"))
+            continue
+        texts.append(text)
+        labels.append(categories.index(cat))
+        variants.append((row.get("variant") or "plain").strip() or "plain")
+    if bad:
+        raise OhloraError(f"{path}: {len(bad)} bad row(s): " + "; ".join(bad[:5])
+                          + f" (categories: {', '.join(categories)})")
+    if not texts:
+        raise OhloraError(f"{path}: no rows")
+    return texts, np.asarray(labels), variants
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 200) -> GuardHead:
+    """Class-weighted multinomial logistic regression on (N, D) embeddings."""
+    import torch
+
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+    counts = torch.bincount(yt, minlength=n_classes).clamp(min=1).float()
+    weights = counts.sum() / (n_classes * counts)  # (C,) balanced
+    w = torch.zeros(n_classes, x.shape[1], requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt, weight=weights) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return GuardHead(w.detach().numpy(), b.detach().numpy())
+
+
+def calibrate(probs: np.ndarray, y: np.ndarray, categories=CATEGORIES, max_false_positive: float = 0.01,
+              min_threshold: float = 0.2) -> dict:
+    """Per-category thresholds on validation probabilities (N, C): start where no normal message
+    fires, then lower greedily while the normal messages that fire stay within the budget."""
+    normal = categories.index(NORMAL)
+    is_normal = y == normal
+    budget = int(np.floor(max_false_positive * is_normal.sum()))
+    cats = [j for j in range(len(categories)) if j != normal]
+    # candidate thresholds per category: just above each normal message's probability, high to low
+    levels = {}
+    for j in cats:
+        normal_p = np.sort(probs[is_normal, j])[::-1]
+        levels[j] = [min(1.0, max(min_threshold, float(p) + 1e-6)) for p in normal_p] + [min_threshold]
+    pos = {j: 0 for j in cats}  # index into levels[j]: how many normal messages it lets through
+
+    def fp_count(th):
+        return int((is_normal & (probs[:, cats] >= np.array([th[j] for j in cats])).any(axis=1)).sum())
+
+    def recall(th, j):
+        return float((probs[y == j, j] >= th[j]).mean()) if (y == j).any() else 0.0
+
+    th = {j: levels[j][0] for j in cats}
+    while True:  # each round: the one threshold move (any depth) that gains the most recall
+        best = None
+        for j in cats:
+            for k in range(pos[j] + 1, len(levels[j])):
+                trial = {**th, j: levels[j][k]}
+                if fp_count(trial) > budget:
+                    break  # lower still only lets more normal messages through
+                gain = recall(trial, j) - recall(th, j)
+                if gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, j, k, trial)
+        if best is None:
+            break
+        _, j, pos[j], th = best
+    return {categories[j]: round(th[j], 6) for j in cats}
+
+
+def metrics(probs: np.ndarray, y: np.ndarray, policy: GuardPolicy, variants: list[str] | None = None) -> dict:
+    """Accuracy, per-category precision/recall, false-positive rate on normal messages."""
+    cats = policy.categories
+    pred = np.array([cats.index(v.category) for v in decide(probs, policy)])
+    out: dict = {"n": int(len(y)), "accuracy": float((pred == y).mean())}
+    normal = cats.index(NORMAL)
+    out["false_positive_rate"] = float((pred[y == normal] != normal).mean()) if (y == normal).any() else 0.0
+    per = {}
+    for j, c in enumerate(cats):
+        tp = int(((pred == j) & (y == j)).sum())
+        per[c] = {"precision": tp / max(1, int((pred == j).sum())), "recall": tp / max(1, int((y == j).sum())),
+                  "n": int((y == j).sum())}
+    out["per_category"] = per
+    if variants is not None:
+        v = np.array(variants)
+        out["accuracy_by_variant"] = {k: float((pred[v == k] == y[v == k]).mean()) for k in sorted(set(variants))}
+    return out
+
+
+def train_guard(cfg: GuardTrainConfig, output: Path, encoder=None, log=print) -> dict:
+    """Fit, calibrate and save a guard into `output`; returns the validation metrics."""
+    from ohlora.safety.classifier import CLASSIFY_TEMPLATE, GuardClassifier
+
+    train_x, train_y, _ = load_guard_csv(Path(cfg.train_file) if cfg.train_file else bundled("train"))
+    valid_x, valid_y, valid_v = load_guard_csv(Path(cfg.valid_file) if cfg.valid_file else bundled("valid"))
+    missing = [c for j, c in enumerate(CATEGORIES) if not (train_y == j).any()]
+    if missing:
+        raise OhloraError(f"the training split has no rows of {missing}: every category needs examples")
+    if encoder is None:
+        encoder = guard_encoder(cfg.base)
+    policy = GuardPolicy(base=cfg.base, query_template=CLASSIFY_TEMPLATE)
+    probe = GuardClassifier(encoder, GuardHead(np.zeros((len(CATEGORIES), 1)), np.zeros(len(CATEGORIES))), policy)
+    log(f"Embedding {len(train_x)} training and {len(valid_x)} validation sentences ...")
+    xt = encoder.encode_query(probe.prepare(train_x))  # (N, D)
+    xv = encoder.encode_query(probe.prepare(valid_x))
+    head = fit_head(xt, train_y, len(CATEGORIES), cfg.l2, cfg.steps)
+    pv = head.probs(xv)
+    thresholds = calibrate(pv, valid_y, CATEGORIES, cfg.max_false_positive, cfg.min_threshold)
+    policy = GuardPolicy(thresholds=thresholds, base=cfg.base, query_template=CLASSIFY_TEMPLATE)
+    valid = metrics(pv, valid_y, policy, valid_v)
+    train = metrics(head.probs(xt), train_y, policy)
+    policy = GuardPolicy(thresholds=thresholds, base=cfg.base, query_template=CLASSIFY_TEMPLATE,
+                         metrics={"valid_accuracy": round(valid["accuracy"], 4),
+                                  "valid_false_positive_rate": round(valid["false_positive_rate"], 4),
+                                  "train_accuracy": round(train["accuracy"], 4)})
+    output.mkdir(parents=True, exist_ok=True)
+    head.save(output)
+    policy.save(output)
+    (output / "train_config.json").write_text(json.dumps(asdict(cfg), ensure_ascii=False, indent=2), encoding="utf-8")
+    return {"valid": valid, "train": train, "thresholds": thresholds}
+
+
+def guard_encoder(base: str):
+    """The base sentence encoder with the guard's classification prompt (no adapter)."""
+    from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
+    from ohlora.memory.loading import untrained_encoder
+    from ohlora.safety.classifier import CLASSIFY_TEMPLATE
+
+    enc = untrained_encoder(base)
+    fmt = EncoderFormat(pooling=enc.fmt.pooling, item_template=enc.fmt.item_template, query_template=CLASSIFY_TEMPLATE)
+    return HiddenStateEncoder(enc.model, enc.tokenizer, layer=enc.layer, name=f"{base}:guard",
+                              batch_size=32, fmt=fmt, head=enc.head)
