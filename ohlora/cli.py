@@ -233,6 +233,62 @@ def home():
     click.echo(home_dir())
 
 
+# -- history ---------------------------------------------------------------------------------------
+@main.group(cls=OhloraGroup, context_settings=CONTEXT)
+def history():
+    """List, show or remove a user's stored conversations (`ohlora chat --continue` resumes the last)."""
+
+
+def _conversations():
+    from ohlora.memory.conversations import ConversationStore
+
+    return ConversationStore(_store())
+
+
+@history.command("list")
+@user_option
+@click.option("--json", "as_json", is_flag=True, help="Print the conversations as a JSON list.")
+def history_list(user, as_json):
+    """The user's conversations, newest first."""
+    convs = _conversations().list(user)
+    if as_json:
+        click.echo(json.dumps([c.as_dict() for c in convs], ensure_ascii=False, indent=2))
+    elif not convs:
+        click.echo(f"(no conversations for {user})")
+    else:
+        for c in convs:
+            click.echo(f"{c.id}\t{c.n_turns} turns\t{c.updated_at}\t{c.title}")
+
+
+@history.command("show")
+@user_option
+@click.argument("conversation_id", type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print the turns as a JSON list.")
+def history_show(user, conversation_id, as_json):
+    """Print one conversation's turns."""
+    convs = _conversations()
+    turns = convs.turns(user, conversation_id)
+    if as_json:
+        click.echo(json.dumps([{"user": t.user, "answer": t.answer} for t in turns], ensure_ascii=False, indent=2))
+        return
+    summary = convs.get(user, conversation_id).summary
+    if summary:
+        click.echo(f"(summary: {summary})")
+    for t in turns:
+        click.echo(f"{user}> {t.user}\n오로라> {t.answer}")
+
+
+@history.command("rm")
+@user_option
+@click.argument("conversation_id", type=click.IntRange(1))
+def history_rm(user, conversation_id):
+    """Remove one conversation and its turns (memories are not touched)."""
+    gone = _conversations().delete(user, conversation_id)
+    if gone is None:
+        raise OhloraError(f"no conversation {conversation_id} for user {user}")
+    click.echo(f"removed conversation {gone.id} ({gone.n_turns} turns)")
+
+
 # -- memory ----------------------------------------------------------------------------------------
 @main.group(cls=OhloraGroup, context_settings=CONTEXT)
 def memory():

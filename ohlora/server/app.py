@@ -27,8 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ohlora.chat import ChatEngine, TurnResult
 from ohlora.errors import OhloraError
 from ohlora.memory.accounts import Accounts
+from ohlora.memory.conversations import ConversationStore
 from ohlora.memory.store import MemoryStore, validate_user
-from ohlora.parsing import parse_tag
+from ohlora.parsing import read_tag
 from ohlora.server.guard import Guard, error_body
 from ohlora.server.worker import GenerationWorker, Job, QueueFull, TurnCancelled
 
@@ -88,6 +89,7 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
     settings = settings or ServerSettings()
     worker = GenerationWorker(settings.max_queue)
     accounts = Accounts(store)
+    conversations = ConversationStore(store)
 
     def is_open() -> bool:
         return settings.api_key is None and accounts.active_count() == 0
@@ -271,10 +273,11 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
         user = acting_as(request, user)
         req = await read_json(request)
         text = req.get("text") or (f"[{req.get('key', '')}: {req.get('value', '')}]" if "key" in req else "")
-        tag = parse_tag(str(text))
-        if tag is None:
-            raise ApiError(400, "send {\"key\": ..., \"value\": ...} or {\"text\": \"[key: value]\"} "
-                                "with a non-empty key and value", param="text")
+        try:
+            tag = read_tag(str(text))  # the one tag rule; its message quotes at most 60 characters of the input
+        except OhloraError as e:
+            raise ApiError(400, f"{e}; send {{\"key\": ..., \"value\": ...}} or {{\"text\": \"[key: value]\"}}",
+                           param="text") from None
         result = store.add_tag(user, tag)
         return {**result.item.as_dict(), "status": result.status, "previous": result.previous}
 
@@ -286,6 +289,43 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
             gone = store.delete(user, int(memory_id))
         if gone is None:
             raise ApiError(404, f"no memory {memory_id[:30]} for user {user}", "not_found_error")
+        return {"deleted": True, **gone.as_dict()}
+
+    # -- conversations ---------------------------------------------------------------------------
+    def conversation_id(value: str) -> int:
+        if not (value.isascii() and value.isdigit() and int(value) <= MAX_SQLITE_ID):
+            raise ApiError(404, f"no conversation {value[:30]}", "not_found_error")
+        return int(value)
+
+    @app.get("/v1/users/{user}/conversations")
+    def list_conversations(user: str, request: Request):
+        user = acting_as(request, user)
+        return {"object": "list", "user": user, "data": [c.as_dict() for c in conversations.list(user)]}
+
+    @app.post("/v1/users/{user}/conversations", status_code=201)
+    async def start_conversation(user: str, request: Request):
+        user = acting_as(request, user)
+        req = await read_json(request)
+        title = req.get("title", "")
+        if not isinstance(title, str):
+            raise ApiError(400, "title must be a string", param="title")
+        return conversations.start(user, title).as_dict()
+
+    @app.get("/v1/users/{user}/conversations/{cid}")
+    def show_conversation(user: str, cid: str, request: Request):
+        user = acting_as(request, user)
+        conv = conversations.get(user, conversation_id(cid))
+        if conv is None:
+            raise ApiError(404, f"no conversation {cid[:30]} for user {user}", "not_found_error")
+        turns = [{"user": t.user, "answer": t.answer} for t in conversations.turns(user, conv.id)]
+        return {**conv.as_dict(), "turns": turns}
+
+    @app.delete("/v1/users/{user}/conversations/{cid}")
+    def delete_conversation(user: str, cid: str, request: Request):
+        user = acting_as(request, user)
+        gone = conversations.delete(user, conversation_id(cid))
+        if gone is None:
+            raise ApiError(404, f"no conversation {cid[:30]} for user {user}", "not_found_error")
         return {"deleted": True, **gone.as_dict()}
 
     @app.delete("/v1/users/{user}/memories")
