@@ -6,16 +6,16 @@ loads a model or opens a file itself, so tests drive it with fakes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ohlora.config import ChatConfig
 from ohlora.errors import OhloraError
-from ohlora.generation import Generator, OnText
+from ohlora.generation import GenerationResult, Generator, OnText
 from ohlora.memory.retrieval import Recall, Retriever
 from ohlora.memory.store import AddResult, MemoryStore, validate_user
 from ohlora.memory.writer import ChatTagWriter, MemoryWriter, WriteResult
-from ohlora.parsing import StreamFilter, normalize_space, parse_answer
+from ohlora.parsing import StreamFilter, is_looped, normalize_space, parse_answer
 from ohlora.prompt import PromptFormat
 
 FALLBACK_ANSWER = "음... 뭐라고 답해야 할지 모르겠어 😅 다시 한 번 말해 줄래?"
@@ -25,7 +25,8 @@ FALLBACK_ANSWER = "음... 뭐라고 답해야 할지 모르겠어 😅 다시 �
 class TurnResult:
     answer: str
     finish_reason: str
-    """"stop", "eos" or "length" for the last try; "fallback" when every try came back empty."""
+    """"stop", "eos" or "length" for the last try; "fallback" when every try came back empty or
+    looped; "loop" when a streamed answer looped after part of it was shown (it ends there)."""
     recalled: Recall | None
     stored: list[AddResult] = field(default_factory=list)
     tries: int = 1
@@ -34,6 +35,8 @@ class TurnResult:
     n_tokens: int = 0
     write: WriteResult | None = None
     """What the memory writer made of the message (None when nothing was to be stored this turn)."""
+    loops: int = 0
+    """Tries thrown away because the answer looped (`parsing.is_looped`)."""
 
     def as_dict(self) -> dict:
         return {
@@ -42,6 +45,7 @@ class TurnResult:
             "recalled": self.recalled.as_dict() if self.recalled else None,
             "stored": [{**r.item.as_dict(), "status": r.status, "previous": r.previous} for r in self.stored],
             "tries": self.tries,
+            "loops": self.loops,
             "n_tokens": self.n_tokens,
             "writer": ({"written": self.write.raw, "reason": self.write.reason, "ms": round(self.write.ms, 1)}
                        if self.write else None),
@@ -86,40 +90,59 @@ class ChatEngine:
         recalled = self.retriever.best(user, message) if self.retriever else None
         hint = self.hint_fn(message) if self.hint_fn else None
         prompt = self.prompt_format.render(message, recalled.item.text if recalled else None, hint)
-        parsed, result, tries = self.answer(prompt, on_text, temperature, max_new_tokens)
+        verdicts: list[str] = []
+        parsed, result, tries = self.answer(prompt, on_text, temperature, max_new_tokens, on_try=verdicts.append)
+        loops = verdicts.count("loop")
         if parsed is None:
             return TurnResult(FALLBACK_ANSWER, "fallback", recalled, tries=tries, prompt=prompt,
-                              raw=result.text, n_tokens=result.n_tokens)
+                              raw=result.text, n_tokens=result.n_tokens, loops=loops)
         stored, write = [], None
         if store:
             # after the answer has streamed: the writer adds nothing before the first token
-            write = self.writer.write(message, parsed.tag)
+            write = self.writer.write(message, parsed.raw_tag or None)  # as written: the writer validates
             if write.tag is not None:
                 stored.append(self.store.add_tag(user, write.tag))
         return TurnResult(parsed.message, result.finish_reason, recalled, stored, tries, prompt,
-                          result.text, result.n_tokens, write)
+                          result.text, result.n_tokens, write, loops)
 
     def answer(self, prompt: str, on_text: OnText | None = None, temperature: float | None = None,
-               max_new_tokens: int | None = None):
-        """Generate for a rendered prompt, retrying while the cleaned answer is empty.
+               max_new_tokens: int | None = None, on_try: Callable[[str], None] | None = None):
+        """Generate for a rendered prompt, retrying while the cleaned answer is empty or looped.
+
+        A try ends as soon as its answer loops (`parsing.is_looped`), and counts as empty; the
+        prompt format's LoopGuard makes that rare. While streaming, repeats are held back
+        (StreamFilter's hold_repeats), but what came before the loop may already be on the user's
+        screen: then the answer ends there (finish reason "loop") instead of starting again.
+        `on_try` hears "ok", "empty" or "loop" for every try.
 
         Returns (parsed answer or None if every try was empty, last GenerationResult, tries).
         The fallback text is streamed when every try was empty.
         """
         cfg, stop = self.config, self.prompt_format.stop_phrase
+        guard = self.prompt_format.loop_guard()
         for tries in range(1, cfg.max_tries + 1):
-            filt = StreamFilter(stop)
-            emit = (lambda chunk: _emit(filt, chunk, on_text)) if on_text else None
-            result = self.generator.generate(
-                prompt, stop_phrase=stop,
-                max_new_tokens=cfg.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                temperature=cfg.temperature if temperature is None else temperature, on_text=emit,
-            )
-            if on_text:
-                tail = filt.finish()
-                if tail:
-                    on_text(tail)
-            parsed = parse_answer(result.text, stop)
+            watch = _Try(stop, on_text)
+            try:
+                result = self.generator.generate(
+                    prompt, stop_phrase=stop,
+                    max_new_tokens=cfg.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                    temperature=cfg.temperature if temperature is None else temperature, on_text=watch.feed,
+                    loop_guard=guard,
+                )
+                parsed = parse_answer(result.text, stop)
+                looped = is_looped(parsed.message)  # also for a generator that does not stream
+            except _Looped:
+                result = GenerationResult(watch.raw, "loop", watch.chunks)
+                parsed, looped = parse_answer(watch.raw, stop), True
+            if looped:
+                if on_try:
+                    on_try("loop")
+                if watch.shown.strip():
+                    return replace(parsed, message=watch.shown.strip()), replace(result, finish_reason="loop"), tries
+                continue
+            watch.finish()
+            if on_try:
+                on_try("ok" if parsed.message else "empty")
             if parsed.message:
                 return parsed, result, tries
         if on_text:
@@ -127,7 +150,32 @@ class ChatEngine:
         return None, result, cfg.max_tries
 
 
-def _emit(filt: StreamFilter, chunk: str, on_text: OnText) -> None:
-    visible = filt.feed(chunk)
-    if visible:
-        on_text(visible)
+class _Looped(Exception):
+    """Raised from the streaming callback to end a try whose answer loops."""
+
+
+class _Try:
+    """One generation: gets the raw chunks, streams the visible answer to `on_text`, and stops
+    the generation (raising _Looped through it) as soon as the answer so far loops."""
+
+    def __init__(self, stop: str, on_text: OnText | None):
+        self.stop, self.on_text = stop, on_text
+        self.filt = StreamFilter(stop, hold_repeats=True) if on_text else None
+        self.raw, self.shown, self.chunks = "", "", 0
+
+    def feed(self, chunk: str) -> None:
+        self.raw += chunk
+        self.chunks += 1  # about one per token
+        if is_looped(parse_answer(self.raw, self.stop).message):
+            raise _Looped
+        if self.filt:
+            self._show(self.filt.feed(chunk))
+
+    def finish(self) -> None:
+        if self.filt:
+            self._show(self.filt.finish())
+
+    def _show(self, visible: str) -> None:
+        if visible:
+            self.shown += visible
+            self.on_text(visible)

@@ -322,12 +322,9 @@ def memory_list(user, as_json):
 @click.argument("item", nargs=-1, required=True)
 def memory_add(user, item):
     """Store ITEM, written "[key: value]" or "key: value"."""
-    from ohlora.parsing import parse_tag
+    from ohlora.parsing import read_tag
 
-    text = " ".join(item)
-    tag = parse_tag(text)
-    if tag is None:
-        raise OhloraError(f"cannot read {text!r} as a memory: write it as \"[key: value]\"")
+    tag = read_tag(" ".join(item))  # the one tag rule; says what is wrong, quoting at most 60 characters
     result = _store().add_tag(user, tag)
     extra = f" (was: {result.previous})" if result.previous else ""
     click.echo(f"{result.status}: {result.item.text}{extra}")

@@ -82,6 +82,7 @@ class FastGenerator:
         else:
             self.ids = torch.tensor(vocab_ids, dtype=torch.long, device=weight.device)
             self.weight = weight[self.ids].contiguous()  # (V', H): a copy, so memory grows by V'/V of the head
+        self._row = None if vocab_ids is None else {int(t): r for r, t in enumerate(vocab_ids)}  # full id -> head row
         self.eos = tokenizer.eos_token_id
         self._lean = None  # LeanGemma3, built on first use for Gemma 3 text models
         import inspect
@@ -164,7 +165,7 @@ class FastGenerator:
             finally:
                 torch.set_num_threads(threads)
 
-    def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None):
+    def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None, loop_guard=None):
         import torch
 
         from ohlora.models import use_adapter
@@ -176,20 +177,28 @@ class FastGenerator:
             if self.decode_threads and ids.device.type == "cpu":
                 torch.set_num_threads(min(self.decode_threads, threads))
             try:
-                return self._decode(h, step, max_new_tokens, temperature, stop_phrase, on_text)
+                return self._decode(h, step, max_new_tokens, temperature, stop_phrase, on_text,
+                                    loop_guard.tracker() if loop_guard else None)
             finally:
                 torch.set_num_threads(threads)
 
-    def _decode(self, h, step, max_new_tokens, temperature, stop_phrase, on_text) -> GenerationResult:
+    def _decode(self, h, step, max_new_tokens, temperature, stop_phrase, on_text, tracker=None) -> GenerationResult:
         tok = self.tokenizer
         out_ids: list[int] = []
         sent, reason = 0, "length"
         for _ in range(max_new_tokens):
-            nxt = self._pick(self._logits(h), temperature)
+            logits = self._logits(h)  # (1, V')
+            banned = tracker.banned() if tracker else None
+            if banned:  # the LoopGuard, on the head's rows (a generated token is always one of them)
+                rows = banned if self._row is None else [self._row[t] for t in banned if t in self._row]
+                logits[0, rows] = float("-inf")
+            nxt = self._pick(logits, temperature)
             if nxt == self.eos:
                 reason = "eos"
                 break
             out_ids.append(nxt)
+            if tracker:
+                tracker.push(nxt)
             text = tok.decode(out_ids, skip_special_tokens=True)
             if on_text and not text.endswith("\ufffd") and len(text) > sent:
                 on_text(text[sent:])

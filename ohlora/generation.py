@@ -3,6 +3,10 @@
 Generation stops as soon as the decoded continuation contains the stop phrase. Token ids of the
 stop phrase are never hard-coded: token boundaries differ between models and contexts, so the
 check runs on decoded text.
+
+`LoopGuard` is the rule against degenerate repetition (`떡볶이 떡볶이 ...` to the token limit) that
+both generators apply to the logits, over the generated tokens only (never the prompt, whose
+few-shot examples hold the stop phrase many times).
 """
 
 from __future__ import annotations
@@ -11,6 +15,41 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 OnText = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LoopGuard:
+    """No n-gram of `ngram` generated tokens may occur more than `max_count` times: a token that
+    would complete one more occurrence is masked. HF's no_repeat_ngram_size is max_count=1; 2 lets
+    an answer echo its tag's value (`[좋아하는 꽃: 해바라기] 해바라기 보면...`), which 1 would forbid."""
+
+    ngram: int = 0
+    """0: off."""
+    max_count: int = 2
+
+    def tracker(self) -> "NgramTracker | None":
+        return NgramTracker(self.ngram, self.max_count) if self.ngram > 0 else None
+
+
+class NgramTracker:
+    """The n-grams of one generation so far; `banned()` lists the token ids masked at the next step."""
+
+    def __init__(self, n: int, max_count: int):
+        self.n, self.max_count = n, max_count
+        self.ids: list[int] = []
+        self.next: dict[tuple[int, ...], dict[int, int]] = {}  # (n-1)-gram -> {next token: count}
+
+    def push(self, token: int) -> None:
+        self.ids.append(int(token))
+        if len(self.ids) >= self.n:
+            after = self.next.setdefault(tuple(self.ids[len(self.ids) - self.n:-1]), {})
+            after[self.ids[-1]] = after.get(self.ids[-1], 0) + 1
+
+    def banned(self) -> list[int]:
+        if len(self.ids) < self.n - 1:
+            return []
+        after = self.next.get(tuple(self.ids[len(self.ids) - self.n + 1:]), {})
+        return [t for t, c in after.items() if c >= self.max_count]
 
 
 @dataclass(frozen=True)
@@ -31,6 +70,7 @@ class Generator(Protocol):
         max_new_tokens: int,
         temperature: float,
         on_text: OnText | None = None,
+        loop_guard: LoopGuard | None = None,
     ) -> GenerationResult: ...
 
 
@@ -43,9 +83,9 @@ class HFGenerator:
         self.adapter = adapter
         """The PEFT adapter generation runs with (None: the bare base model)."""
 
-    def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None):
+    def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None, loop_guard=None):
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
         tok = self.tokenizer
         enc = tok(prompt, return_tensors="pt").to(self.model.device)
@@ -59,6 +99,23 @@ class HFGenerator:
                 done = stop_phrase in decode(input_ids[0, n_prompt:])
                 return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
+        class GuardLoops(LogitsProcessor):
+            """LoopGuard over the generated tokens; generate() runs custom processors before
+            temperature and top-k, where FastGenerator applies the guard too."""
+
+            def __init__(self, tracker):
+                self.tracker = tracker
+
+            def __call__(self, input_ids, scores):  # input_ids: (1, T), scores: (1, V)
+                for t in input_ids[0, n_prompt + len(self.tracker.ids):].tolist():
+                    self.tracker.push(t)
+                banned = self.tracker.banned()
+                if banned:
+                    scores[0, banned] = float("-inf")
+                return scores
+
+        tracker = loop_guard.tracker() if loop_guard else None
+        processors = LogitsProcessorList([GuardLoops(tracker)] if tracker else [])
         streamer = _TextStreamer(decode, on_text) if on_text else None
         sampling = dict(do_sample=True, temperature=temperature) if temperature > 0 else dict(do_sample=False)
         from ohlora.models import use_adapter
@@ -68,6 +125,7 @@ class HFGenerator:
                 **enc,
                 max_new_tokens=max_new_tokens,
                 stopping_criteria=StoppingCriteriaList([StopOnPhrase()]),
+                logits_processor=processors,
                 streamer=streamer,
                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
                 **sampling,

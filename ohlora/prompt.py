@@ -46,11 +46,21 @@ class PromptFormat:
     preamble: str = ""
     """Text put before every prompt. Empty for a fine-tuned adapter; `few_shot()` fills it with
     worked examples so that a bare base model learns the format (stop phrase, memory tags)."""
+    loop_ngram: int = 5
+    """Against loops while generating (`generation.LoopGuard`): no n-gram of this many tokens may
+    occur more than `loop_ngram_max` times in one answer; 0 turns the guard off. With 5 and 2,
+    none of the 1,260 answers of the project's SFT data (Gemma 3 tokenizer) is ever masked; 4
+    would touch one. Formats saved before this field load with this default."""
+    loop_ngram_max: int = 2
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if not isinstance(getattr(self, f.name), str):
+            if f.type in ("str", str) and not isinstance(getattr(self, f.name), str):
                 raise OhloraError(f"prompt format: {f.name} must be a string")
+        for name, low in (("loop_ngram", 0), ("loop_ngram_max", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= 64:
+                raise OhloraError(f"prompt format: {name} must be a whole number in [{low}, 64]")
         if not self.answer_marker.strip():
             raise OhloraError("prompt format: answer_marker must not be empty")
         if not self.stop_phrase.strip():
@@ -71,6 +81,12 @@ class PromptFormat:
     def target(self, answer: str) -> str:
         """The training target for one answer (the tokenizer's EOS is appended by the trainer)."""
         return f"{answer.strip()} {self.stop_phrase}"
+
+    def loop_guard(self):
+        """The generators' LoopGuard for this format (None when off)."""
+        from ohlora.generation import LoopGuard
+
+        return LoopGuard(self.loop_ngram, self.loop_ngram_max) if self.loop_ngram else None
 
     @classmethod
     def few_shot(cls, **fields_) -> "PromptFormat":

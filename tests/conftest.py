@@ -31,7 +31,7 @@ class FakeGenerator:
         self.replies.extend(replies)
         return self
 
-    def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None):
+    def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None, loop_guard=None):
         self.prompts.append(prompt)
         text = self.replies.pop(0) if self.replies else ""
         if on_text:

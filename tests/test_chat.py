@@ -83,3 +83,67 @@ def test_time_hint_is_rendered_when_the_hint_function_gives_one(fake_generator, 
     eng.turn("kim", "안녕")
     assert fake_generator.prompts == ["(오늘: 2026년 11월 25일 수요일) 오늘 무슨 요일이야? ### 답변: ",
                                       "안녕 ### 답변: "]
+
+
+LOOP = "[좋아하는 음식: 떡볶이] " + "떡볶이 " * 30  # `나 떡볶이 좋아해` over the API, 1 run in 8
+
+
+def test_a_looped_answer_is_retried_like_an_empty_one(fake_generator, keyword_encoder):
+    eng = make_engine(fake_generator, keyword_encoder, max_tries=3)
+    fake_generator.enqueue(LOOP, "나도 떡볶이 최고 좋아해! 😋 (답변 종료)")
+    t = eng.turn("kim", "나 떡볶이 좋아해")
+    assert t.answer == "나도 떡볶이 최고 좋아해! 😋" and t.tries == 2 and t.loops == 1 and t.as_dict()["loops"] == 1
+    assert t.stored == []  # the tag came with the thrown-away try, and goes with it
+    fake_generator.enqueue(LOOP, LOOP, "ㅋ" * 40)
+    t = eng.turn("kim", "나 떡볶이 좋아해")
+    assert t.answer == FALLBACK_ANSWER and t.finish_reason == "fallback" and t.loops == 3
+
+
+def test_a_loop_ends_the_generation_as_soon_as_it_shows(keyword_encoder):
+    from conftest import FakeGenerator
+
+    fed = []
+
+    class Counting(FakeGenerator):
+        def generate(self, prompt, *, on_text=None, **kw):
+            return super().generate(prompt, on_text=lambda c: (fed.append(c), on_text(c)), **kw)
+
+    gen = Counting(chunk=4)
+    eng = make_engine(gen, keyword_encoder, max_tries=2)
+    gen.enqueue(LOOP, "응 (답변 종료)")
+    verdicts = []
+    parsed, result, tries = eng.answer("p", on_try=verdicts.append)
+    assert parsed.message == "응" and verdicts == ["loop", "ok"]
+    assert len("".join(fed[:-1])) < 60 < len(LOOP)  # the first try stopped early, not at the token limit
+
+
+def test_a_streamed_loop_never_shows_its_repeats(fake_generator, keyword_encoder):
+    eng = make_engine(fake_generator, keyword_encoder, max_tries=3)
+    shown = []
+    fake_generator.enqueue(LOOP)
+    t = eng.turn("kim", "나 떡볶이 좋아해", on_text=shown.append)
+    # the first copy was on screen before the repeats began: the answer ends there, as shown
+    assert "".join(shown).strip() == t.answer == "떡볶이" and t.finish_reason == "loop" and t.tries == 1
+    shown.clear()
+    fake_generator.enqueue("떡볶이 좋아하는구나! 나도 " + "완전 " * 20, "최고지 (답변 종료)")
+    t = eng.turn("kim", "나 떡볶이 좋아해", on_text=shown.append)
+    assert "".join(shown).strip() == t.answer and "완전 완전" not in t.answer
+
+
+def test_the_prompt_formats_loop_guard_reaches_the_generator(keyword_encoder):
+    from conftest import FakeGenerator
+
+    from ohlora.generation import LoopGuard
+
+    seen = []
+
+    class Recording(FakeGenerator):
+        def generate(self, prompt, *, loop_guard=None, **kw):
+            seen.append(loop_guard)
+            return super().generate(prompt, **kw)
+
+    store = MemoryStore()
+    for fmt, want in ((PromptFormat(), LoopGuard(5, 2)), (PromptFormat(loop_ngram=0), None)):
+        gen = Recording(["응 (답변 종료)"])
+        ChatEngine(gen, None, store, fmt).turn("kim", "안녕")
+        assert seen[-1] == want

@@ -82,3 +82,25 @@ def test_bench_table_runs_each_cell_in_a_child_process(tiny_model_dir, ohlora_ho
     assert all(v["seconds"] > 0 and v["peak_mb"] > 0 for v in results.values())
     table = (ohlora_home / "bench" / "table.md").read_text(encoding="utf-8")
     assert "| inference, 25 answers |" in table and "| fine-tuning, 20 pairs x 3 epochs (batch 4) |" in table
+
+
+def test_loop_rate_and_rejected_tags():
+    """loop_rate: tries the engine threw away as looped (the chat's own detector), over all tries;
+    tag_rejected_rate: answers opening with a tag that the tag rules refused, over those with a tag."""
+    gen = FakeGenerator([
+        "떡볶이 " * 30, "[좋아하는 음식: 떡볶이] 나도 떡볶이 좋아! (답변 종료)",  # prompt 0: a loop, then a good answer
+        "[반려동물: 고양이 고양이] 귀엽겠다 (답변 종료)",                          # prompt 1: the tag is refused
+        "안녕! (답변 종료)",
+    ])
+    engine = ChatEngine(gen, None, MemoryStore(), PromptFormat(), ChatConfig(max_tries=3))
+    prompts = [EvalPrompt(0, "나 떡볶이 좋아해", "p0", "memory", "좋아하는 음식"),
+               EvalPrompt(1, "나 고양이 키워", "p1", "memory", "반려동물"), EvalPrompt(2, "안녕", "p2", "smalltalk")]
+    records = run_eval(engine, prompts)
+    s = summarize(records, prompts)
+    assert [r.loops for r in records] == [1, 0, 0] and s["loop_rate"] == 1 / 4
+    assert records[1].rejected_tag == "[반려동물: 고양이 고양이]" and records[1].tag == ""
+    assert s["tag_rejected_rate"] == 1 / 2 and s["repetitive_rate"] == 0
+    from ohlora.evaluation.llm import markdown_table
+
+    table = markdown_table({"m": s})
+    assert "| looped tries (thrown away) | 25.0% |" in table and "| leading tags rejected by the tag rules | 50.0% |" in table

@@ -144,3 +144,66 @@ def test_half_weights_fall_back_to_fp32_when_activations_overflow(tiny_model_dir
     out = half.generate("안녕 ### 답변: ", stop_phrase="\x00", max_new_tokens=10, temperature=0)
     assert half.weight_dtype == torch.float32 and half.lean().weight_dtype == torch.float32
     assert out.text == ref.text  # without the fallback: an empty or garbled answer
+
+
+class KeptGuard:
+    """A LoopGuard that keeps its trackers, to read the token ids a generation produced."""
+
+    def __init__(self, ngram, max_count):
+        from ohlora.generation import LoopGuard
+
+        self.guard, self.trackers = LoopGuard(ngram, max_count), []
+
+    def tracker(self):
+        self.trackers.append(self.guard.tracker())
+        return self.trackers[-1]
+
+
+def max_ngram_count(ids, n):
+    from collections import Counter
+
+    return max(Counter(tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)).values())
+
+
+@pytest.mark.parametrize("ngram,max_count", [(2, 1), (3, 2), (5, 2)])
+@pytest.mark.parametrize("prompt", ["안녕 ### 답변: ", "나 내일 면접 있어 ### 답변: "])
+def test_loop_guard_is_the_same_in_both_generators(tiny, prompt, ngram, max_count):
+    """The random tiny model loops at once (`웥웥웥...`): with the guard both generators give the
+    same greedy text, and no n-gram of the answer comes back more than max_count times."""
+    model, tok = tiny
+    free = HFGenerator(model, tok).generate(prompt, stop_phrase="\x00", max_new_tokens=40, temperature=0)
+    assert max_ngram_count(tok(free.text, add_special_tokens=False)["input_ids"], ngram) > max_count
+    hf_guard, fast_guard = KeptGuard(ngram, max_count), KeptGuard(ngram, max_count)
+    ref = HFGenerator(model, tok).generate(prompt, stop_phrase="\x00", max_new_tokens=40, temperature=0,
+                                           loop_guard=hf_guard)
+    fast = FastGenerator(model, tok, list(range(len(tok))), weights="fp32").generate(
+        prompt, stop_phrase="\x00", max_new_tokens=40, temperature=0, loop_guard=fast_guard)
+    assert fast.text == ref.text != free.text and fast.n_tokens == ref.n_tokens
+    ids = fast_guard.trackers[0].ids
+    assert len(ids) >= 30 and max_ngram_count(ids, ngram) <= max_count
+
+
+def test_loop_guard_on_the_restricted_head(tiny):
+    """The subset head's rows are not token ids: banned tokens are masked on their rows."""
+    model, tok = tiny
+    ids = build_head_vocab(tok, ["오로라 마라탕"])
+    gen = FastGenerator(model, tok, ids, weights="fp32")
+    for temperature in (0, 0.8):
+        guard = KeptGuard(2, 1)
+        gen.generate("안녕 ### 답변: ", stop_phrase="\x00", max_new_tokens=30, temperature=temperature, loop_guard=guard)
+        out = guard.trackers[0].ids
+        assert len(out) >= 20 and set(out) <= set(ids) and max_ngram_count(out, 2) == 1
+
+
+def test_ngram_tracker_counts():
+    from ohlora.generation import LoopGuard
+
+    assert LoopGuard(0).tracker() is None
+    t = LoopGuard(3, 2).tracker()
+    for x in [1, 2, 3, 1, 2, 3, 1, 2]:
+        t.push(x)
+    assert t.banned() == [3]  # (1, 2, 3) is there twice already
+    t = LoopGuard(3, 3).tracker()
+    for x in [1, 2, 3, 1, 2, 3, 1, 2]:
+        t.push(x)
+    assert t.banned() == []

@@ -38,3 +38,28 @@ def test_few_shot_preamble_is_rendered_first():
     prompt = fmt.render("안녕")
     assert prompt.startswith(fmt.preamble) and prompt.endswith("안녕 ### 답변: ")
     assert fmt.stop_phrase in fmt.preamble
+
+
+def test_loop_guard_setting_travels_with_the_format_and_old_files_get_the_default(tmp_path):
+    from ohlora.generation import LoopGuard
+
+    assert PromptFormat().loop_guard() == LoopGuard(5, 2)
+    fmt = PromptFormat(loop_ngram=4, loop_ngram_max=1)
+    fmt.save(tmp_path)
+    assert PromptFormat.load(tmp_path) == fmt and fmt.loop_guard() == LoopGuard(4, 1)
+    # a format saved before the setting existed (the shipped adapter's): the guard is on
+    (tmp_path / FILENAME).write_text("answer_marker: '### 답변:'\nstop_phrase: (답변 종료)\nhint_template: ({hint})\n"
+                                     "preamble: ''\n", encoding="utf-8")
+    assert PromptFormat.load(tmp_path).loop_guard() == LoopGuard(5, 2)
+    (tmp_path / FILENAME).write_text("loop_ngram: 0\n", encoding="utf-8")
+    assert PromptFormat.load(tmp_path).loop_guard() is None  # off
+    for bad in ("loop_ngram: -1\n", "loop_ngram: five\n", "loop_ngram_max: 0\n", "loop_ngram: true\n"):
+        (tmp_path / FILENAME).write_text(bad, encoding="utf-8")
+        with pytest.raises(OhloraError, match="loop_ngram"):
+            PromptFormat.load(tmp_path)
+
+
+def test_shipped_adapter_format_loads_with_the_guard_on():
+    from ohlora.training.llm_config import bundled
+
+    assert PromptFormat.load(bundled("adapters", "ohlora-gemma-3-270m")).loop_ngram == 5

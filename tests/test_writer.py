@@ -27,7 +27,8 @@ from conftest import FakeGenerator
     ("[오늘 일정: 발표] [내일 일정: 면접]", "more than one tag"),
     ("고양이 키운대", "not one [key: value] tag"),
     ("[반려동물: 고양이] 귀엽다", "not one [key: value] tag"),
-    ("[: 고양이]", "empty, too long or malformed key/value"),
+    ("[: 고양이]", "empty key or value"),
+    ("[반려동물 이름 정말 진짜 길다: 나비]", "key or value too long"),  # five words
     ("[반려동물: " + "아주 " * 10 + "고양이]", "a word repeated in the value"),
     ("[반려동물: " + "가" * 40 + "]", "key or value too long"),
 ])

@@ -1,10 +1,12 @@
 """`ohlora eval llm`: answer-quality checks of a chat model (+ adapter) on validation prompts.
 
 For every prompt, several samples through the real ChatEngine path (stop phrase, retries,
-parsing). Reports: empty-answer rate, stop-phrase vs token-limit endings, duplicate answers across
-prompts and near-identical samples within a prompt, answers that repeat themselves (the original's
-complaint about Gemma-2), non-Korean script, memory-tag precision and recall against the expected
-key, retries, latency and tokens per answer.
+parsing). Reports: empty-answer rate, stop-phrase vs token-limit endings, the loop rate (tries the
+engine threw away because they looped, `parsing.is_looped`, the chat's own detector), duplicate
+answers across prompts and near-identical samples within a prompt, answers that repeat themselves
+(the original's complaint about Gemma-2; the same detector on the final answers), non-Korean
+script, memory-tag precision and recall against the expected key, leading tags the tag rules
+rejected, retries, latency and tokens per answer.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
 
+from ohlora.parsing import is_looped
+
 HANGUL = re.compile(r"[가-힣ㄱ-ㅎㅏ-ㅣ]")
 LATIN = re.compile(r"[A-Za-z]")
 # Letters of scripts Oh-LoRA never writes: CJK ideographs, kana, Cyrillic, Greek, Thai, Arabic, Devanagari...
@@ -25,12 +29,7 @@ FOREIGN = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u05ff\u0600-\u06ff\u09
                      r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
-def is_repetitive(text: str, times: int = 3) -> bool:
-    """Some pair of consecutive words comes back `times` times or more (`1983년 1월 1일 1983년 1월
-    1일 ...`, `월요일에 입원하겠어 ... 월요일에 입원하겠어 ...`): a model stuck in a loop."""
-    words = [w.strip(".,!?~") for w in text.split()]
-    pairs = list(zip(words, words[1:]))
-    return any(pairs.count(p) >= times for p in set(pairs))
+is_repetitive = is_looped  # a model stuck in a loop: the chat engine's own rule
 
 
 def is_non_korean(text: str) -> bool:
@@ -66,6 +65,10 @@ class EvalRecord:
     tries: int
     n_tokens: int
     latency_s: float
+    loops: int = 0
+    """Tries thrown away because they looped."""
+    rejected_tag: str = ""
+    """The leading tag the answer opened with when the tag rules rejected it."""
 
 
 def prompts_from_rows(rows, fmt, card) -> list[EvalPrompt]:
@@ -81,12 +84,14 @@ def run_eval(engine, prompts: list[EvalPrompt], samples: int = 1, progress=None)
     for p in prompts:
         for s in range(samples):
             t = time.perf_counter()
-            parsed, result, tries = engine.answer(p.prompt)
+            verdicts: list[str] = []
+            parsed, result, tries = engine.answer(p.prompt, on_try=verdicts.append)
             records.append(EvalRecord(
                 p.id, s, p.input, p.category, p.expected_key or "",
                 parsed.message if parsed else "", parsed.tag.text if parsed and parsed.tag else "",
                 result.finish_reason if parsed else "fallback", tries, result.n_tokens,
-                round(time.perf_counter() - t, 3)))
+                round(time.perf_counter() - t, 3), verdicts.count("loop"),
+                parsed.raw_tag if parsed and parsed.raw_tag and not parsed.tag else ""))
             if progress:
                 progress(1)
     return records
@@ -110,6 +115,7 @@ def summarize(records: list[EvalRecord], prompts: list[EvalPrompt]) -> dict:
     key_of = lambda r: r.tag[1:].split(":", 1)[0] if r.tag else ""  # noqa: E731
     tagged = [r for r in lab if r.tag]
     expected = [r for r in lab if r.expected_key]
+    opened = sum(bool(r.tag or r.rejected_tag) for r in records)
     return {
         "answers": n,
         "prompts": len(by_prompt),
@@ -117,12 +123,14 @@ def summarize(records: list[EvalRecord], prompts: list[EvalPrompt]) -> dict:
         "stop_rate": sum(r.finish_reason == "stop" for r in records) / n,
         "length_rate": sum(r.finish_reason == "length" for r in records) / n,
         "eos_rate": sum(r.finish_reason == "eos" for r in records) / n,
+        "loop_rate": sum(r.loops for r in records) / sum(r.tries for r in records),
         "duplicate_across_prompts": dup_across / n,
         "near_duplicate_samples": (sum(near_pairs) / len(near_pairs)) if near_pairs else float("nan"),
         "repetitive_rate": sum(is_repetitive(a) for a in answers) / n,
         "non_korean_rate": sum(is_non_korean(a) for a in answers) / n,
         "tag_precision": (sum(key_of(r) == r.expected_key for r in tagged) / len(tagged)) if tagged else float("nan"),
         "tag_recall": (sum(key_of(r) == r.expected_key for r in expected) / len(expected)) if expected else float("nan"),
+        "tag_rejected_rate": (sum(bool(r.rejected_tag) for r in records) / opened) if opened else float("nan"),
         "mean_retries": statistics.mean(r.tries - 1 for r in records),
         "mean_latency_s": statistics.mean(r.latency_s for r in records),
         "mean_tokens": statistics.mean(r.n_tokens for r in records),
@@ -138,11 +146,13 @@ def write_records(records: list[EvalRecord], path: Path) -> None:
 
 METRIC_LABELS = [
     ("empty_rate", "empty answers", "pct"), ("stop_rate", "ended by stop phrase", "pct"),
-    ("length_rate", "ended by token limit", "pct"), ("duplicate_across_prompts", "same answer to other prompts", "pct"),
+    ("length_rate", "ended by token limit", "pct"), ("loop_rate", "looped tries (thrown away)", "pct"),
+    ("duplicate_across_prompts", "same answer to other prompts", "pct"),
     ("near_duplicate_samples", "near-identical samples (one prompt)", "pct"),
     ("repetitive_rate", "repeats itself within an answer", "pct"), ("non_korean_rate", "non-Korean script", "pct"),
     ("tag_precision", "memory-tag precision", "pct"),
-    ("tag_recall", "memory-tag recall", "pct"), ("mean_retries", "retries per answer", "num"),
+    ("tag_recall", "memory-tag recall", "pct"), ("tag_rejected_rate", "leading tags rejected by the tag rules", "pct"),
+    ("mean_retries", "retries per answer", "num"),
     ("mean_latency_s", "latency per answer (s)", "num"), ("mean_tokens", "tokens per answer", "num"),
 ]
 

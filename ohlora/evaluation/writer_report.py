@@ -29,7 +29,7 @@ class ChatAnswerWriter:
         e = self.engine
         hint = e.hint_fn(message) if e.hint_fn else None
         parsed, _, _ = e.answer(e.prompt_format.render(message, None, hint))
-        res = ChatTagWriter().write(message, parsed.tag if parsed else None)
+        res = ChatTagWriter().write(message, parsed.raw_tag if parsed else None)  # as written, so rejections count
         return WriteResult(res.tag, res.reason, res.raw, 1000 * (time.perf_counter() - t))
 
 

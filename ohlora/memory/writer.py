@@ -7,7 +7,8 @@ instead of the new fact. The writer is the same base model with its own small Lo
 user's message only, never the recalled item or the answer, so a recall can never be re-stored.
 
 Whatever writes (the writer adapter, or the chat's tag with `memory_writer: chat`), the tag is
-checked by `validate_tag` before it is stored, and dropped with a reason otherwise.
+checked by `validate_tag` before it is stored, and dropped with a reason otherwise. Its rules for
+the key and value are `parsing.tag_problem`, the same ones `ohlora memory add` and the API obey.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ import yaml
 
 from ohlora.errors import OhloraError
 from ohlora.generation import Generator
-from ohlora.parsing import TAG_RE, MemoryTag, make_tag, normalize_space
+from ohlora.parsing import TAG_RE, MemoryTag, normalize_space, tag_problem
 
 FORMAT_FILE = "writer_format.yaml"
-MAX_KEY_WORDS = 4
-MAX_VALUE_CHARS = 30
 
 
 @dataclass(frozen=True)
@@ -83,9 +82,9 @@ class Validated:
 def validate_tag(text: str | None, nothing: str = "없음") -> Validated:
     """Check a writer's answer (or a chat tag) before anything is stored.
 
-    Rules: exactly one `[key: value]` and nothing else; key and value non-empty and short (the
-    store's limits, and at most MAX_KEY_WORDS words / MAX_VALUE_CHARS characters); no word repeated
-    in the value (`고양이 고양이`); the value is not the key itself.
+    Rules: exactly one `[key: value]` and nothing else; then `parsing.tag_problem`'s rules for
+    every stored tag (non-empty, short, no word repeated in the value as in `고양이 고양이`, the
+    value not the key), whose reason is returned.
     """
     text = normalize_space(text or "")
     if not text or text == nothing:
@@ -94,17 +93,11 @@ def validate_tag(text: str | None, nothing: str = "없음") -> Validated:
     if not m or m.end() != len(text):
         rest = "more than one tag" if text.count("[") > 1 else "not one [key: value] tag"
         return Validated(None, rest)
-    tag = make_tag(m.group(1), m.group(2))
-    if tag is None:
-        return Validated(None, "empty, too long or malformed key/value")
-    words = tag.value.split()
-    if len(words) != len(set(words)):
-        return Validated(None, "a word repeated in the value")
-    if tag.value.replace(" ", "") == tag.key.replace(" ", ""):
-        return Validated(None, "the value is the key")
-    if len(tag.key.split()) > MAX_KEY_WORDS or len(tag.value) > MAX_VALUE_CHARS:
-        return Validated(None, "key or value too long")
-    return Validated(tag, "ok")
+    key, value = normalize_space(m.group(1)), normalize_space(m.group(2))
+    problem = tag_problem(key, value)
+    if problem is not None:
+        return Validated(None, problem)
+    return Validated(MemoryTag(key, value), "ok")
 
 
 @dataclass(frozen=True)
@@ -119,7 +112,9 @@ class WriteResult:
 
 
 class MemoryWriter(Protocol):
-    def write(self, message: str, chat_tag: MemoryTag | None = None) -> WriteResult: ...
+    def write(self, message: str, chat_tag: MemoryTag | str | None = None) -> WriteResult: ...
+    """`chat_tag`: what the chat model's answer opened with, the bracketed text as written
+    (valid or not) or a parsed tag."""
 
 
 class AdapterWriter:
@@ -129,7 +124,7 @@ class AdapterWriter:
         self.generator = generator
         self.fmt = fmt or WriterFormat()
 
-    def write(self, message: str, chat_tag: MemoryTag | None = None) -> WriteResult:
+    def write(self, message: str, chat_tag: MemoryTag | str | None = None) -> WriteResult:
         t = time.perf_counter()
         out = self.generator.generate(self.fmt.render(message), stop_phrase=self.fmt.end,
                                       max_new_tokens=self.fmt.max_new_tokens, temperature=0.0)
@@ -141,7 +136,7 @@ class AdapterWriter:
 class ChatTagWriter:
     """`memory_writer: chat`: store the chat model's own leading tag (validated), as before."""
 
-    def write(self, message: str, chat_tag: MemoryTag | None = None) -> WriteResult:
-        raw = chat_tag.text if chat_tag else ""
+    def write(self, message: str, chat_tag: MemoryTag | str | None = None) -> WriteResult:
+        raw = chat_tag.text if isinstance(chat_tag, MemoryTag) else (chat_tag or "")
         v = validate_tag(raw)
         return WriteResult(v.tag, v.reason, raw, 0.0)
