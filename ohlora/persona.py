@@ -64,6 +64,27 @@ class PersonaCard:
         """International (만) age."""
         return today.year - self.birthday.year - ((today.month, today.day) < (self.birthday.month, self.birthday.day))
 
+    def facts(self, today: dt.date) -> str:
+        """The card's key facts in one short line, for the prompt's persona section: the model reads
+        her age from here (computed for today), so `몇 살이야?` cannot drift from the birthday."""
+        r, b = self.raw, self.birthday
+        parts = [f"이름 {self.name}", f"{self.age(today)}살 ({b.year}년 {b.month}월 {b.day}일생)"]
+        if r.get("mbti"):
+            parts.append(f"MBTI {r['mbti']}")
+        edu = r.get("education") or {}
+        if isinstance(edu, dict) and edu.get("university"):
+            parts.append(" ".join(str(edu[k]) for k in ("university", "major", "year") if edu.get(k)))
+        if r.get("favorite_singer"):
+            parts.append(f"좋아하는 가수 {r['favorite_singer']}")
+        foods = r.get("favorite_foods")
+        if isinstance(foods, list) and foods:
+            parts.append("좋아하는 음식 " + "·".join(map(str, foods)))
+        if r.get("best_friend"):
+            parts.append(f"절친 {str(r['best_friend']).split(' (')[0]}")
+        if r.get("dream"):
+            parts.append(f"꿈 {r['dream']}")
+        return ", ".join(parts)
+
     def time_hint(self, today: dt.date) -> str:
         return (f"오늘: {today.year}년 {today.month}월 {today.day}일 {WEEKDAYS[today.weekday()]}, "
                 f"{self.name} {self.age(today)}살")

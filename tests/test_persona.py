@@ -34,3 +34,14 @@ def test_bad_cards(tmp_path):
     p.write_text("name: 누구\nbirthday: 2003-13-40\n")
     with pytest.raises(OhloraError, match="YYYY-MM-DD"):
         PersonaCard.load(p)
+
+
+def test_facts_line_gives_the_age_for_today():
+    import datetime as dt
+
+    from ohlora.persona import PersonaCard
+
+    card = PersonaCard.load()
+    assert card.facts(dt.date(2026, 10, 10)).startswith("이름 오로라, 22살 (2003년 10월 11일생)")
+    line = card.facts(dt.date(2026, 10, 11))
+    assert "23살" in line and "ENTJ" in line and "샘올대 인공지능 3학년" in line and "장원영" in line
