@@ -62,9 +62,9 @@ def run_variant(variant: str, base: str, adapter: str) -> dict:
             tokens += gen.generate(r.prompt(fmt, rt.card), stop_phrase=fmt.stop_phrase, max_new_tokens=80,
                                    temperature=0).n_tokens
         return {"seconds": time.perf_counter() - t, "tokens": tokens, "peak_mb": peak_memory_mb()}
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
-    from ohlora.models import load_base, resolve_base
+    from ohlora.models import add_lora, load_base, resolve_base
     from ohlora.persona import PersonaCard
     from ohlora.prompt import PromptFormat
     from ohlora.training.llm_config import load_train_config
@@ -74,8 +74,8 @@ def run_variant(variant: str, base: str, adapter: str) -> dict:
     cfg = load_train_config(base=base).resolved()
     model, tok = load_base(resolve_base(base), device="cuda" if torch.cuda.is_available() else "cpu",
                            dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                                             target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")).train()
+    model = add_lora(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                       target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")).train()
     rows = random.Random(0).sample(load_dataset(Path(cfg.train_file)), 20)
     feats = [encode_row(r, tok, PromptFormat(), PersonaCard.load(), cfg.max_length) for r in rows]
     head, softcap = lm_head_of(model)

@@ -26,9 +26,9 @@ from ohlora.bench_report import report
 def run_train_bench(base: str, batch_size: int, steps: int, threads: int | None, as_json: bool,
                     out: Path | None = None) -> dict:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
-    from ohlora.models import load_base, resolve_base, set_cpu_threads
+    from ohlora.models import add_lora, load_base, resolve_base, set_cpu_threads
     from ohlora.persona import PersonaCard
     from ohlora.prompt import PromptFormat
     from ohlora.training.data import load_dataset
@@ -39,8 +39,8 @@ def run_train_bench(base: str, batch_size: int, steps: int, threads: int | None,
     set_cpu_threads(threads)
     cfg = load_train_config(base=base).resolved()
     model, tok = load_base(resolve_base(base), device="cpu", dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                                             target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM"))
+    model = add_lora(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                       target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM"))
     model.train()
     fmt, card = PromptFormat(), PersonaCard.load()
     rng = random.Random(0)

@@ -85,6 +85,15 @@ def _runtime(config_path, **overrides):
     return build_runtime(load_chat_config(config_path, **overrides))
 
 
+def _check_message(cfg, message: str) -> str:
+    """The chat engine's own rule (empty, too long), applied before the seconds-long model load.
+    The engine only keeps its collaborators, so one without any can judge a message."""
+    from ohlora.chat import ChatEngine
+
+    engine = ChatEngine(generator=None, retriever=None, store=None, prompt_format=None, config=cfg)
+    return engine.check_message(message)
+
+
 @main.command()
 @user_option
 @chat_options
@@ -117,13 +126,21 @@ def ask(user, as_json, message, config_path, **overrides):
     with answer, finish_reason ("stop": stop phrase, "eos", "length": token limit, "fallback"),
     recalled (item and score, or null) and stored (items stored this turn).
     """
+    from ohlora.config import load_chat_config
     from ohlora.memory.store import validate_user
+    from ohlora.runtime import build_runtime
     from ohlora.terminal import ask as ask_messages
 
     user = validate_user(user)
-    # with "-", one message per line; blank lines are skipped
-    messages = [line.strip() for line in sys.stdin if line.strip()] if message == "-" else [message]
-    rt = _runtime(config_path, **overrides)
+    cfg = load_chat_config(config_path, **overrides)
+    if message == "-":
+        # one message per line; blank lines are skipped, a bad line is reported in its turn
+        messages = [line.strip() for line in sys.stdin if line.strip()]
+        if not messages:
+            raise OhloraError("no message on stdin: write one message per line")
+    else:
+        messages = [_check_message(cfg, message)]
+    rt = build_runtime(cfg)
     try:
         failures = ask_messages(rt.engine, user, messages, as_json)
     finally:
@@ -356,6 +373,7 @@ def memory_probe(user, message, config_path, **overrides):
     cfg = load_chat_config(config_path, **overrides)
     if cfg.memory_encoder == "none":
         raise OhloraError("--memory-encoder none: there is nothing to probe")
+    message = _check_message(cfg, message)
     rt = build_runtime(cfg)
     retriever = rt.engine.retriever
     ranked = retriever.scores(user, message)
@@ -411,20 +429,22 @@ def data_check(file):
 
 @data.command("memory-pairs")
 @click.argument("combs", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Pairs CSV to write.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Pairs CSV to write (its folder is created if missing).")
 @click.option("--synonyms", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Synonym groups YAML [default: bundled].")
 def data_memory_pairs(combs, output, synonyms):
     """Cross every combination line `[key: value] message` with every other (cartesian product).
 
     Writes memory_0, user_prompt_0, memory_1, user_prompt_1, similarity_score: 1.0 for the same
-    key (synonym groups count as one), else the IoU of the keys' space-split words.
+    key (synonym groups count as one), else the IoU of the keys' space-split words. N lines give
+    N^2 rows, written as they are made (a progress bar for long runs); the file appears complete
+    or not at all.
     """
-    from ohlora.training.memory_data import load_combs, load_synonyms, make_pairs, write_pairs
+    from ohlora.training.memory_data import load_combs, load_synonyms, write_pairs
 
-    rows = make_pairs(load_combs(combs), load_synonyms(synonyms))
-    write_pairs(rows, output)
-    click.echo(f"wrote {len(rows)} pairs to {output}")
+    n = write_pairs(load_combs(combs), load_synonyms(synonyms), output)
+    click.echo(f"wrote {n} pairs to {output}")
 
 
 # -- train -----------------------------------------------------------------------------------------
@@ -455,7 +475,9 @@ def train():
 @click.option("--full-logits", is_flag=True, default=False, help="Use the plain full-logits loss path (slower).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML with training settings (a `train_llm:` section or top-level keys).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
+@click.option("--save-steps", type=int, default=None,
+              help="Checkpoint every N optimizer steps, and at each epoch end [50].")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing adapter (the old one is moved aside).")
 def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **flags):
     """LoRA SFT of the chat model on persona Q&A (loss on the answer only).

@@ -189,6 +189,26 @@ def shipped_adapter(base_name: str) -> Path | None:
     return path if (path / "adapter_config.json").is_file() else None
 
 
+@contextmanager
+def quiet_peft_wrap():
+    """Around wrapping a model in a PeftModel: its __init__ reads `model.is_gradient_checkpointing`,
+    which transformers 5 deprecated (a FutureWarning on every start of chat and training). That
+    one warning is peft's to fix, not the user's; everything else still shows."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+def add_lora(model, lora_config):
+    """peft.get_peft_model without the deprecation warning above."""
+    from peft import get_peft_model
+
+    with quiet_peft_wrap():
+        return get_peft_model(model, lora_config)
+
+
 def load_adapter(model, adapter_dir: Path, name: str = "chat"):
     """Attach a PEFT LoRA adapter saved by `ohlora train llm|memory`; a second adapter is added
     beside the first, so one base model in memory serves chat and memory."""
@@ -200,7 +220,8 @@ def load_adapter(model, adapter_dir: Path, name: str = "chat"):
     if isinstance(model, PeftModel):
         model.load_adapter(str(adapter_dir), adapter_name=name)
         return model.eval()
-    model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name).eval()
+    with quiet_peft_wrap():
+        model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name).eval()
     return model
 
 

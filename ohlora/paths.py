@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -15,6 +16,10 @@ def home_dir(create: bool = True) -> Path:
     env = os.environ.get("OHLORA_HOME")
     if env:
         home = Path(env).expanduser()
+        if not home.is_absolute():
+            # relative to wherever the command happens to run: pin it, and say so
+            home = Path(os.path.abspath(home))
+            _note_relative_home(env, str(home))
     elif sys.platform == "win32":
         home = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "ohlora"
     elif sys.platform == "darwin":
@@ -24,6 +29,12 @@ def home_dir(create: bool = True) -> Path:
     if create:
         ensure_dir(home)
     return home
+
+
+@functools.cache
+def _note_relative_home(env: str, resolved: str) -> None:
+    """Once per process and value: every path derives from home_dir(), so it is called often."""
+    print(f"note: OHLORA_HOME={env} is relative; using {resolved}", file=sys.stderr)
 
 
 def ensure_dir(path: Path) -> Path:

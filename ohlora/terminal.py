@@ -9,7 +9,14 @@ from typing import Iterable, TextIO
 from ohlora.chat import ChatEngine, TurnResult
 from ohlora.errors import OhloraError
 
-HELP = "/memory: 기억 목록 · /forget KEY: 기억 지우기 · /quit: 끝내기 (Ctrl-D)"
+COMMANDS = {
+    "/help": "명령 목록 (this list)",
+    "/memory": "기억 목록 (list what is stored)",
+    "/forget KEY": "기억 지우기 (remove the memory KEY)",
+    "/quit": "끝내기 (quit; also /exit or Ctrl-D)",
+    "//TEXT": "'/TEXT'를 메시지로 보내기 (send a message that starts with /)",
+}
+HELP = "\n".join(f"  {cmd:<12} {what}" for cmd, what in COMMANDS.items())
 
 
 def describe_memory(turn: TurnResult) -> list[str]:
@@ -29,7 +36,7 @@ def chat_loop(engine: ChatEngine, user: str, show_memory: bool = False,
               stdin: TextIO | None = None, out: TextIO | None = None) -> None:
     """Read messages until /quit or EOF; stream each answer."""
     stdin, out = stdin or sys.stdin, out or sys.stdout
-    out.write(f"오로라와 대화를 시작해요 (user: {user}). {HELP}\n")
+    out.write(f"오로라와 대화를 시작해요 (user: {user}). /help: 명령 목록 · /quit: 끝내기\n")
     while True:
         out.write("나> ")
         out.flush()
@@ -47,10 +54,19 @@ def chat_loop(engine: ChatEngine, user: str, show_memory: bool = False,
             items = engine.store.list(user)
             out.write("\n".join(f"  {i.id}. {i.text}" for i in items) + "\n" if items else "  (기억 없음)\n")
             continue
-        if message.startswith("/forget"):
-            key = message[len("/forget"):].strip()
-            gone = engine.store.delete(user, key) if key else None
+        command, _, arg = message.partition(" ")
+        if command == "/forget":
+            key = arg.strip()
+            if not key:
+                out.write("  usage: /forget KEY (see /memory)\n")
+                continue
+            gone = engine.store.delete(user, key)
             out.write(f"  (잊었어요: {gone.text})\n" if gone else f"  (그런 기억이 없어요: {key})\n")
+            continue
+        if message.startswith("//"):
+            message = message[1:]  # a message that starts with "/"
+        elif message.startswith("/"):
+            out.write(f"  unknown command {command}, try /help\n")  # a typo like /memroy never reaches the model
             continue
         out.write("오로라> ")
         out.flush()

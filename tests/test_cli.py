@@ -107,3 +107,82 @@ def test_chat_loop_with_commands(run, tiny_model_dir):
     assert r.exit_code == 0, r.output
     assert "1. [기분: 좋음]" in r.output and "잊었어요: [기분: 좋음]" in r.output
     assert "(기억 없음)" in r.output and "error: empty message" in r.output
+
+
+def test_relative_ohlora_home_is_made_absolute_and_said_once(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OHLORA_HOME", "rel")
+    r = run("memory", "add", "-u", "kim", "[기분: 좋음]")  # reads home_dir() several times
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("note:") == 1
+    assert f"note: OHLORA_HOME=rel is relative; using {tmp_path / 'rel'}" in r.stderr
+    monkeypatch.chdir(tmp_path.parent)  # the same value elsewhere is another directory: said again
+    r = run("home")
+    assert r.stdout.strip() == str(tmp_path.parent / "rel") and "note: OHLORA_HOME=rel" in r.stderr
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Any model load fails the test: what is checked here must be checked before one."""
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded")
+    monkeypatch.setattr("ohlora.runtime.build_runtime", refuse)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["ask", ""], "empty message"),
+    (["ask", "   "], "empty message"),
+    (["ask", "가" * 20_000], "message too long (20000 characters; the limit is 1000)"),
+    (["memory", "probe", ""], "empty message"),
+    (["memory", "probe", "가" * 20_000], "message too long"),
+])
+def test_bad_messages_are_refused_before_any_model_loads(run, no_model_load, args, match):
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    assert r.output.count("error:") == 1 and match in r.output and "Traceback" not in r.output
+
+
+def test_ask_with_empty_stdin_is_refused_before_any_model_loads(run, no_model_load):
+    r = run("ask", "-", input="\n  \n")
+    assert r.exit_code == 2 and "error: no message on stdin" in r.output
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "0", "-1"])
+def test_train_llm_refuses_epochs_that_are_not_a_positive_number(run, value, tiny_model_dir, tmp_path):
+    r = run("train", "llm", "--base", str(tiny_model_dir), "--epochs", value, "-o", str(tmp_path / "a"))
+    assert r.exit_code == 2, r.output
+    assert r.output.count("error:") == 1 and "epochs must be" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "a").exists()
+
+
+def test_data_commands_on_paths_through_a_file(run, tmp_path):
+    combs = tmp_path / "c.txt"
+    combs.write_text("[기분: 좋음] 오늘 최고야\n[기분: 나쁨] 오늘 별로야\n", encoding="utf-8")
+    r = run("data", "check", str(combs / "x.csv"))  # like /etc/passwd/x.csv
+    assert r.exit_code == 2 and r.output.startswith("error: cannot read dataset") and "Not a directory" in r.output
+    r = run("data", "memory-pairs", str(combs), "-o", str(combs / "x.csv"))
+    assert r.exit_code == 2 and r.output == f"error: {combs} exists but is not a directory\n"
+    r = run("data", "memory-pairs", str(combs), "-o", str(tmp_path / "new" / "dir" / "p.csv"))
+    assert r.exit_code == 0 and (tmp_path / "new" / "dir" / "p.csv").is_file()  # --help says it is created
+    assert "folder is created" in run("data", "memory-pairs", "--help").output
+
+
+def test_chat_loop_refuses_unknown_commands_and_lists_every_command(fake_generator):
+    import io
+
+    from ohlora.chat import ChatEngine
+    from ohlora.memory.store import MemoryStore
+    from ohlora.prompt import PromptFormat
+    from ohlora.terminal import COMMANDS, HELP, chat_loop
+
+    engine = ChatEngine(fake_generator.enqueue("ㅋㅋ (답변 종료)"), None, MemoryStore(), PromptFormat())
+    out = io.StringIO()
+    chat_loop(engine, "kim", stdin=io.StringIO("/memroy\n/forget\n/help\n//ㅋㅋ 웃기다\n/quit\n"), out=out)
+    text = out.getvalue()
+    assert "unknown command /memroy, try /help" in text and "usage: /forget KEY" in text
+    assert fake_generator.prompts == ["/ㅋㅋ 웃기다 ### 답변: "]  # only the // message reached the model
+    assert HELP + "\n" in text
+    help_lines = HELP.splitlines()  # one line per command: the command, then what it does
+    assert {"/help", "/memory", "/forget KEY", "/quit"} <= set(COMMANDS) and len(help_lines) == len(COMMANDS)
+    for cmd, line in zip(COMMANDS, help_lines):
+        assert line.split()[0] == cmd.split()[0] and len(line.split()) > len(cmd.split())

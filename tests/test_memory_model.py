@@ -1,6 +1,7 @@
 """Memory encoder: combination data, pairs, metrics, training on a tiny model, adapter switching."""
 
 import csv
+import itertools
 import json
 
 import numpy as np
@@ -59,6 +60,87 @@ def test_memory_pairs_command(tmp_path):
     bad.write_text("[a: b] ok\nnot a comb\n", encoding="utf-8")
     r = CliRunner().invoke(main, ["data", "memory-pairs", str(bad), "-o", str(tmp_path / "x.csv")])
     assert r.exit_code == 2 and "line 2" in r.output
+
+
+def test_memory_pairs_are_streamed_not_held(tmp_path):
+    """N lines make N^2 pairs: the pairs are a lazy generator and writing them keeps memory flat."""
+    import inspect
+    import tracemalloc
+
+    from ohlora.training.memory_data import pair_rows, write_pairs
+
+    syn = load_synonyms()
+    base = parse_combs(COMBS)
+    combs = [type(c)(i, c.key, c.value, f"{c.message} {i}") for i, c in enumerate(itertools.islice(
+        itertools.cycle(base), 400))]
+    rows = pair_rows(combs, syn)
+    assert inspect.isgenerator(rows) and len(next(rows)) == 5
+    tracemalloc.start()
+    n = write_pairs(combs, syn, tmp_path / "p.csv")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == 160_000 and peak < 2_000_000, peak  # a list of 160k row dicts would be ~50 MB
+    assert sum(1 for _ in (tmp_path / "p.csv").open(encoding="utf-8")) == n + 1
+
+
+def test_memory_pairs_file_is_the_same_as_before(tmp_path):
+    """Row for row what the in-memory version wrote: DictWriter over every (a, b) with key_similarity."""
+    import io
+
+    from ohlora.training.memory_data import PAIR_FIELDS, write_pairs
+
+    combs, syn = parse_combs(COMBS), load_synonyms()
+    expected = io.StringIO(newline="")
+    w = csv.DictWriter(expected, PAIR_FIELDS)
+    w.writeheader()
+    w.writerows({"memory_0": a.memory, "user_prompt_0": a.message, "memory_1": b.memory, "user_prompt_1": b.message,
+                 "similarity_score": round(key_similarity(a.key, b.key, syn), 6)} for a in combs for b in combs)
+    write_pairs(combs, syn, tmp_path / "p.csv")
+    assert (tmp_path / "p.csv").read_bytes() == expected.getvalue().encode("utf-8")
+
+
+def test_interrupted_memory_pairs_leave_no_file(tmp_path, monkeypatch):
+    from ohlora.training import memory_data
+
+    def rows_then_ctrl_c(combs, synonyms):
+        yield from itertools.islice(real(combs, synonyms), 10)
+        raise KeyboardInterrupt
+
+    real = memory_data.pair_rows
+    monkeypatch.setattr(memory_data, "pair_rows", rows_then_ctrl_c)
+    (tmp_path / "p.csv").write_text("the previous file\n", encoding="utf-8")
+    with pytest.raises(KeyboardInterrupt):
+        memory_data.write_pairs(parse_combs(COMBS), load_synonyms(), tmp_path / "p.csv")
+    assert [f.name for f in tmp_path.iterdir()] == ["p.csv"]  # no partial file beside it
+    assert (tmp_path / "p.csv").read_text(encoding="utf-8") == "the previous file\n"
+
+
+ONCE = "[기분: 좋음] 오늘 최고야\n[날씨: 비] 우산 챙겨야 하나\n[반려동물: 고양이] 우리 애가 밥을 안 먹어\n"
+
+
+@pytest.mark.parametrize("flags,match", [
+    ([], "every key occurs on one line only, but --sampling grouped (the default) pairs two lines of the same "
+         "key; add a second line for some keys, or pass --sampling random"),
+    (["--sampling", "random", "--k", "8"], "--sampling random draws --k 8 different lines per step but the file "
+                                           "has 3; pass --k 3 or less (at least 2), or add lines"),
+    (["--loss", "pair", "--batch-size", "10"], "3 lines give 9 pairs, fewer than --batch-size 10"),
+    (["--sampling", "random", "--k", "3", "--valid-combs", "TRAIN"], "has 3 lines: at least 10 are needed to fit "
+                                                                    "recall (or pass --no-recall-fit"),
+])
+def test_train_memory_checks_the_data_before_loading_a_model(tmp_path, monkeypatch, flags, match):
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded")
+    monkeypatch.setattr("ohlora.training.memory.load_encoder_backbone", refuse)
+    train = tmp_path / "once.txt"
+    train.write_text(ONCE, encoding="utf-8")
+    previous = tmp_path / "mem"
+    previous.mkdir()
+    (previous / "adapter_config.json").write_text("{}")
+    flags = [str(train) if f == "TRAIN" else f for f in flags]
+    r = CliRunner().invoke(main, ["train", "memory", "--train-combs", str(train), "-o", str(previous), *flags])
+    assert r.exit_code == 2, r.output
+    assert r.output == f"error: {train}: {match}\n" or (match in r.output and r.output.count("\n") == 1)
+    assert (previous / "adapter_config.json").exists()  # the previous adapter was not moved aside
 
 
 def test_metrics():
@@ -144,14 +226,14 @@ def test_bench_memory_on_the_tiny_model(tiny_memory_adapter, tmp_path):
 
 
 def test_chat_and_memory_adapters_share_one_base_model(tiny_memory_adapter, tiny_model_dir, tmp_path):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     from ohlora.generation import HFGenerator
-    from ohlora.models import load_adapter
+    from ohlora.models import add_lora, load_adapter
 
     mem_dir, _ = tiny_memory_adapter
     model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
-    chat = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    chat = add_lora(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     chat.save_pretrained(tmp_path / "chat")
     base, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
     reference = HFGenerator(base, tok).generate("안녕", stop_phrase="\x00", max_new_tokens=8, temperature=0).text
@@ -230,6 +312,7 @@ def test_key_loss_teaches_the_model_to_name_the_key(tmp_path, tiny_model_dir):
     from peft import PeftModel
 
     from ohlora.memory.loading import read_meta
+    from ohlora.models import quiet_peft_wrap
 
     train = tmp_path / "train.txt"
     train.write_text(COMBS, encoding="utf-8")
@@ -241,7 +324,9 @@ def test_key_loss_teaches_the_model_to_name_the_key(tmp_path, tiny_model_dir):
                                        key_loss=weight)
         out, _ = train_memory(cfg)
         base, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
-        nll[weight] = key_nll(PeftModel.from_pretrained(base, out), tok, parse_combs(COMBS))
+        with quiet_peft_wrap():
+            peft_model = PeftModel.from_pretrained(base, out)
+        nll[weight] = key_nll(peft_model, tok, parse_combs(COMBS))
     assert read_meta(out)["format"] == {"pooling": "last", "item_template": ITEM_T, "query_template": QUERY_T}
     enc = load_memory_encoder(str(out))  # the format travels with the adapter
     assert enc.fmt.pooling == "last" and enc.fmt.query_template == QUERY_T

@@ -104,6 +104,72 @@ def test_train_writes_adapter_and_resumes_after_interrupt(tiny_cfg, tiny_model_d
     assert peft_model.active_adapter == "chat"
 
 
+class InterruptAtStep(TrainerCallback):
+    """Ctrl-C in the middle of an epoch: right after optimizer step `step`, before its checkpoint."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_interrupt_mid_epoch_resumes_from_the_last_step_checkpoint(tiny_cfg, tmp_path):
+    cfg = load_train_config(**{**tiny_cfg, "save_steps": 2, "sample_prompts": 0})  # 3 steps per epoch
+    with pytest.raises(OhloraError) as e:
+        train_llm(cfg, extra_callbacks=[InterruptAtStep(3)])  # before epoch 1 ends
+    out = tmp_path / "adapter"
+    assert str(e.value) == (f"interrupted at step 3: the last checkpoint (step 2) is in {out / 'checkpoints'}; "
+                            "run the same command with --resume to continue from it")
+    with pytest.raises(OhloraError, match=r"unfinished run \(last checkpoint: step 2\): pass --resume"):
+        train_llm(cfg)
+    with pytest.raises(OhloraError, match=r"interrupted at step 6: the last checkpoint \(step 4\)"):
+        train_llm(cfg, resume=True, extra_callbacks=[InterruptAtStep(6)])  # after step 5 was logged
+    train_llm(cfg, resume=True)
+    assert (out / "adapter_config.json").exists() and not (out / "checkpoints").exists()
+    log = list(csv.DictReader((out / "train_log.csv").open(encoding="utf-8")))
+    assert [int(r["step"]) for r in log if r["loss"]] == [1, 5]  # step 5 ran twice, is logged once
+    assert {round(float(r["epoch"])) for r in log if r["eval_loss"]} == {1, 2}
+
+
+def test_interrupt_before_the_first_checkpoint_says_overwrite_everywhere(tiny_cfg, tmp_path):
+    cfg = load_train_config(**{**tiny_cfg, "epochs": 1, "sample_prompts": 0})  # no checkpoint before step 3
+    with pytest.raises(OhloraError) as e:
+        train_llm(cfg, extra_callbacks=[InterruptAtStep(1)])
+    assert "interrupted at step 1, before the first checkpoint" in str(e.value)
+    assert "nothing to resume; run the same command with --overwrite to start again" in str(e.value)
+    with pytest.raises(OhloraError, match="the run stopped before its first checkpoint; run the same command "
+                                          "with --overwrite instead of --resume"):
+        train_llm(cfg, resume=True)
+    with pytest.raises(OhloraError, match="unfinished run with no checkpoint: pass --overwrite"):
+        train_llm(cfg)
+    train_llm(cfg, overwrite=True)
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    with pytest.raises(OhloraError, match="nothing to resume .* finished adapter; pass --overwrite"):
+        train_llm(cfg, resume=True)
+
+
+def test_wrapping_a_model_with_lora_gives_no_deprecation_warning(tiny_model_dir, tmp_path):
+    """peft reads transformers' deprecated `is_gradient_checkpointing` whenever it wraps a model."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from ohlora.models import add_lora
+
+    lora = LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        get_peft_model(load_base(resolve_base(str(tiny_model_dir)), device="cpu")[0], lora)
+    assert any("is_gradient_checkpointing" in str(w.message) for w in caught)  # the test can see it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        add_lora(load_base(resolve_base(str(tiny_model_dir)), device="cpu")[0], lora).save_pretrained(tmp_path / "a")
+        load_adapter(load_base(resolve_base(str(tiny_model_dir)), device="cpu")[0], tmp_path / "a")
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
+
+
 def test_overwrite_moves_the_old_adapter_aside(tiny_cfg, tmp_path):
     cfg = load_train_config(**{**tiny_cfg, "epochs": 1, "sample_prompts": 0})
     train_llm(cfg)

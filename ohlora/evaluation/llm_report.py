@@ -28,9 +28,10 @@ def run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, sample
     from ohlora.config import load_chat_config
     from ohlora.evaluation.llm import (markdown_table, prompts_from_lines, prompts_from_rows, run_eval, side_by_side,
                                        summarize, write_records)
-    from ohlora.paths import home_dir
+    from ohlora.paths import ensure_dir, home_dir
     from ohlora.persona import time_hinter
     from ohlora.runtime import build_runtime
+    from ohlora.training.csvfile import read_text
     from ohlora.training.data import load_dataset, spread_rows
     from ohlora.training.llm_config import bundled
 
@@ -40,15 +41,14 @@ def run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, sample
     if len({n for n, _ in runs}) != len(runs):
         raise OhloraError("--compare names must be different")
     if prompts_file:
-        lines = [x.strip() for x in Path(prompts_file).read_text(encoding="utf-8").splitlines() if x.strip()]
+        lines = [x.strip() for x in read_text(prompts_file, "prompts file").splitlines() if x.strip()]
         if not lines:
             raise OhloraError(f"{prompts_file} has no prompts")
         lines = lines[:limit] if limit else lines
     else:
         rows = load_dataset(valid_file or Path(bundled("data", "sft", "valid.csv")))
         rows = spread_rows(rows, limit) if limit else rows
-    out = Path(output or home_dir() / "eval" / "llm")
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(Path(output or home_dir() / "eval" / "llm"))
     summaries, all_records = {}, {}
     for name, cfg_over in runs:
         cfg = load_chat_config(config_path, **{**overrides, **cfg_over})

@@ -14,6 +14,7 @@ import numpy as np
 
 from ohlora.evaluation.metrics import regression_metrics, retrieval_metrics
 from ohlora.memory.encoder import MemoryEncoder
+from ohlora.paths import ensure_dir
 from ohlora.training.memory_data import Pair
 
 
@@ -32,8 +33,7 @@ def evaluate_memory(encoder: MemoryEncoder, pairs: list[Pair], threshold: float 
     metrics = {**regression_metrics(pred, true), **retrieval_metrics(sims, truth, threshold),
                "n_pairs": len(pairs), "threshold": threshold}
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = ensure_dir(Path(out_dir))
         with (out_dir / "memory_pairs.csv").open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["memory", "prompt", "predicted", "truth", "abs_error"])

@@ -1,6 +1,6 @@
 """The persona SFT dataset: load, validate (`ohlora data check`), and render rows into prompts.
 
-CSV columns (UTF-8, header row):
+CSV columns (UTF-8, a BOM is fine; header row):
   input     the user's message (required)
   output    Oh-LoRA's answer, optionally opening with a memory tag "[key: value] " (required);
             without the stop phrase: the prompt format adds it
@@ -11,7 +11,6 @@ CSV columns (UTF-8, header row):
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from ohlora.errors import OhloraError
 from ohlora.parsing import TAG_RE, parse_tag, split_tag
 from ohlora.persona import PersonaCard, needs_time_hint
 from ohlora.prompt import PromptFormat
+from ohlora.training.csvfile import read_csv
 
 REQUIRED = ("input", "output")
 OPTIONAL = ("memory", "today", "category")
@@ -58,25 +58,8 @@ class Problem:
 
 def read_rows(path: Path) -> list[SFTRow]:
     """Read the CSV without judging it; raises OhloraError if it is not a readable CSV."""
-    path = Path(path)
-    try:
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            missing = [c for c in REQUIRED if c not in header]
-            if missing:
-                raise OhloraError(f"{path}: missing column(s) {missing}; the header must have {list(REQUIRED + OPTIONAL)}")
-            rows = []
-            for rec in reader:
-                values = {k: (rec.get(k) or "").strip() for k in REQUIRED + OPTIONAL}
-                rows.append(SFTRow(reader.line_num, **values))
-            return rows
-    except FileNotFoundError as e:
-        raise OhloraError(f"dataset {path} not found") from e
-    except UnicodeDecodeError as e:
-        raise OhloraError(f"{path} is not UTF-8 text") from e
-    except csv.Error as e:
-        raise OhloraError(f"{path}: not a valid CSV ({e})") from e
+    records = read_csv(path, REQUIRED, "dataset")
+    return [SFTRow(line, **{k: (rec.get(k) or "").strip() for k in REQUIRED + OPTIONAL}) for line, rec in records]
 
 
 def check_rows(rows: list[SFTRow], stop_phrase: str = PromptFormat.stop_phrase) -> list[Problem]:

@@ -47,6 +47,26 @@ def make_trainer_class():
     return AnswerOnlyTrainer
 
 
+def make_save_callback():
+    from transformers import TrainerCallback
+
+    class SaveAtEpochEnd(TrainerCallback):
+        """save_strategy="steps" saves every save_steps; this adds a checkpoint at each epoch end
+        (after its evaluation), unless that step was just saved."""
+
+        def __init__(self):
+            self.saved_step = -1
+
+        def on_save(self, args, state, control, **kw):
+            self.saved_step = state.global_step
+
+        def on_epoch_end(self, args, state, control, **kw):
+            if state.global_step != self.saved_step:
+                control.should_save = True
+
+    return SaveAtEpochEnd()
+
+
 def make_callbacks(out: Path, sample_rows, tokenizer, fmt, card, t0: float):
     from transformers import TrainerCallback
 
@@ -91,30 +111,66 @@ def make_callbacks(out: Path, sample_rows, tokenizer, fmt, card, t0: float):
     return [LogAndSample()]
 
 
+def last_checkpoint(out: Path) -> tuple[Path, int] | None:
+    """The newest Trainer checkpoint of the run in `out` and its step, or None."""
+    found = [(int(p.name.split("-")[1]), p) for p in (out / "checkpoints").glob("checkpoint-*")
+             if p.is_dir() and p.name.split("-")[1].isdigit()]
+    if not found:
+        return None
+    step, path = max(found)
+    return path, step
+
+
 def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
-    ckpts = out / "checkpoints"
+    """Check what `out` holds against --resume/--overwrite; every refusal names the command that works."""
+    ckpt = last_checkpoint(out)
+    finished = (out / "adapter_config.json").is_file()
     if resume:
-        if not ckpts.is_dir() or not any(ckpts.glob("checkpoint-*")):
-            raise OhloraError(f"nothing to resume in {out}: no checkpoints")
-        return
+        if ckpt is not None:
+            return
+        if not out.exists():
+            raise OhloraError(f"nothing to resume: {out} does not exist; run without --resume")
+        if finished:
+            raise OhloraError(f"nothing to resume in {out}: it holds a finished adapter; pass --overwrite to "
+                              "train it again (the old one is moved aside)")
+        raise OhloraError(f"nothing to resume in {out}: the run stopped before its first checkpoint; run the "
+                          "same command with --overwrite instead of --resume to start again")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise OhloraError(f"{out} already holds an adapter or a run: pass --resume to continue it, "
-                              "--overwrite to replace it, or choose another --output")
+            if ckpt is not None:
+                held = f"an unfinished run (last checkpoint: step {ckpt[1]}): pass --resume to continue it, " \
+                       "--overwrite to start again"
+            elif finished:
+                held = "an adapter: pass --overwrite to replace it"
+            else:
+                held = "an unfinished run with no checkpoint: pass --overwrite to start again"
+            raise OhloraError(f"{out} already holds {held} (the old one is moved aside), or choose another --output")
         backup = move_aside(out)
         print(f"moved the previous {out.name} to {backup}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop the log rows after `step`: a resumed run logs those steps again."""
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
 
 
 def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False, command: str = "",
               extra_callbacks: list | None = None) -> Path:
     """Run the fine-tune; returns the adapter directory."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from transformers import TrainingArguments, set_seed
 
     from datasets import Dataset
-    from ohlora.models import load_base, resolve_base, set_cpu_threads
+    from ohlora.models import add_lora, load_base, resolve_base, set_cpu_threads
     from ohlora.persona import PersonaCard
     from ohlora.prompt import PromptFormat
     from ohlora.training.data import load_dataset, spread_rows
@@ -139,7 +195,7 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
     try:
-        model = get_peft_model(model, lora)
+        model = add_lora(model, lora)
     except ValueError as e:
         raise OhloraError(f"LoRA targets {list(cfg.lora_targets)} do not fit {cfg.base}: {e}") from e
 
@@ -172,7 +228,8 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
         logging_steps=5,
         logging_first_step=True,
         eval_strategy="epoch",
-        save_strategy="epoch",
+        save_strategy="steps",  # and at each epoch end (SaveAtEpochEnd)
+        save_steps=cfg.save_steps,
         save_total_limit=2,
         prediction_loss_only=True,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
@@ -191,17 +248,24 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
         model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
         data_collator=lambda feats: collate(feats, tok.pad_token_id),
         callbacks=make_callbacks(out, spread_rows(valid_rows, cfg.sample_prompts), tok, fmt, card, t0)
-        + list(extra_callbacks or []),
+        + [make_save_callback()] + list(extra_callbacks or []),
         answer_only_head=cfg.answer_only_head,
     )
     (out / "train_config.yaml").write_text(
         yaml.safe_dump({"command": command, "config": cfg.as_dict()}, allow_unicode=True, sort_keys=False),
         encoding="utf-8")
+    if resume:
+        trim_log(out / LOG_FILE, last_checkpoint(out)[1])
     try:
         trainer.train(resume_from_checkpoint=True if resume else None)
     except KeyboardInterrupt:
-        raise OhloraError(f"interrupted: finished epochs are checkpointed in {out / 'checkpoints'}; "
-                          "run the same command with --resume to continue") from None
+        ckpt = last_checkpoint(out)
+        at = f"interrupted at step {trainer.state.global_step}"
+        if ckpt is None:
+            raise OhloraError(f"{at}, before the first checkpoint (every {cfg.save_steps} steps and at each epoch "
+                              "end): nothing to resume; run the same command with --overwrite to start again") from None
+        raise OhloraError(f"{at}: the last checkpoint (step {ckpt[1]}) is in {ckpt[0].parent}; run the same "
+                          "command with --resume to continue from it") from None
     if not trainer.is_world_process_zero():
         return out
     model.save_pretrained(out)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import math
+from dataclasses import asdict, dataclass, fields, replace
 from importlib.resources import files
 from pathlib import Path
 
@@ -45,6 +46,9 @@ class LLMTrainConfig:
     seed: int = 42
     threads: int = 0
     """CPU threads (0: all cores, at most 8)."""
+    save_steps: int = 50
+    """Checkpoint every this many optimizer steps, and at each epoch end: an interrupted run
+    resumes (--resume) from the last one."""
     sample_prompts: int = 4
     """Validation prompts answered (greedy) after each epoch, written to the log."""
     answer_only_head: bool = True
@@ -53,16 +57,22 @@ class LLMTrainConfig:
     """Batch rows of similar length together (less padding)."""
 
     def __post_init__(self) -> None:
+        not_finite = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
+                      and not math.isfinite(getattr(self, f.name))]
+        if not_finite:  # inf passes `> 0` and would only fail inside the Trainer
+            raise OhloraError(f"train config: {', '.join(not_finite)} must be a finite number, "
+                              f"got {', '.join(str(getattr(self, n)) for n in not_finite)}")
         checks = [
             (self.lora_rank >= 1, "lora_rank must be >= 1"),
             (self.lora_alpha >= 1, "lora_alpha must be >= 1"),
             (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
-            (self.epochs > 0, "epochs must be > 0"),
+            (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
             (0 < self.learning_rate < 1, "learning_rate must be in (0, 1)"),
             (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
             (16 <= self.max_length <= 8192, "max_length must be in [16, 8192]"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (self.threads >= 0 and self.sample_prompts >= 0, "threads and sample_prompts must be >= 0"),
+            (self.save_steps >= 1, "save_steps must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:

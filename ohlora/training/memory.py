@@ -315,35 +315,65 @@ class MatrixSampler:
         return mems, msgs, truth
 
 
+def check_train_combs(cfg: MemoryTrainConfig, train: list, synonyms: dict[str, str]) -> None:
+    """Can the configured loss draw its steps from these lines? Checked before any model loads,
+    so that a data problem is one clear line, not a Python error minutes later."""
+    path, n = cfg.train_combs, len(train)
+    if cfg.loss == "pair":
+        if cfg.batch_size > n * n:
+            raise OhloraError(f"{path}: {n} lines give {n * n} pairs, fewer than --batch-size {cfg.batch_size}; "
+                              f"pass --batch-size {n * n} or less, or add lines")
+        return
+    if cfg.sampling == "random":
+        if cfg.k > n:
+            raise OhloraError(f"{path}: --sampling random draws --k {cfg.k} different lines per step but the "
+                              f"file has {n}; pass --k {n} or less (at least 2), or add lines")
+        return
+    per_key: dict[str, int] = {}
+    for c in train:
+        per_key[synonyms.get(c.key, c.key)] = per_key.get(synonyms.get(c.key, c.key), 0) + 1
+    if not any(count >= 2 for count in per_key.values()):
+        raise OhloraError(f"{path}: every key occurs on one line only, but --sampling grouped (the default) "
+                          "pairs two lines of the same key; add a second line for some keys, or pass "
+                          "--sampling random")
+
+
 def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:
     """Train, evaluate on the test combinations, save the adapter; returns (dir, test metrics)."""
     import torch
     import torch.nn.functional as F
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from tqdm import tqdm
     from transformers import set_seed
 
     from ohlora.evaluation.memory import evaluate_memory
     from ohlora.memory.encoder import HiddenStateEncoder
-    from ohlora.models import set_cpu_threads
+    from ohlora.models import add_lora, set_cpu_threads
     from ohlora.training.memory_embed import TrainEmbedder
     from ohlora.training.memory_data import load_combs, load_synonyms, make_pairs, read_pairs_from_rows
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     cfg = cfg.resolved()
     out = Path(cfg.output)
-    if out.exists() and any(out.iterdir()):
-        log(f"moved the previous {out.name} to {move_aside(out)}")
+    # every file is read and checked before the previous adapter moves and the model loads
     synonyms = load_synonyms(Path(cfg.synonyms))
     train = load_combs(Path(cfg.train_combs))
+    check_train_combs(cfg, train, synonyms)
     test_pairs = read_pairs_from_rows(make_pairs(load_combs(Path(cfg.test_combs)), synonyms))
+    if cfg.fit_recall:
+        from ohlora.training.recall_fit import check_valid_combs
+
+        check_valid_combs(load_combs(Path(cfg.valid_combs)), cfg.valid_combs,
+                          hint=" (or pass --no-recall-fit to skip that stage)")
+    if out.exists() and any(out.iterdir()):
+        log(f"moved the previous {out.name} to {move_aside(out)}")
     set_seed(cfg.seed)
     set_cpu_threads(cfg.threads or None)
     model, tok, kind, head = load_encoder_backbone(cfg.base)
     st = sentence_transformers_format(resolve_encoder_base(cfg.base)) if kind == "encoder" else None
     targets = list(cfg.lora_targets) or default_targets(model)
-    model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                             lora_dropout=cfg.lora_dropout, target_modules=targets))
+    model = add_lora(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                       lora_dropout=cfg.lora_dropout, target_modules=targets))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -9,13 +9,19 @@ count as one key) and otherwise the IoU of the space-split words of the two keys
 from __future__ import annotations
 
 import csv
+import itertools
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
 from ohlora.errors import OhloraError
+from ohlora.paths import ensure_dir
+from ohlora.training.csvfile import read_csv, read_text
 
 COMB_RE = re.compile(r"^\[([^\[\]:]+):\s*([^\[\]]+)\]\s+(\S.*)$")
 PAIR_FIELDS = ["memory_0", "user_prompt_0", "memory_1", "user_prompt_1", "similarity_score"]
@@ -54,13 +60,7 @@ def parse_combs(text: str, source: str = "combinations") -> list[Comb]:
 
 
 def load_combs(path: Path) -> list[Comb]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise OhloraError(f"combination file {path} not found") from e
-    except UnicodeDecodeError as e:
-        raise OhloraError(f"{path} is not UTF-8 text") from e
-    return parse_combs(text, str(path))
+    return parse_combs(read_text(path, "combination file"), str(path))
 
 
 def load_synonyms(path: Path | None = None) -> dict[str, str]:
@@ -87,20 +87,53 @@ def key_similarity(a: str, b: str, synonyms: dict[str, str]) -> float:
     return len(wa & wb) / len(wa | wb)
 
 
+def pair_rows(combs: list[Comb], synonyms: dict[str, str]) -> Iterator[tuple]:
+    """The cartesian product of the lines, lazily: len(combs)**2 rows in PAIR_FIELDS order.
+
+    Lazy because it is quadratic: 5,000 lines are 25 million pairs, too many to hold as dicts.
+    Each line's canonical key and word set are computed once (the same result as key_similarity).
+    """
+    keys = [(synonyms.get(c.key, c.key), set(synonyms.get(c.key, c.key).split())) for c in combs]
+    for a, (ka, wa) in zip(combs, keys):
+        for b, (kb, wb) in zip(combs, keys):
+            sim = 1.0 if ka == kb else len(wa & wb) / len(wa | wb)
+            yield a.memory, a.message, b.memory, b.message, round(sim, 6)
+
+
 def make_pairs(combs: list[Comb], synonyms: dict[str, str]) -> list[dict]:
-    """The cartesian product of the lines: len(combs)**2 rows."""
-    return [
-        {"memory_0": a.memory, "user_prompt_0": a.message, "memory_1": b.memory, "user_prompt_1": b.message,
-         "similarity_score": round(key_similarity(a.key, b.key, synonyms), 6)}
-        for a in combs for b in combs
-    ]
+    """pair_rows() as a list of dicts (for the test and training sets, which are used whole)."""
+    return [dict(zip(PAIR_FIELDS, r)) for r in pair_rows(combs, synonyms)]
 
 
-def write_pairs(rows: list[dict], path: Path) -> None:
-    with Path(path).open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, PAIR_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+def write_pairs(combs: list[Comb], synonyms: dict[str, str], path: Path) -> int:
+    """Write the pairs CSV row by row (memory stays flat however many lines there are), with a
+    progress bar on stderr for long runs. The parent directory is created; the file appears only
+    when complete (written beside it, then renamed), so an interrupted run leaves no half file.
+    Returns the number of pairs."""
+    from tqdm import tqdm
+
+    path = Path(path)
+    ensure_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    n = len(combs)
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as f, \
+                tqdm(total=n * n, unit="pair", unit_scale=True, desc="pairs", file=sys.stderr,
+                     disable=n * n < 1_000_000, mininterval=1.0) as bar:
+            w = csv.writer(f)
+            w.writerow(PAIR_FIELDS)
+            rows = pair_rows(combs, synonyms)
+            for _ in range(n):
+                w.writerows(itertools.islice(rows, n))  # one line of the product at a time
+                bar.update(n)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OhloraError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:  # Ctrl-C included: no half-written file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
+    return n * n
 
 
 @dataclass(frozen=True)
@@ -112,21 +145,14 @@ class Pair:
 
 def read_pairs(path: Path) -> list[Pair]:
     """Pairs for training/evaluation: (memory_0, user_prompt_1, similarity_score)."""
-    try:
-        with Path(path).open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            need = {"memory_0", "user_prompt_1", "similarity_score"}
-            if not need <= set(reader.fieldnames or []):
-                raise OhloraError(f"{path}: needs columns {sorted(need)}")
-            pairs = []
-            for rec in reader:
-                try:
-                    score = float(rec["similarity_score"])
-                except ValueError:
-                    raise OhloraError(f"{path} line {reader.line_num}: similarity_score is not a number") from None
-                pairs.append(Pair(rec["memory_0"].strip(), rec["user_prompt_1"].strip(), score))
-    except FileNotFoundError as e:
-        raise OhloraError(f"pairs file {path} not found") from e
+    pairs = []
+    for line, rec in read_csv(path, ("memory_0", "user_prompt_1", "similarity_score"), "pairs file"):
+        try:
+            score = float(rec["similarity_score"])
+        except ValueError:
+            raise OhloraError(f"{path} line {line}: similarity_score {rec['similarity_score']!r} "
+                              "is not a number") from None
+        pairs.append(Pair(rec["memory_0"].strip(), rec["user_prompt_1"].strip(), score))
     if not pairs:
         raise OhloraError(f"{path} has no pairs")
     return pairs

@@ -34,9 +34,17 @@ STORE_SIZE = 90
 """Items per store when choosing the threshold: the bundled test split's size (90 distinct items)."""
 FIT_STORE_SIZES = (1, 3, 10, 30, 90)
 """Store sizes the logistic model is fit on: users with a few memories as well as many."""
+MIN_VALID_LINES = 10
+"""Fewer validation lines than this cannot fit the decision."""
 WITHOUT_RIGHT = 0.5
 """Share of the fit's stores that hold nothing the message is about: without them the model never
 sees a lone unrelated memory, and a user's only item would look like a match."""
+
+
+def check_valid_combs(valid: list[Comb], source: str = "the validation split", hint: str = "") -> None:
+    if len(valid) < MIN_VALID_LINES:
+        raise OhloraError(f"{source} has {len(valid)} lines: at least {MIN_VALID_LINES} are needed to fit "
+                          f"recall{hint}")
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> tuple[np.ndarray, float]:
@@ -94,8 +102,7 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
     from ohlora.evaluation.recall import split_scores, substores
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    if len(valid) < 10:
-        raise OhloraError(f"the validation split has {len(valid)} lines: at least 10 are needed to fit recall")
+    check_valid_combs(valid)
     t0 = time.perf_counter()
     if bank is None:
         log(f"encoding the bank: {len(train)} training messages ...")

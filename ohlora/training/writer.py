@@ -153,7 +153,7 @@ def writer_generator(model, tokenizer, vocab, adapter: str | None, weights: str 
 def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:
     """Train, keep the best epoch by validation loss, evaluate on the test split, save."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from tqdm import tqdm
     from transformers import set_seed
 
@@ -162,7 +162,7 @@ def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[P
     from ohlora.memory.writer import WriterFormat
     from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy
     from ohlora.training.writer_fit import fit_writer_policy
-    from ohlora.models import load_base, resolve_base, set_cpu_threads
+    from ohlora.models import add_lora, load_base, resolve_base, set_cpu_threads
     from ohlora.training.llm import _copy_licence
     from ohlora.training.losses import answer_only_loss, lm_head_of
     from ohlora.training.memory_data import load_synonyms
@@ -188,9 +188,9 @@ def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[P
     model, tok = load_base(spec, device="cpu", dtype=torch.float32)
     model.config.use_cache = False
     try:
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                                 lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets),
-                                                 task_type="CAUSAL_LM"))
+        model = add_lora(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                           lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets),
+                                           task_type="CAUSAL_LM"))
     except ValueError as e:
         raise OhloraError(f"LoRA targets {list(cfg.lora_targets)} do not fit {cfg.base}: {e}") from e
     head, softcap = lm_head_of(model)

@@ -12,13 +12,13 @@ contain their value), written to be said *after* the item was stored.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ohlora.errors import OhloraError
 from ohlora.memory.writer import validate_tag
+from ohlora.training.csvfile import read_csv
 
 
 @dataclass(frozen=True)
@@ -42,26 +42,15 @@ class WriterRow:
 def read_writer_rows(path: Path) -> list[WriterRow]:
     path = Path(path)
     rows, problems = [], []
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            if not {"message", "tag"} <= set(reader.fieldnames or []):
-                raise OhloraError(f"{path}: needs the columns message,tag (and optionally also)")
-            for rec in reader:
-                msg, tag = (rec.get("message") or "").strip(), (rec.get("tag") or "").strip()
-                also = tuple(a.strip() for a in (rec.get("also") or "").split("|") if a.strip())
-                for t in ((tag,) if tag else ()) + also:
-                    if validate_tag(t).tag is None:
-                        problems.append(f"line {reader.line_num}: {t!r} is not a valid tag ({validate_tag(t).reason})")
-                if not msg:
-                    problems.append(f"line {reader.line_num}: empty message")
-                rows.append(WriterRow(reader.line_num, msg, tag, also, path.name))
-    except FileNotFoundError as e:
-        raise OhloraError(f"writer data {path} not found") from e
-    except UnicodeDecodeError as e:
-        raise OhloraError(f"{path} is not UTF-8 text") from e
-    except csv.Error as e:
-        raise OhloraError(f"{path}: not a valid CSV ({e})") from e
+    for line, rec in read_csv(path, ("message", "tag"), "writer data"):
+        msg, tag = (rec.get("message") or "").strip(), (rec.get("tag") or "").strip()
+        also = tuple(a.strip() for a in (rec.get("also") or "").split("|") if a.strip())
+        for t in ((tag,) if tag else ()) + also:
+            if validate_tag(t).tag is None:
+                problems.append(f"line {line}: {t!r} is not a valid tag ({validate_tag(t).reason})")
+        if not msg:
+            problems.append(f"line {line}: empty message")
+        rows.append(WriterRow(line, msg, tag, also, path.name))
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise OhloraError(f"{path}: " + "; ".join(problems[:3]) + more)
