@@ -137,7 +137,7 @@ def test_chat_memory_is_isolated_between_users():
 
 
 def test_concurrent_streams_get_their_own_answers_uninterleaved():
-    replies = [f"답변{i} " + "가나다라마바사" * 3 + " (답변 종료)" for i in range(6)]
+    replies = [f"답변{i} 오늘은 하늘이 맑고 바람이 시원해서 산책하기 딱 좋은 날이야 (답변 종료)" for i in range(6)]
     client, gen, _ = make(replies=replies, gen_cls=SlowGenerator)
     results = {}
 

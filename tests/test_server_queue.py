@@ -68,7 +68,8 @@ def engine_with(gen, store):
 
 def test_clients_that_hang_up_have_their_turns_cancelled_and_nothing_stored():
     # every reply carries a tag and takes ~1.5 s to stream: ten clients would cost 15 s of "CPU"
-    replies = [f"[좋아하는 음식: 떡볶이{i}] " + "가" * 60 + " (답변 종료)" for i in range(10)]
+    words = "떡볶이는 역시 국물 떡볶이가 최고지 오늘 저녁은 치즈 추가해서 매콤하게 먹어 보자 친구랑 같이 가면 더 맛있을 거야"
+    replies = [f"[좋아하는 음식: 떡볶이{i}] {words} (답변 종료)" for i in range(10)]
     gen, store = TickingGenerator(replies, tick=0.025), MemoryStore()
     app = create_app(engine_with(gen, store), store, ServerSettings())
     with served(app) as port:
