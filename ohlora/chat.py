@@ -1,22 +1,27 @@
-"""ChatEngine: one chat turn = retrieve -> render -> generate -> parse -> store.
+"""ChatEngine: one chat turn = guard -> retrieve -> render -> generate -> check -> parse -> store.
 
-It gets every collaborator from outside (generator, retriever, store, prompt format) and never
-loads a model or opens a file itself, so tests drive it with fakes.
+It gets every collaborator from outside (generator, retriever, store, prompt format, guard,
+conversation store, clock) and never loads a model or opens a file itself, so tests drive it
+with fakes. A turn may carry the conversation so far: the recent turns that fit the history
+budget are shown before the message, the persona's facts (age for today) at the top.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ohlora.config import ChatConfig
 from ohlora.errors import OhloraError
 from ohlora.generation import GenerationResult, Generator, OnText
+from ohlora.memory.conversations import ConversationStore, Turn
 from ohlora.memory.retrieval import Recall, Retriever
 from ohlora.memory.store import AddResult, MemoryStore, validate_user
 from ohlora.memory.writer import ChatTagWriter, MemoryWriter, WriteResult
 from ohlora.parsing import StreamFilter, is_looped, normalize_space, parse_answer
 from ohlora.prompt import PromptFormat
+from ohlora.timecheck import wrong_date_claims
 
 FALLBACK_ANSWER = "음... 뭐라고 답해야 할지 모르겠어 😅 다시 한 번 말해 줄래?"
 
@@ -37,6 +42,13 @@ class TurnResult:
     """What the memory writer made of the message (None when nothing was to be stored this turn)."""
     loops: int = 0
     """Tries thrown away because the answer looped (`parsing.is_looped`)."""
+    guard: object | None = None
+    """The ethics guard's GuardDecision when it answered instead of the model (finish "guard")."""
+    date_retries: int = 0
+    """Answers thrown away because they named a wrong weekday or date (`timecheck`)."""
+    history_turns: int = 0
+    """Earlier turns shown in the prompt."""
+    conversation: int | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -49,6 +61,10 @@ class TurnResult:
             "n_tokens": self.n_tokens,
             "writer": ({"written": self.write.raw, "reason": self.write.reason, "ms": round(self.write.ms, 1)}
                        if self.write else None),
+            "guard": self.guard.as_dict() if self.guard is not None else None,
+            "date_retries": self.date_retries,
+            "history_turns": self.history_turns,
+            "conversation": self.conversation,
         }
 
 
@@ -62,6 +78,10 @@ class ChatEngine:
         config: ChatConfig | None = None,
         hint_fn: Callable[[str], str | None] | None = None,
         writer: MemoryWriter | None = None,
+        guard=None,
+        conversations: ConversationStore | None = None,
+        facts_fn: Callable[[dt.date], str] | None = None,
+        clock: Callable[[], dt.date] = dt.date.today,
     ):
         self.generator = generator
         self.retriever = retriever
@@ -71,6 +91,13 @@ class ChatEngine:
         self.hint_fn = hint_fn
         self.writer = writer or ChatTagWriter()
         """Decides what is stored from the message; the default stores the chat's own tag (validated)."""
+        self.guard = guard
+        """An EthicsGuard (or None): screens each message before anything else happens."""
+        self.conversations = conversations
+        self.facts_fn = facts_fn
+        """today -> the persona's facts line, for a format with a persona section."""
+        self.clock = clock
+        """Today's date, for the facts, the time hint's check and tests that fix "now"."""
 
     def check_message(self, message: str) -> str:
         message = normalize_space(message)
@@ -82,28 +109,92 @@ class ChatEngine:
         return message
 
     def turn(self, user: str, message: str, on_text: OnText | None = None, store: bool = True,
-             temperature: float | None = None, max_new_tokens: int | None = None) -> TurnResult:
+             temperature: float | None = None, max_new_tokens: int | None = None,
+             history: list[Turn] | None = None, conversation: int | None = None) -> TurnResult:
         """Answer one message of `user`. `on_text` receives the visible answer as it streams;
-        temperature and max_new_tokens override the config for this turn."""
+        temperature and max_new_tokens override the config for this turn. `history`: the earlier
+        turns (oldest first), or `conversation`: a stored conversation of this user, whose turns
+        are the history and which this turn is appended to."""
         user = validate_user(user)
         message = self.check_message(message)
+        summary = ""
+        if conversation is not None:
+            if self.conversations is None:
+                raise OhloraError("this chat keeps no conversations")
+            conv = self.conversations.get(user, conversation)
+            if conv is None:
+                raise OhloraError(f"no conversation {conversation} for user {user}")
+            history, summary = self.conversations.turns(user, conv.id), conv.summary
+        if self.guard is not None:
+            decision = self.guard.screen(user, message)
+            if decision.stops_turn:
+                if on_text:
+                    on_text(decision.reply)
+                self._remember(user, conversation, message, decision.reply)
+                return TurnResult(decision.reply, "guard", None, guard=decision, conversation=conversation)
         recalled = self.retriever.best(user, message) if self.retriever else None
         hint = self.hint_fn(message) if self.hint_fn else None
-        prompt = self.prompt_format.render(message, recalled.item.text if recalled else None, hint)
+        today = self.clock()
+        shown = self.fit_history(history or [])
+        facts = self.facts_fn(today) if self.facts_fn and self.prompt_format.persona_template else None
+        prompt = self.prompt_format.render(message, recalled.item.text if recalled else None, hint, shown, facts,
+                                           summary)
         verdicts: list[str] = []
-        parsed, result, tries = self.answer(prompt, on_text, temperature, max_new_tokens, on_try=verdicts.append)
+        # An answer to a date question is checked before it is shown, so it is not streamed
+        check_dates = hint is not None and self.config.time_check
+        parsed, result, tries = self.answer(prompt, None if check_dates else on_text, temperature, max_new_tokens,
+                                            on_try=verdicts.append)
+        date_retries = 0
+        while check_dates and parsed is not None and wrong_date_claims(parsed.message, today) \
+                and date_retries < self.config.date_retries:
+            date_retries += 1  # the successor's rule: try again a little warmer
+            warmer = (self.config.temperature if temperature is None else temperature) + 0.1 * date_retries
+            parsed, result, more = self.answer(prompt, None, warmer, max_new_tokens, on_try=verdicts.append)
+            tries += more
+        if check_dates and on_text:
+            on_text(parsed.message if parsed is not None else FALLBACK_ANSWER)
         loops = verdicts.count("loop")
+        base = dict(tries=tries, prompt=prompt, raw=result.text, n_tokens=result.n_tokens, loops=loops,
+                    date_retries=date_retries, history_turns=len(shown), conversation=conversation)
         if parsed is None:
-            return TurnResult(FALLBACK_ANSWER, "fallback", recalled, tries=tries, prompt=prompt,
-                              raw=result.text, n_tokens=result.n_tokens, loops=loops)
+            self._remember(user, conversation, message, FALLBACK_ANSWER)
+            return TurnResult(FALLBACK_ANSWER, "fallback", recalled, **base)
         stored, write = [], None
         if store:
             # after the answer has streamed: the writer adds nothing before the first token
             write = self.writer.write(message, parsed.raw_tag or None)  # as written: the writer validates
             if write.tag is not None:
                 stored.append(self.store.add_tag(user, write.tag))
-        return TurnResult(parsed.message, result.finish_reason, recalled, stored, tries, prompt,
-                          result.text, result.n_tokens, write, loops)
+        self._remember(user, conversation, message, parsed.message)
+        return TurnResult(parsed.message, result.finish_reason, recalled, stored, write=write, **base)
+
+    def fit_history(self, history: list[Turn]) -> list[Turn]:
+        """The most recent turns whose rendered lines fit `history_tokens` (oldest first)."""
+        budget = self.config.history_tokens
+        if not history or budget <= 0 or not self.prompt_format.history_template:
+            return []
+        kept, used = [], 0
+        for t in reversed(history):
+            cost = self.count_tokens(self.prompt_format.history_line(t.user, t.answer))
+            if used + cost > budget:
+                break
+            kept.append(t)
+            used += cost
+        return kept[::-1]
+
+    def count_tokens(self, text: str) -> int:
+        tok = getattr(self.generator, "tokenizer", None)
+        if tok is None:
+            return max(1, len(text) // 2)  # about two Hangul characters per token
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    def blocked(self, user: str):
+        """The ethics guard's block in force for `user` (a GuardDecision), or None."""
+        return self.guard.blocked(validate_user(user)) if self.guard is not None else None
+
+    def _remember(self, user: str, conversation: int | None, message: str, answer: str) -> None:
+        if conversation is not None and self.conversations is not None:
+            self.conversations.append(user, conversation, message, answer)
 
     def answer(self, prompt: str, on_text: OnText | None = None, temperature: float | None = None,
                max_new_tokens: int | None = None, on_try: Callable[[str], None] | None = None):

@@ -51,6 +51,13 @@ class ChatConfig:
     policy. None: the policy's own threshold (chosen on the validation split; 0.6 for cosine)."""
     max_message_chars: int = 1000
     """Longer user messages are rejected with a message."""
+    history_tokens: int = 160
+    """Earlier turns shown before the message, newest first, up to this many tokens (0 = none)."""
+    time_check: bool = True
+    """Check answers to date questions (a wrong weekday/date for today or tomorrow, or the weekend
+    on a weekday) and retry them warmer; such answers are shown once checked, not streamed."""
+    date_retries: int = 2
+    """How many times a wrong-date answer is generated again (temperature +0.1 each time)."""
     guard: str = "default"
     """The ethics guard: "default" (the one shipped for EmbeddingGemma-300M, reading the memory's
     model with its adapter off), "none", or a directory from `ohlora train guard`."""
@@ -77,6 +84,9 @@ class ChatConfig:
              "writer_adapter must be 'default' or a directory"),
             (_is_int(self.max_message_chars) and 1 <= self.max_message_chars <= 100_000,
              "max_message_chars must be in [1, 100000]"),
+            (_is_int(self.history_tokens) and 0 <= self.history_tokens <= 4096, "history_tokens must be in [0, 4096]"),
+            (isinstance(self.time_check, bool), "time_check must be true or false"),
+            (_is_int(self.date_retries) and 0 <= self.date_retries <= 10, "date_retries must be in [0, 10]"),
             (isinstance(self.guard, str) and self.guard.strip() != "", "guard must be 'default', 'none' or a directory"),
             (isinstance(self.guard_blocks, (list, tuple)) and len(self.guard_blocks) > 0
              and all(_is_int(b) and b >= 0 for b in self.guard_blocks),

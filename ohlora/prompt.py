@@ -52,6 +52,15 @@ class PromptFormat:
     none of the 1,260 answers of the project's SFT data (Gemma 3 tokenizer) is ever masked; 4
     would touch one. Formats saved before this field load with this default."""
     loop_ngram_max: int = 2
+    history_template: str = "{message} {answer_marker} {answer} {stop_phrase}\n"
+    """How each earlier turn of the conversation is shown before the new message, oldest first:
+    by default as the turn itself was (prompt + answer + stop phrase), the shape the adapter
+    already knows from its training rows and the few-shot preamble. "" = no history."""
+    persona_template: str = ""
+    """The persona section at the top of the prompt, `{facts}` being the card's facts line
+    (`PersonaCard.facts`, the age computed for today); "" = none (adapters trained without it)."""
+    summary_template: str = "(앞의 대화: {summary})\n"
+    """How the running summary of turns that no longer fit is shown, after the persona section."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -67,16 +76,43 @@ class PromptFormat:
             raise OhloraError("prompt format: stop_phrase must not be empty")
         if "{hint}" not in self.hint_template:
             raise OhloraError("prompt format: hint_template must contain {hint}")
+        if self.history_template and not all(k in self.history_template for k in ("{message}", "{answer}")):
+            raise OhloraError("prompt format: history_template must contain {message} and {answer} (or be empty)")
+        if self.persona_template and "{facts}" not in self.persona_template:
+            raise OhloraError("prompt format: persona_template must contain {facts} (or be empty)")
+        if self.summary_template and "{summary}" not in self.summary_template:
+            raise OhloraError("prompt format: summary_template must contain {summary} (or be empty)")
 
-    def render(self, message: str, memory: str | None = None, hint: str | None = None) -> str:
-        """The prompt for one user message; `memory` is a recalled `[key: value]` item."""
+    def render(self, message: str, memory: str | None = None, hint: str | None = None,
+               history: list | None = None, facts: str | None = None, summary: str | None = None) -> str:
+        """The prompt for one user message; `memory` is a recalled `[key: value]` item, `history`
+        the earlier turns to show (objects with `.user` and `.answer`, oldest first).
+
+        Layout: preamble, persona, summary, history, then the turn itself. What comes first
+        changes least between turns, so a generator can reuse the cached keys and values of the
+        shared beginning (the persona and the turns already shown)."""
         parts = []
         if hint:
             parts.append(self.hint_template.format(hint=hint))
         if memory:
             parts.append(memory)
         parts.append(message.strip())
-        return self.preamble + " ".join(parts) + f" {self.answer_marker} "
+        return self.context(history, facts, summary) + " ".join(parts) + f" {self.answer_marker} "
+
+    def context(self, history: list | None = None, facts: str | None = None, summary: str | None = None) -> str:
+        """Everything before the turn: preamble, persona section, summary, earlier turns."""
+        out = self.preamble
+        if facts and self.persona_template:
+            out += self.persona_template.format(facts=facts)
+        if summary and self.summary_template:
+            out += self.summary_template.format(summary=summary)
+        if history and self.history_template:
+            out += "".join(self.history_line(t.user, t.answer) for t in history)
+        return out
+
+    def history_line(self, message: str, answer: str) -> str:
+        return self.history_template.format(message=" ".join(message.split()), answer=" ".join(answer.split()),
+                                            answer_marker=self.answer_marker, stop_phrase=self.stop_phrase)
 
     def target(self, answer: str) -> str:
         """The training target for one answer (the tokenizer's EOS is appended by the trainer)."""

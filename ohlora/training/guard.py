@@ -30,12 +30,13 @@ class GuardTrainConfig:
     valid_file: str | None = None
     """Validation CSV, for the thresholds [default: bundled valid.csv]."""
     base: str = "embeddinggemma-300m"
-    l2: float = 1e-3
-    """L2 penalty on the head's weights (per example)."""
+    l2: float = 3e-5
+    """L2 penalty on the head's weights (per example); chosen on the validation split from
+    1e-2 .. 0 (validation accuracy 82.5% at 1e-2, 85.5% at 1e-3, 92.4% at 3e-5 and 1e-5, 89.1% at 0)."""
     max_false_positive: float = 0.01
     """Share of validation normal messages allowed to fire any category."""
     min_threshold: float = 0.2
-    steps: int = 200
+    steps: int = 500
 
     def __post_init__(self):
         if not 0 <= self.max_false_positive < 1:
@@ -162,8 +163,8 @@ def train_guard(cfg: GuardTrainConfig, output: Path, encoder=None, log=print) ->
     policy = GuardPolicy(base=cfg.base, query_template=CLASSIFY_TEMPLATE)
     probe = GuardClassifier(encoder, GuardHead(np.zeros((len(CATEGORIES), 1)), np.zeros(len(CATEGORIES))), policy)
     log(f"Embedding {len(train_x)} training and {len(valid_x)} validation sentences ...")
-    xt = encoder.encode_query(probe.prepare(train_x))  # (N, D)
-    xv = encoder.encode_query(probe.prepare(valid_x))
+    xt = embed(encoder, probe.prepare(train_x), "train")  # (N, D)
+    xv = embed(encoder, probe.prepare(valid_x), "valid")
     head = fit_head(xt, train_y, len(CATEGORIES), cfg.l2, cfg.steps)
     pv = head.probs(xv)
     thresholds = calibrate(pv, valid_y, CATEGORIES, cfg.max_false_positive, cfg.min_threshold)
@@ -179,6 +180,15 @@ def train_guard(cfg: GuardTrainConfig, output: Path, encoder=None, log=print) ->
     policy.save(output)
     (output / "train_config.json").write_text(json.dumps(asdict(cfg), ensure_ascii=False, indent=2), encoding="utf-8")
     return {"valid": valid, "train": train, "thresholds": thresholds}
+
+
+def embed(encoder, texts: list[str], what: str, chunk: int = 64) -> np.ndarray:
+    """encode_query in chunks, with a progress bar (minutes on a busy CPU)."""
+    from tqdm import tqdm
+
+    parts = [encoder.encode_query(texts[i:i + chunk])
+             for i in tqdm(range(0, len(texts), chunk), desc=f"embedding {what}", unit="chunk", leave=False)]
+    return np.concatenate(parts)
 
 
 def guard_encoder(base: str):

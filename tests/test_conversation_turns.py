@@ -1,0 +1,109 @@
+"""Turns with context: history within a budget, persona facts, stored conversations, the date
+check with a fixed clock, and the ethics guard in front of everything."""
+
+import datetime as dt
+
+from ohlora.chat import ChatEngine
+from ohlora.config import ChatConfig
+from ohlora.memory.conversations import ConversationStore, Turn
+from ohlora.memory.store import MemoryStore
+from ohlora.persona import PersonaCard
+from ohlora.prompt import PromptFormat
+
+from conftest import FakeGenerator
+
+WED = dt.date(2026, 12, 2)
+
+
+def engine(gen, fmt=None, store=None, **cfg):
+    store = store or MemoryStore()
+    card = PersonaCard.load()
+    return ChatEngine(gen, None, store, fmt or PromptFormat(), ChatConfig(**cfg), conversations=ConversationStore(store),
+                      facts_fn=card.facts, clock=lambda: WED, hint_fn=lambda m: card.time_hint(WED) if "오늘" in m else None)
+
+
+def test_history_is_shown_oldest_first_within_the_budget():
+    gen = FakeGenerator(["응! (답변 종료)"] * 3)
+    history = [Turn("나 요즘 떡볶이에 빠졌어", "떡볶이 최고지!"), Turn("그거 어디가 맛있어?", "신당동 어때?")]
+    t = engine(gen).turn("kim", "거기 몇 시까지 해?", history=history)
+    assert gen.prompts[0] == ("나 요즘 떡볶이에 빠졌어 ### 답변: 떡볶이 최고지! (답변 종료)\n"
+                              "그거 어디가 맛있어? ### 답변: 신당동 어때? (답변 종료)\n거기 몇 시까지 해? ### 답변: ")
+    assert t.history_turns == 2
+    # a budget of ~one line keeps only the newest turn; 0 turns history off
+    engine(gen, history_tokens=25).turn("kim", "거기 몇 시까지 해?", history=history)
+    assert gen.prompts[1].startswith("그거 어디가 맛있어?")
+    engine(gen, history_tokens=0).turn("kim", "거기 몇 시까지 해?", history=history)
+    assert gen.prompts[2] == "거기 몇 시까지 해? ### 답변: "
+
+
+def test_persona_section_gives_facts_for_today():
+    gen = FakeGenerator(["23살이야! (답변 종료)"])
+    fmt = PromptFormat(persona_template="({facts})\n")
+    engine(gen, fmt).turn("kim", "너 몇 살이야?")
+    assert gen.prompts[0].startswith("(이름 오로라, 23살 (2003년 10월 11일생), MBTI ENTJ") and "샘올대" in gen.prompts[0]
+    gen = FakeGenerator(["응 (답변 종료)"])
+    engine(gen).turn("kim", "너 몇 살이야?")  # a format without the section: no facts
+    assert gen.prompts[0] == "너 몇 살이야? ### 답변: "
+
+
+def test_a_stored_conversation_is_the_history_and_grows(tmp_path):
+    store = MemoryStore(tmp_path / "m.sqlite3")
+    gen = FakeGenerator(["떡볶이 최고지! (답변 종료)", "신당동 어때? (답변 종료)"])
+    eng = engine(gen, store=store)
+    conv = eng.conversations.start("kim")
+    eng.turn("kim", "나 요즘 떡볶이에 빠졌어", conversation=conv.id)
+    t = eng.turn("kim", "그거 어디가 맛있어?", conversation=conv.id)
+    assert gen.prompts[1].startswith("나 요즘 떡볶이에 빠졌어 ### 답변: 떡볶이 최고지! (답변 종료)\n")
+    assert t.conversation == conv.id and t.as_dict()["history_turns"] == 1
+    assert [x.answer for x in ConversationStore(MemoryStore(tmp_path / "m.sqlite3")).turns("kim", conv.id)] == [
+        "떡볶이 최고지!", "신당동 어때?"]
+
+
+def test_a_wrong_weekday_is_retried_warmer_and_never_streamed():
+    gen = FakeGenerator(["오늘은 화요일이야! (답변 종료)", "오늘은 수요일이야! (답변 종료)"])
+    temps = []
+    original = gen.generate
+
+    def spy(prompt, **kw):
+        temps.append(kw["temperature"])
+        return original(prompt, **kw)
+
+    gen.generate = spy
+    shown = []
+    t = engine(gen).turn("kim", "오늘 무슨 요일이야?", on_text=shown.append)
+    assert t.answer == "오늘은 수요일이야!" and t.date_retries == 1 and temps == [0.6, 0.7]
+    assert "".join(shown) == "오늘은 수요일이야!"  # the wrong one was never on screen
+    assert "(오늘: 2026년 12월 2일 수요일" in gen.prompts[0]
+
+
+def test_date_retries_are_bounded():
+    gen = FakeGenerator(["오늘은 화요일이야! (답변 종료)"] * 5)
+    t = engine(gen, date_retries=2).turn("kim", "오늘 무슨 요일이야?")
+    assert t.date_retries == 2 and t.answer == "오늘은 화요일이야!"  # the last try stands
+
+
+class FakeGuard:
+    def __init__(self, decision):
+        self.decision, self.seen = decision, []
+
+    def screen(self, user, message):
+        self.seen.append(message)
+        return self.decision
+
+    def blocked(self, user):
+        return self.decision if self.decision.action == "blocked" else None
+
+
+def test_the_guard_answers_instead_of_the_model_and_nothing_is_stored():
+    from ohlora.safety.guard import GuardDecision
+
+    gen = FakeGenerator(["[좋아하는 사람: 오로라] 나도! (답변 종료)"])
+    eng = engine(gen)
+    eng.guard = FakeGuard(GuardDecision("warn", "love", "마음은 고마워 🥺"))
+    shown = []
+    conv = eng.conversations.start("kim")
+    t = eng.turn("kim", "사랑해 사귀자", on_text=shown.append, conversation=conv.id)
+    assert t.finish_reason == "guard" and t.answer == "마음은 고마워 🥺" and shown == ["마음은 고마워 🥺"]
+    assert gen.prompts == [] and eng.store.list("kim") == []
+    assert t.as_dict()["guard"]["action"] == "warn"
+    assert eng.conversations.turns("kim", conv.id)[0].answer == "마음은 고마워 🥺"
