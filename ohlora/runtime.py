@@ -17,6 +17,7 @@ from ohlora.generation import HFGenerator
 from ohlora.memory.encoder import HiddenStateEncoder
 from ohlora.memory.loading import (attach_memory_adapter, attach_writer, load_adapter_encoder, load_recall,
                                    read_meta, resolve_memory_encoder, shipped_writer_adapter)
+from ohlora.memory.conversations import ConversationStore
 from ohlora.memory.retrieval import Retriever
 from ohlora.memory.writer import ChatTagWriter
 from ohlora.memory.store import MemoryStore
@@ -80,7 +81,9 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
         generator = FastGenerator(model, tokenizer, vocab, adapter=chat_adapter, weights=cfg.weights)
     else:
         generator = HFGenerator(model, tokenizer, adapter=chat_adapter)
-    engine = ChatEngine(generator, retriever, store, fmt, cfg, hint_fn=time_hinter(card), writer=writer)
+    guard = build_guard(cfg, retriever, store, log)
+    engine = ChatEngine(generator, retriever, store, fmt, cfg, hint_fn=time_hinter(card), writer=writer,
+                        guard=guard, conversations=ConversationStore(store), facts_fn=card.facts)
     return Runtime(engine, store, time.perf_counter() - t0, name, card)
 
 
@@ -103,6 +106,28 @@ def build_retriever(model, tokenizer, base_name: str, cfg: ChatConfig, store: Me
             encoder = load_adapter_encoder(which)
     decider, reference = load_recall(encoder)
     return model, Retriever(encoder, store, cfg.memory_threshold, decider, reference)
+
+
+def build_guard(cfg: ChatConfig, retriever: Retriever | None, store: MemoryStore, log):
+    """The ethics guard for cfg.guard, on the memory's own sentence model when it has one. The
+    shipped guard reads EmbeddingGemma: with another memory encoder it is left off (no 1.2 GB
+    model is loaded for it alone) unless a guard directory is named."""
+    from ohlora.safety.classifier import GuardPolicy
+    from ohlora.safety.guard import EscalationPolicy, EthicsGuard
+    from ohlora.safety.loading import load_guard_classifier, resolve_guard
+
+    path = resolve_guard(cfg.guard)
+    if path is None:
+        return None
+    base = GuardPolicy.load(path).base
+    shared = next((e for e in (retriever.reference, retriever.encoder) if e is not None and f":{base}" in e.id),
+                  None) if retriever is not None else None
+    if shared is None and cfg.guard == "default":
+        log(f"(the ethics guard reads {base}, which this memory encoder does not load: guard off; "
+            "use --memory-encoder default, or name a guard directory with `guard:`)")
+        return None
+    classifier = load_guard_classifier(str(path), shared)
+    return EthicsGuard(classifier, store, EscalationPolicy(blocks=tuple(cfg.guard_blocks)))
 
 
 def build_writer(model, tokenizer, base_name: str, cfg: ChatConfig, log):

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ohlora.chat import ChatEngine, TurnResult
 from ohlora.errors import OhloraError
 from ohlora.memory.accounts import Accounts
-from ohlora.memory.conversations import ConversationStore
+from ohlora.memory.conversations import ConversationStore, Turn
 from ohlora.memory.store import MemoryStore, validate_user
 from ohlora.parsing import read_tag
 from ohlora.server.guard import Guard, error_body
@@ -76,9 +76,10 @@ class Principal:
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 headers: dict | None = None):
+                 headers: dict | None = None, code: str | None = None, extra: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.headers = status, message, type_, param, headers
+        self.code, self.extra = code, extra or {}
 
 
 HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
@@ -110,7 +111,8 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
-        return JSONResponse(error_body(exc.message, exc.type, exc.param), status_code=exc.status, headers=exc.headers)
+        return JSONResponse({**error_body(exc.message, exc.type, exc.param, exc.code), **exc.extra},
+                            status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):  # 404/405 in the API's own format
@@ -239,6 +241,21 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
                                        or not 1 <= max_tokens <= 1024):
             raise ApiError(400, "max_tokens must be an integer in [1, 1024]", param="max_tokens")
+        # ohlora's extension: "conversation": an id from POST /v1/users/{user}/conversations; the
+        # stored turns are then the history and this turn is appended. Otherwise the history is
+        # the `messages` the client sent (the client owns it, as with OpenAI's API).
+        conversation, history = req.get("conversation"), None
+        if conversation is not None:
+            if not isinstance(conversation, int) or isinstance(conversation, bool) or \
+                    conversations.get(user, conversation) is None:
+                raise ApiError(404, f"no conversation {str(conversation)[:30]} for user {user}", "not_found_error",
+                               param="conversation")
+        else:
+            history = history_of(req["messages"])
+        held = engine.blocked(user)
+        if held is not None:  # blocked by the ethics guard: refused before it is even queued
+            raise ApiError(403, held.reply, "permission_error", code="blocked",
+                           headers={"Retry-After": str(held.retry_after)}, extra={"retry_after": held.retry_after})
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue = asyncio.Queue()
@@ -249,7 +266,8 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
                 if stream:
                     loop.call_soon_threadsafe(chunks.put_nowait, t)
             job.check()
-            return engine.turn(user, message, on_text=on_text, temperature=temperature, max_new_tokens=max_tokens)
+            return engine.turn(user, message, on_text=on_text, temperature=temperature, max_new_tokens=max_tokens,
+                               history=history, conversation=conversation)
 
         try:
             job = worker.submit(run)
@@ -359,19 +377,47 @@ def number(req: dict, name: str, lo: float, hi: float) -> float | None:
     return float(v)
 
 
+def message_text(message, where: str = "messages") -> str:
+    if not isinstance(message, dict):
+        raise ApiError(400, "each message must be an object with role and content", param=where)
+    content = message.get("content")
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    if content is None and message.get("role") == "assistant":
+        content = ""  # an assistant turn that only called tools
+    if not isinstance(content, str):
+        raise ApiError(400, "message content must be text", param=where)
+    return content
+
+
 def last_user_message(messages) -> str:
-    """Oh-LoRA answers the latest user message; earlier turns live in her memory, not the prompt."""
+    """The message Oh-LoRA answers: the last one, which must be the user's."""
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list", param="messages")
     last = messages[-1]
     if not isinstance(last, dict) or last.get("role") != "user":
         raise ApiError(400, "the last message must have role 'user'", param="messages")
-    content = last.get("content")
-    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    if not isinstance(content, str):
-        raise ApiError(400, "message content must be text", param="messages")
-    return content
+    return message_text(last)
+
+
+def history_of(messages: list) -> list[Turn]:
+    """The earlier turns of `messages` (the client owns the history, as with OpenAI's API): each
+    user message with the assistant answer that followed it; system messages are ignored (the
+    persona lives in the prompt format)."""
+    turns: list[Turn] = []
+    pending: list[str] = []
+    for m in messages[:-1]:
+        role = m.get("role") if isinstance(m, dict) else None
+        if role == "user":
+            pending.append(message_text(m))
+        elif role == "assistant":
+            turns.append(Turn(" ".join(pending), message_text(m)))
+            pending = []
+        elif role not in ("system", "developer", "tool"):
+            raise ApiError(400, f"unknown message role {str(role)[:20]!r}", param="messages")
+    if pending:
+        turns.append(Turn(" ".join(pending), ""))
+    return turns
 
 
 def finish_reason(turn: TurnResult) -> str:
@@ -381,7 +427,8 @@ def finish_reason(turn: TurnResult) -> str:
 def ohlora_extra(turn: TurnResult) -> dict:
     d = turn.as_dict()
     return {"recalled": d["recalled"], "stored": d["stored"], "finish_reason": turn.finish_reason, "tries": turn.tries,
-            "writer": d["writer"]}
+            "writer": d["writer"], "guard": d["guard"], "conversation": d["conversation"],
+            "history_turns": d["history_turns"]}
 
 
 def completion_body(cid: str, created: int, model: str, turn: TurnResult) -> dict:
