@@ -98,16 +98,24 @@ def _check_message(cfg, message: str) -> str:
 @user_option
 @chat_options
 @click.option("--show-memory", is_flag=True, help="Print the recalled item with its score, and each stored item.")
-def chat(user, show_memory, config_path, **overrides):
-    """Chat with Oh-LoRA in the terminal (streams answers; /help lists commands)."""
+@click.option("--continue", "resume", is_flag=True, help="Continue the user's last conversation.")
+def chat(user, show_memory, resume, config_path, **overrides):
+    """Chat with Oh-LoRA in the terminal (streams answers; /help lists commands). Each session is
+    kept as a conversation (`ohlora history`); --continue picks up the last one."""
     from ohlora.memory.store import validate_user
     from ohlora.terminal import chat_loop
 
     user = validate_user(user)
+    conversation = None
+    if resume:
+        last = _conversations().latest(user)
+        if last is None:
+            raise OhloraError(f"no conversation to continue for {user}: start one with `ohlora chat`")
+        conversation = last.id
     rt = _runtime(config_path, **overrides)
     click.echo(f"({rt.description} ready in {rt.load_seconds:.1f} s)", err=True)
     try:
-        chat_loop(rt.engine, user, show_memory=show_memory)
+        chat_loop(rt.engine, user, show_memory=show_memory, conversation=conversation)
     except KeyboardInterrupt:
         click.echo("\n안녕! 다음에 또 얘기하자 👋")
     finally:

@@ -13,6 +13,7 @@ COMMANDS = {
     "/help": "명령 목록 (this list)",
     "/memory": "기억 목록 (list what is stored)",
     "/forget KEY": "기억 지우기 (remove the memory KEY)",
+    "/new": "새 대화 시작 (start a new conversation; the last one is kept, see `ohlora history`)",
     "/quit": "끝내기 (quit; also /exit or Ctrl-D)",
     "//TEXT": "'/TEXT'를 메시지로 보내기 (send a message that starts with /)",
 }
@@ -33,10 +34,16 @@ def describe_memory(turn: TurnResult) -> list[str]:
 
 
 def chat_loop(engine: ChatEngine, user: str, show_memory: bool = False,
-              stdin: TextIO | None = None, out: TextIO | None = None) -> None:
-    """Read messages until /quit or EOF; stream each answer."""
+              stdin: TextIO | None = None, out: TextIO | None = None, conversation: int | None = None) -> None:
+    """Read messages until /quit or EOF; stream each answer. The turns are kept as a stored
+    conversation (started at the first message, or `conversation` to continue one), so each
+    answer sees the recent turns."""
     stdin, out = stdin or sys.stdin, out or sys.stdout
-    out.write(f"오로라와 대화를 시작해요 (user: {user}). /help: 명령 목록 · /quit: 끝내기\n")
+    if conversation is not None:
+        n = engine.conversations.get(user, conversation).n_turns
+        out.write(f"대화 {conversation}을(를) 이어 가요 ({n}턴). /help: 명령 목록 · /quit: 끝내기\n")
+    else:
+        out.write(f"오로라와 대화를 시작해요 (user: {user}). /help: 명령 목록 · /quit: 끝내기\n")
     while True:
         out.write("나> ")
         out.flush()
@@ -49,6 +56,10 @@ def chat_loop(engine: ChatEngine, user: str, show_memory: bool = False,
             return
         if message == "/help":
             out.write(HELP + "\n")
+            continue
+        if message == "/new":
+            conversation = None
+            out.write("  (새 대화를 시작해요)\n")
             continue
         if message == "/memory":
             items = engine.store.list(user)
@@ -71,7 +82,9 @@ def chat_loop(engine: ChatEngine, user: str, show_memory: bool = False,
         out.write("오로라> ")
         out.flush()
         try:
-            turn = engine.turn(user, message, on_text=lambda t: (out.write(t), out.flush()))
+            if conversation is None and engine.conversations is not None:
+                conversation = engine.conversations.start(user).id
+            turn = engine.turn(user, message, on_text=lambda t: (out.write(t), out.flush()), conversation=conversation)
         except OhloraError as e:
             out.write(f"\n  error: {e}\n")
             continue

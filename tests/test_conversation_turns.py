@@ -107,3 +107,34 @@ def test_the_guard_answers_instead_of_the_model_and_nothing_is_stored():
     assert gen.prompts == [] and eng.store.list("kim") == []
     assert t.as_dict()["guard"]["action"] == "warn"
     assert eng.conversations.turns("kim", conv.id)[0].answer == "마음은 고마워 🥺"
+
+
+def test_the_terminal_chat_keeps_a_conversation_and_new_starts_another():
+    import io
+
+    from ohlora.terminal import chat_loop
+
+    gen = FakeGenerator(["떡볶이 최고지! (답변 종료)", "신당동 어때? (답변 종료)", "안녕! (답변 종료)"])
+    eng = engine(gen)
+    out = io.StringIO()
+    chat_loop(eng, "kim", stdin=io.StringIO("나 요즘 떡볶이에 빠졌어\n그거 어디가 맛있어?\n/new\n안녕\n/quit\n"), out=out)
+    assert gen.prompts[1].startswith("나 요즘 떡볶이에 빠졌어 ### 답변: 떡볶이 최고지!")
+    assert gen.prompts[2] == "안녕 ### 답변: "  # /new: a fresh conversation
+    convs = eng.conversations.list("kim")
+    assert sorted(c.n_turns for c in convs) == [1, 2]
+    # continuing the first one shows its turns again
+    gen.enqueue("응 (답변 종료)")
+    first = next(c for c in convs if c.n_turns == 2)
+    chat_loop(eng, "kim", stdin=io.StringIO("거기 몇 시까지 해?\n"), out=io.StringIO(), conversation=first.id)
+    assert gen.prompts[3].startswith("나 요즘 떡볶이에 빠졌어") and "신당동 어때?" in gen.prompts[3]
+
+
+def test_chat_continue_without_a_conversation_is_one_error_before_loading(monkeypatch):
+    from click.testing import CliRunner
+
+    from ohlora import runtime
+    from ohlora.cli import main
+
+    monkeypatch.setattr(runtime, "build_runtime", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    r = CliRunner().invoke(main, ["chat", "--continue", "-u", "nobody"])
+    assert r.exit_code == 2 and "no conversation to continue" in r.output
