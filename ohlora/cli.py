@@ -485,6 +485,14 @@ def train():
               help="YAML with training settings (a `train_llm:` section or top-level keys).")
 @click.option("--save-steps", type=int, default=None,
               help="Checkpoint every N optimizer steps, and at each epoch end [50].")
+@click.option("--dialogues", "dialogues_file", default=None,
+              help="Multi-turn dialogues (JSON lines) added as rows with history ('none': single turns) [bundled].")
+@click.option("--history-tokens", type=click.IntRange(0, 4096), default=None,
+              help="History budget of the dialogue rows [96].")
+@click.option("--persona-section/--no-persona-section", default=None,
+              help="The persona card's facts at the top of every prompt [on].")
+@click.option("--init-adapter", type=click.Path(file_okay=False), default=None,
+              help="Start from this adapter's weights (e.g. the shipped one) instead of a fresh LoRA.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing adapter (the old one is moved aside).")
 def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **flags):

@@ -110,6 +110,20 @@ class PromptFormat:
             out += "".join(self.history_line(t.user, t.answer) for t in history)
         return out
 
+    def fit_history(self, history: list, count, budget: int) -> list:
+        """The most recent turns whose lines fit `budget` tokens (`count(text)` -> tokens),
+        oldest first: the chat and the training rows cut history the same way."""
+        if not history or budget <= 0 or not self.history_template:
+            return []
+        kept, used = [], 0
+        for t in reversed(history):
+            cost = count(self.history_line(t.user, t.answer))
+            if used + cost > budget:
+                break
+            kept.append(t)
+            used += cost
+        return kept[::-1]
+
     def history_line(self, message: str, answer: str) -> str:
         return self.history_template.format(message=" ".join(message.split()), answer=" ".join(answer.split()),
                                             answer_marker=self.answer_marker, stop_phrase=self.stop_phrase)

@@ -40,7 +40,17 @@ def tiny_cfg(tmp_path, tiny_model_dir):
     return dict(base=str(tiny_model_dir), train_file=str(write_csv(tmp_path / "t.csv", ROWS)),
                 valid_file=str(write_csv(tmp_path / "v.csv", ROWS[:2])), output=str(tmp_path / "adapter"),
                 epochs=2, batch_size=2, learning_rate=5e-3, lora_rank=4, lora_alpha=8,
-                lora_targets=("q_proj", "v_proj"), sample_prompts=2, threads=1)
+                lora_targets=("q_proj", "v_proj"), sample_prompts=2, threads=1,
+                dialogues_file=str(write_dialogues(tmp_path / "d.jsonl")))
+
+
+def write_dialogues(path):
+    import json
+
+    d = {"id": "d1", "turns": [{"user": "나 요즘 떡볶이에 빠졌어", "answer": "떡볶이 최고지!"},
+                               {"user": "그거 어디가 맛있어?", "answer": "신당동 어때?"}]}
+    path.write_text(json.dumps(d, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
 
 
 def test_encode_row_masks_the_prompt_and_ends_with_stop_phrase_and_eos(tiny_model_dir):
@@ -100,7 +110,7 @@ def test_train_writes_adapter_and_resumes_after_interrupt(tiny_cfg, tiny_model_d
     fresh, _ = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
     assert torch.equal(base.model.layers[0].self_attn.q_proj.weight, fresh.model.layers[0].self_attn.q_proj.weight)
     peft_model = load_adapter(base, out)
-    assert PromptFormat.load(out) == PromptFormat()
+    assert PromptFormat.load(out) == PromptFormat(persona_template="({facts})\n")  # saved as trained
     assert peft_model.active_adapter == "chat"
 
 
@@ -205,3 +215,40 @@ def test_bench_train_prints_and_writes_its_table(tiny_model_dir, tmp_path):
     assert set(result) == {"baseline_s", "ohlora_s", "ratio"} and result["ratio"] > 0
     table = (tmp_path / "train.md").read_text(encoding="utf-8")
     assert "| baseline: full logits, random batches |" in table and "max loss difference" in table
+
+
+def test_dialogue_rows_carry_their_history_and_the_persona_facts(tmp_path):
+    import json
+
+    from ohlora.persona import PersonaCard
+    from ohlora.training.data import load_dialogue_rows
+
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"id": "d1", "turns": [{"user": "나 요즘 떡볶이에 빠졌어", "answer": "떡볶이 최고지!"},
+                                                   {"user": "그거 어디가 맛있어?", "answer": "신당동 어때?"},
+                                                   {"user": "거기 멀어?", "answer": "지하철이면 금방이야!"}]},
+                            ensure_ascii=False) + "\n", encoding="utf-8")
+    fmt = PromptFormat(persona_template="({facts})\n")
+    rows = load_dialogue_rows(f, fmt, len, budget=60)  # ~ one history line of characters
+    assert [len(r.history) for r in rows] == [0, 1, 1]
+    prompt = rows[2].prompt(fmt, PersonaCard.load())
+    assert prompt.startswith("(이름 오로라, ") and "그거 어디가 맛있어? ### 답변: 신당동 어때? (답변 종료)\n거기 멀어?" in prompt
+    assert "떡볶이에 빠졌어" not in prompt  # cut by the budget, as the chat would
+    f.write_text('{"id": "x", "turns": [{"user": "안녕"}]}\n', encoding="utf-8")
+    with pytest.raises(OhloraError, match="line 1"):
+        load_dialogue_rows(f, fmt, len, 60)
+
+
+def test_training_can_start_from_an_existing_adapter(tiny_cfg, tmp_path):
+    import json
+
+    first = train_llm(load_train_config(**{**tiny_cfg, "epochs": 1, "sample_prompts": 0}))
+    cfg = load_train_config(**{**tiny_cfg, "epochs": 1, "sample_prompts": 0, "lora_rank": 8,
+                               "init_adapter": str(first), "output": str(tmp_path / "second")})
+    second = train_llm(cfg)
+    conf = json.loads((second / "adapter_config.json").read_text())
+    assert conf["r"] == 4  # the init adapter's own LoRA settings, not the flag's
+    a, b = load_file(str(first / "adapter_model.safetensors")), load_file(str(second / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)  # trained further
+    with pytest.raises(OhloraError, match="not an adapter directory"):
+        train_llm(load_train_config(**{**tiny_cfg, "init_adapter": str(tmp_path), "output": str(tmp_path / "x")}))

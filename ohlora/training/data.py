@@ -12,6 +12,8 @@ CSV columns (UTF-8, a BOM is fine; header row):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +38,21 @@ class SFTRow:
     today: str = ""
     category: str = ""
 
+    history: tuple = ()
+    """Earlier turns of a dialogue row (`Turn`s, oldest first), already cut to the budget."""
+
     def prompt(self, fmt: PromptFormat, card: PersonaCard) -> str:
         hint = card.time_hint(dt.date.fromisoformat(self.today)) if self.today else None
-        return fmt.render(self.input, self.memory or None, hint)
+        facts = card.facts(self.facts_date()) if fmt.persona_template else None
+        return fmt.render(self.input, self.memory or None, hint, list(self.history), facts)
+
+    def facts_date(self) -> dt.date:
+        """The row's `today`, else a date fixed by the row's text within 2025-2027: the persona
+        facts then show several ages, so the model learns to read hers from them."""
+        if self.today:
+            return dt.date.fromisoformat(self.today)
+        h = int(hashlib.sha1(self.input.encode("utf-8")).hexdigest()[:8], 16)
+        return dt.date(2025, 1, 1) + dt.timedelta(days=h % (3 * 365))
 
     @property
     def expected_key(self) -> str | None:
@@ -126,3 +140,33 @@ def spread_rows(rows: list[SFTRow], k: int) -> list[SFTRow]:
                 picked.append(by_cat[cat][i])
         i += 1
     return picked
+
+
+def load_dialogue_rows(path: Path, fmt: PromptFormat, count, budget: int) -> list[SFTRow]:
+    """One SFT row per turn of each dialogue (JSON lines {"id", "turns": [{"user", "answer"}]}),
+    its earlier turns as history cut to `budget` tokens the way the chat cuts them."""
+    from ohlora.memory.conversations import Turn
+
+    rows: list[SFTRow] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except OSError as e:
+        raise OhloraError(f"cannot read dialogues {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise OhloraError(f"dialogues {path} is not UTF-8") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            turns = [Turn(str(t["user"]).strip(), str(t["answer"]).strip()) for t in d["turns"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise OhloraError(f"{path} line {n}: not a dialogue object with turns of user/answer ({e})") from None
+        if not turns or any(not t.user or not t.answer for t in turns):
+            raise OhloraError(f"{path} line {n}: every turn needs a user message and an answer")
+        for i, t in enumerate(turns):
+            history = tuple(fmt.fit_history(turns[:i], count, budget))
+            rows.append(SFTRow(n, t.user, t.answer, category="dialogue", history=history))
+    if not rows:
+        raise OhloraError(f"{path} has no dialogues")
+    return rows

@@ -173,7 +173,7 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
     from ohlora.models import add_lora, load_base, resolve_base, set_cpu_threads
     from ohlora.persona import PersonaCard
     from ohlora.prompt import PromptFormat
-    from ohlora.training.data import load_dataset, spread_rows
+    from ohlora.training.data import load_dataset, load_dialogue_rows, spread_rows
     from ohlora.training.losses import check_answer_only_path
     from ohlora.fast_generation import build_head_vocab, save_head_vocab
     from ohlora.training.plots import plot_loss
@@ -181,10 +181,13 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
 
     cfg = cfg.resolved()
     out = Path(cfg.output)
-    fmt = PromptFormat()
+    fmt = PromptFormat(persona_template=PERSONA_TEMPLATE if cfg.persona_section else "")
     card = PersonaCard.load(Path(cfg.persona))
     train_rows = load_dataset(Path(cfg.train_file), fmt.stop_phrase)
     valid_rows = load_dataset(Path(cfg.valid_file), fmt.stop_phrase)
+    init = Path(cfg.init_adapter).expanduser() if cfg.init_adapter else None
+    if init is not None and not (init / "adapter_config.json").is_file():
+        raise OhloraError(f"init adapter {init} is not an adapter directory (no adapter_config.json)")
     prepare_output(out, resume, overwrite)
     set_seed(cfg.seed)
     set_cpu_threads(cfg.threads or None)
@@ -192,12 +195,20 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
     spec = resolve_base(cfg.base)
     model, tok = load_base(spec, device="cpu", dtype=torch.float32)  # Trainer moves it; bf16 autocast on GPUs
     model.config.use_cache = False
-    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
-    try:
-        model = add_lora(model, lora)
-    except ValueError as e:
-        raise OhloraError(f"LoRA targets {list(cfg.lora_targets)} do not fit {cfg.base}: {e}") from e
+    if cfg.dialogues_file.lower() != "none":
+        count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        dialogue_rows = load_dialogue_rows(Path(cfg.dialogues_file), fmt, count, cfg.history_tokens)
+        print(f"{len(train_rows)} single-turn rows + {len(dialogue_rows)} dialogue turns", file=sys.stderr)
+        train_rows = train_rows + dialogue_rows
+    if init is not None:
+        model = load_trainable_adapter(model, init)
+    else:
+        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+        try:
+            model = add_lora(model, lora)
+        except ValueError as e:
+            raise OhloraError(f"LoRA targets {list(cfg.lora_targets)} do not fit {cfg.base}: {e}") from e
 
     def encode(rows):
         feats = [encode_row(r, tok, fmt, card, cfg.max_length) for r in rows]
@@ -277,6 +288,19 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the adapter is saved; optimizer states are not needed
     print(f"saved the adapter to {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return out
+
+
+PERSONA_TEMPLATE = "({facts})\n"
+
+
+def load_trainable_adapter(model, adapter_dir: Path):
+    """The base with `adapter_dir`'s LoRA weights loaded trainable (its own rank and targets)."""
+    from peft import PeftModel
+
+    from ohlora.models import quiet_peft_wrap
+
+    with quiet_peft_wrap():
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
 
 
 def head_vocab_texts(rows, fmt, card) -> list[str]:

@@ -55,6 +55,16 @@ class LLMTrainConfig:
     """Compute the LM head and loss only where labels exist (False: plain full-logits path)."""
     group_by_length: bool = True
     """Batch rows of similar length together (less padding)."""
+    dialogues_file: str = ""
+    """Multi-turn dialogues (JSON lines) added to the training rows, one row per turn with its
+    earlier turns as history (default: the bundled set; "none": single turns only)."""
+    history_tokens: int = 96
+    """History budget of the dialogue rows (the chat's `history_tokens` cuts the same way)."""
+    persona_section: bool = True
+    """Put the persona card's facts line at the top of every prompt (saved with the format)."""
+    init_adapter: str = ""
+    """Start from this adapter's weights (its LoRA settings) instead of a fresh LoRA: e.g. the
+    shipped chat adapter, to teach it history and the persona section in one more epoch."""
 
     def __post_init__(self) -> None:
         not_finite = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
@@ -73,6 +83,7 @@ class LLMTrainConfig:
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (self.threads >= 0 and self.sample_prompts >= 0, "threads and sample_prompts must be >= 0"),
             (self.save_steps >= 1, "save_steps must be >= 1"),
+            (0 <= self.history_tokens <= 4096, "history_tokens must be in [0, 4096]"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -93,6 +104,7 @@ class LLMTrainConfig:
             train_file=self.train_file or bundled("data", "sft", "train.csv"),
             valid_file=self.valid_file or bundled("data", "sft", "valid.csv"),
             persona=self.persona or bundled("persona", "ohlora.yaml"),
+            dialogues_file=self.dialogues_file or bundled("data", "dialogues", "train.jsonl"),
             output=self.output or str(adapters_dir() / name),
         )
 

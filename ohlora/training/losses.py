@@ -49,7 +49,12 @@ def check_answer_only_path(model, batch: dict) -> float:
     """Both paths on one batch; returns |difference| (should be ~1e-6). Also proves that the last
     hidden state is what the head reads for this architecture."""
     head, softcap = lm_head_of(model)
-    with torch.no_grad():
-        a = full_logits_loss(model, batch).item()
-        b = answer_only_loss(model, batch, head, softcap).item()
+    was_training = model.training
+    model.eval()  # dropout off: with trained LoRA weights (init_adapter) it would make the paths differ
+    try:
+        with torch.no_grad():
+            a = full_logits_loss(model, batch).item()
+            b = answer_only_loss(model, batch, head, softcap).item()
+    finally:
+        model.train(was_training)
     return abs(a - b)
