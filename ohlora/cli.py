@@ -67,6 +67,11 @@ def chat_options(f):
         click.option("--memory-writer", type=click.Choice(["adapter", "chat"]), default=None,
                      help="What decides what is stored: the memory writer adapter, or the chat model's own "
                           "tag [default: adapter]."),
+        click.option("--history-tokens", type=click.IntRange(0, 4096), default=None,
+                     help="Earlier turns shown before each message, up to this many tokens (0: none) [160]."),
+        click.option("--guard", default=None,
+                     help="Ethics guard: 'default' (shipped, on the memory's EmbeddingGemma), 'none' or a "
+                          "directory from `ohlora train guard`."),
         click.option("--weights", type=click.Choice(WEIGHTS), default=None,
                      help="Decoder matrices on CPU: auto = the fastest of fp32/bf16/fp16 on this CPU "
                           "(timed at start). [default: auto]"),
@@ -709,6 +714,26 @@ def eval_guard_cmd(which, file_, output, as_json):
     from ohlora.paths import home_dir
 
     run_guard_eval(which, file_, output or home_dir() / "eval" / "guard", as_json)
+
+
+@eval_.command("conversation")
+@chat_options
+@click.option("--suite", "suites", multiple=True, type=click.Choice(["persona", "dialogues", "dates"]),
+              help="Which checks [all three].")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most N items per suite.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where conversation_cases.csv and the metrics go [default: $OHLORA_HOME/eval/conversation].")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_conversation_cmd(suites, limit, output, as_json, config_path, **overrides):
+    """Persona-fact accuracy (fixed questions), reference resolution on held-out dialogues (after
+    their reference history) and date-answer accuracy (fixed days), as the chat answers them."""
+    from ohlora.config import load_chat_config
+    from ohlora.evaluation.conversation import run_conversation_eval
+    from ohlora.paths import home_dir
+
+    cfg = load_chat_config(config_path, **overrides)
+    run_conversation_eval(cfg, suites or ("persona", "dialogues", "dates"), limit,
+                          output or home_dir() / "eval" / "conversation", as_json)
 
 
 @eval_.command("llm")

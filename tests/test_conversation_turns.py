@@ -138,3 +138,30 @@ def test_chat_continue_without_a_conversation_is_one_error_before_loading(monkey
     monkeypatch.setattr(runtime, "build_runtime", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
     r = CliRunner().invoke(main, ["chat", "--continue", "-u", "nobody"])
     assert r.exit_code == 2 and "no conversation to continue" in r.output
+
+
+def test_date_answers_are_scored_for_their_kind():
+    from ohlora.evaluation.conversation import date_ok
+
+    fri = dt.date(2026, 12, 4)
+    assert date_ok("weekday_today", "오늘은 금요일이야!", fri) and not date_ok("weekday_today", "오늘은 목요일이야!", fri)
+    assert date_ok("weekday_tomorrow", "내일은 토요일이지 🎉", fri)
+    assert date_ok("date_today", "오늘 12월 4일이야", fri) and not date_ok("date_today", "오늘 12월 5일이야", fri)
+    assert date_ok("weekend_tomorrow", "응 내일 주말이야!", fri)
+    assert date_ok("weekend_today", "아니 오늘은 평일이야", fri) and not date_ok("weekend_today", "응 오늘 주말이라 좋다", fri)
+
+
+def test_the_conversation_eval_scores_each_suite_with_its_reference_history():
+    from ohlora.evaluation.conversation import evaluate_conversation, load_dialogues
+
+    d = load_dialogues()[0]
+    check = d["checks"][0]
+    gen = FakeGenerator(["나는 2003년생이야! (답변 종료)", "음 모르겠어 (답변 종료)"])
+    eng = engine(gen)
+    m, cases = evaluate_conversation(eng, ("persona",), limit=2)
+    assert m["persona_accuracy"] == 0.5 and [c["pass"] for c in cases] == [True, False]
+    gen.enqueue(*[d["turns"][c["turn"]]["answer"] + " (답변 종료)" for c in d["checks"]])  # the reference answers pass
+    m, cases = evaluate_conversation(eng, ("dialogues",), limit=1)
+    assert all(c["pass"] for c in cases) and m["reference_checks"] == len(d["checks"]) == len(cases)
+    first = d["checks"][0]["turn"]
+    assert gen.prompts[-len(d["checks"])].count("(답변 종료)\n") == first  # its reference history, in the prompt

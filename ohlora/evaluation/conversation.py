@@ -1,0 +1,164 @@
+"""Conversation-level checks of the chat model: persona facts, reference resolution, dates.
+
+- persona: the fixed question set (`dialogues/persona_questions.csv`); an answer passes when it
+  has one of `must_include_any` and none of `must_not_include`.
+- dialogues: the held-out dialogues (`dialogues/test.jsonl`); each checked turn is answered after
+  the reference history of the turns before it (teacher forcing), and scored like a persona answer.
+- dates: `dialogues/dates_questions.csv` asked on three fixed days (Wed, Fri, Sat); an answer
+  passes when it names the right weekday / date / weekend-or-not for its kind and nothing wrong
+  (`timecheck.wrong_date_claims`).
+The engine is driven as the chat drives it (recall off, nothing stored), with its clock fixed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from ohlora.errors import OhloraError
+from ohlora.memory.conversations import Turn
+from ohlora.persona import WEEKDAYS
+from ohlora.timecheck import wrong_date_claims
+from ohlora.training.csvfile import read_csv
+
+EVAL_DAY = dt.date(2026, 12, 2)
+"""The persona questions' ages hold from 2026-10-11 to 2027-10-10 (see the data README)."""
+DATE_DAYS = [dt.date(2026, 12, 2), dt.date(2026, 12, 4), dt.date(2026, 12, 5)]
+"""A Wednesday, a Friday (tomorrow is the weekend) and a Saturday."""
+
+
+def data_file(name: str) -> Path:
+    return Path(str(files("ohlora").joinpath("assets", "data", "dialogues", name)))
+
+
+@dataclass(frozen=True)
+class Check:
+    must_include_any: tuple[str, ...]
+    must_not_include: tuple[str, ...] = ()
+
+    def passes(self, answer: str) -> bool:
+        ok = not self.must_include_any or any(k in answer for k in self.must_include_any)
+        return ok and not any(k in answer for k in self.must_not_include)
+
+
+def _split(cell: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in (cell or "").split("|") if k.strip())
+
+
+def load_persona_questions(path: Path | None = None) -> list[tuple[str, Check]]:
+    rows = read_csv(path or data_file("persona_questions.csv"), ("question", "must_include_any"), "persona questions")
+    return [(r["question"].strip(), Check(_split(r["must_include_any"]), _split(r.get("must_not_include", ""))))
+            for _, r in rows]
+
+
+def load_dialogues(path: Path | None = None) -> list[dict]:
+    path = path or data_file("test.jsonl")
+    out = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise OhloraError(f"{path} line {n}: not JSON ({e.msg})") from None
+    return out
+
+
+def date_ok(kind: str, answer: str, today: dt.date) -> bool:
+    """Does the answer give the right thing for a date question of `kind`?"""
+    if wrong_date_claims(answer, today):
+        return False
+    day = today + dt.timedelta(days=1 if kind.endswith("tomorrow") else 0)
+    if kind.startswith("weekday"):
+        return WEEKDAYS[day.weekday()] in answer or f"{WEEKDAYS[day.weekday()][0]}요일" in answer
+    if kind.startswith("date"):
+        return f"{day.day}일" in answer
+    if kind.startswith("weekend"):
+        weekend = day.weekday() >= 5
+        says_weekend = "주말" in answer and not any(n in answer for n in ("아니", "아냐", "평일"))
+        return says_weekend == weekend or (not weekend and "평일" in answer)
+    raise OhloraError(f"unknown date question kind {kind!r}")
+
+
+def evaluate_conversation(engine, suites=("persona", "dialogues", "dates"), limit: int | None = None,
+                          log=lambda m: None) -> tuple[dict, list[dict]]:
+    """(metrics per suite, one row per case). The engine's clock is set per question."""
+    metrics, cases = {}, []
+
+    def ask(message, history=(), today=EVAL_DAY):
+        engine.clock = lambda: today
+        return engine.turn("eval-conversation", message, store=False, history=list(history)).answer
+
+    if "persona" in suites:
+        qs = load_persona_questions()[:limit]
+        log(f"persona: {len(qs)} questions")
+        ok = 0
+        for q, check in qs:
+            a = ask(q)
+            ok += check.passes(a)
+            cases.append({"suite": "persona", "message": q, "answer": a, "pass": check.passes(a)})
+        metrics["persona_accuracy"] = ok / max(1, len(qs))
+    if "dialogues" in suites:
+        dialogues = load_dialogues()[:limit]
+        log(f"dialogues: {len(dialogues)} held-out dialogues")
+        ok = n = 0
+        for d in dialogues:
+            turns = [Turn(t["user"], t["answer"]) for t in d["turns"]]
+            for c in d.get("checks", []):
+                i = int(c["turn"])
+                check = Check(tuple(c.get("must_include_any", ())), tuple(c.get("must_not_include", ())))
+                a = ask(turns[i].user, turns[:i])
+                n += 1
+                ok += check.passes(a)
+                cases.append({"suite": "dialogues", "id": d.get("id"), "turn": i, "message": turns[i].user,
+                              "answer": a, "pass": check.passes(a)})
+        metrics["reference_accuracy"] = ok / max(1, n)
+        metrics["reference_checks"] = n
+    if "dates" in suites:
+        rows = read_csv(data_file("dates_questions.csv"), ("question", "kind"), "date questions")[:limit]
+        log(f"dates: {len(rows)} questions x {len(DATE_DAYS)} days")
+        ok = n = 0
+        for _, r in rows:
+            for day in DATE_DAYS:
+                a = ask(r["question"], today=day)
+                good = date_ok(r["kind"], a, day)
+                n += 1
+                ok += good
+                cases.append({"suite": "dates", "message": r["question"], "today": day.isoformat(), "answer": a,
+                              "pass": good})
+        metrics["date_accuracy"] = ok / max(1, n)
+        metrics["date_questions"] = n
+    return metrics, cases
+
+
+def run_conversation_eval(cfg, suites, limit, output: Path | None, as_json: bool) -> dict:
+    import csv
+    import sys
+
+    import click
+
+    from ohlora.paths import ensure_dir
+    from ohlora.runtime import build_runtime
+
+    from dataclasses import replace as dc_replace
+
+    rt = build_runtime(dc_replace(cfg, memory_encoder="none", guard="none", memory_writer="chat"))
+    metrics, cases = evaluate_conversation(rt.engine, suites, limit, log=lambda m: click.echo(m, err=True))
+    metrics = {"model": rt.description, "history_tokens": cfg.history_tokens, **metrics}
+    if output is not None:
+        ensure_dir(output)
+        with (output / "conversation_cases.csv").open("w", encoding="utf-8", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=sorted({k for c in cases for k in c}))
+            w.writeheader()
+            w.writerows(cases)
+        (output / "conversation_metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2),
+                                                          encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(metrics, ensure_ascii=False))
+    else:
+        for k, v in metrics.items():
+            click.echo(f"{k}: {v:.1%}" if isinstance(v, float) else f"{k}: {v}")
+    rt.store.close()
+    return metrics
