@@ -14,6 +14,7 @@ from typing import Callable
 
 from ohlora.config import ChatConfig
 from ohlora.errors import OhloraError
+from ohlora.expression import NEUTRAL
 from ohlora.generation import GenerationResult, Generator, OnText
 from ohlora.memory.conversations import ConversationStore, Turn
 from ohlora.memory.retrieval import Recall, Retriever
@@ -49,6 +50,8 @@ class TurnResult:
     history_turns: int = 0
     """Earlier turns shown in the prompt."""
     conversation: int | None = None
+    expression: object | None = None
+    """The face the answer carries (`expression.Expression`): made after the answer streamed."""
 
     def as_dict(self) -> dict:
         return {
@@ -65,6 +68,7 @@ class TurnResult:
             "date_retries": self.date_retries,
             "history_turns": self.history_turns,
             "conversation": self.conversation,
+            "expression": self.expression.as_dict() if self.expression is not None else NEUTRAL.as_dict(),
         }
 
 
@@ -82,6 +86,7 @@ class ChatEngine:
         conversations: ConversationStore | None = None,
         facts_fn: Callable[[dt.date], str] | None = None,
         clock: Callable[[], dt.date] = dt.date.today,
+        expressor=None,
     ):
         self.generator = generator
         self.retriever = retriever
@@ -97,6 +102,8 @@ class ChatEngine:
         self.facts_fn = facts_fn
         """today -> the persona's facts line, for a format with a persona section."""
         self.clock = clock
+        self.expressor = expressor
+        """answer -> Expression (None: every answer gets the neutral face)."""
         """Today's date, for the facts, the time hint's check and tests that fix "now"."""
 
     def check_message(self, message: str) -> str:
@@ -166,7 +173,17 @@ class ChatEngine:
             if write.tag is not None:
                 stored.append(self.store.add_tag(user, write.tag))
         self._remember(user, conversation, message, parsed.message)
-        return TurnResult(parsed.message, result.finish_reason, recalled, stored, write=write, **base)
+        return TurnResult(parsed.message, result.finish_reason, recalled, stored, write=write,
+                          expression=self.express(parsed.message), **base)
+
+    def express(self, answer: str):
+        """The answer's expression; the neutral face when there is no classifier or it fails."""
+        if self.expressor is None:
+            return NEUTRAL
+        try:
+            return self.expressor.express(answer)
+        except Exception:  # a face is never worth losing the answer over
+            return NEUTRAL
 
     def fit_history(self, history: list[Turn]) -> list[Turn]:
         """The most recent turns whose rendered lines fit `history_tokens` (oldest first)."""

@@ -652,6 +652,23 @@ def train_guard_cmd(train_file, valid_file, base, max_false_positive, output):
     click.echo(json.dumps({"guard": str(output), **result}, ensure_ascii=False, default=float))
 
 
+@train.command("expression")
+@click.option("--train-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV answer,emotion [bundled].")
+@click.option("--base", "-b", default="embeddinggemma-300m", show_default=True, help="Sentence encoder.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Expression directory [default: $OHLORA_HOME/expression/<base>].")
+def train_expression_cmd(train_file, base, output):
+    """Train the answer -> emotion head each answer's expression comes from (L2 chosen on 15% of
+    the training file; the held-out test file is for `ohlora eval expression`)."""
+    from ohlora.paths import home_dir
+    from ohlora.training.expression import dump, train_expression
+
+    output = output or home_dir() / "expression" / base
+    result = train_expression(output, train_file, base, log=lambda m: click.echo(m, err=True))
+    click.echo(dump({"expression": str(output), **result}))
+
+
 # -- eval ------------------------------------------------------------------------------------------
 @main.group("eval", cls=OhloraGroup, context_settings=CONTEXT)
 def eval_():
@@ -734,6 +751,29 @@ def eval_conversation_cmd(suites, limit, output, as_json, config_path, **overrid
     cfg = load_chat_config(config_path, **overrides)
     run_conversation_eval(cfg, suites or ("persona", "dialogues", "dates"), limit,
                           output or home_dir() / "eval" / "conversation", as_json)
+
+
+@eval_.command("expression")
+@click.option("--expression", "which", default="default", show_default=True,
+              help="'default' (shipped) or a directory from `ohlora train expression`.")
+@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV answer,emotion [default: the bundled held-out test split].")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_expression_cmd(which, file_, as_json):
+    """Agreement of the expression head with labelled held-out answers (accuracy, macro F1)."""
+    from ohlora.expression import load_expressor, shipped_expression
+    from ohlora.paths import home_dir
+    from ohlora.training.expression import dump, evaluate_expression, format_expression_report
+    from ohlora.training.guard import guard_encoder
+
+    path = shipped_expression() if which == "default" else Path(which)
+    if path is None or not path.is_dir():
+        raise OhloraError(f"no expression directory {which!r}: train one with `ohlora train expression`")
+    from ohlora.expression import ExpressionPolicy
+
+    m = evaluate_expression(load_expressor(path, guard_encoder(ExpressionPolicy.load(path).base)), file_,
+                            home_dir() / "eval" / "expression" / "expression_cases.csv")
+    click.echo(dump(m) if as_json else format_expression_report(m))
 
 
 @eval_.command("llm")

@@ -83,7 +83,8 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
         generator = HFGenerator(model, tokenizer, adapter=chat_adapter)
     guard = build_guard(cfg, retriever, store, log)
     engine = ChatEngine(generator, retriever, store, fmt, cfg, hint_fn=time_hinter(card), writer=writer,
-                        guard=guard, conversations=ConversationStore(store), facts_fn=card.facts)
+                        guard=guard, conversations=ConversationStore(store), facts_fn=card.facts,
+                        expressor=build_expressor(retriever))
     return Runtime(engine, store, time.perf_counter() - t0, name, card)
 
 
@@ -120,14 +121,29 @@ def build_guard(cfg: ChatConfig, retriever: Retriever | None, store: MemoryStore
     if path is None:
         return None
     base = GuardPolicy.load(path).base
-    shared = next((e for e in (retriever.reference, retriever.encoder) if e is not None and f":{base}" in e.id),
-                  None) if retriever is not None else None
+    shared = sentence_model(retriever, base)
     if shared is None and cfg.guard == "default":
         log(f"(the ethics guard reads {base}, which this memory encoder does not load: guard off; "
             "use --memory-encoder default, or name a guard directory with `guard:`)")
         return None
     classifier = load_guard_classifier(str(path), shared)
     return EthicsGuard(classifier, store, EscalationPolicy(blocks=tuple(cfg.guard_blocks)))
+
+
+def sentence_model(retriever: Retriever | None, base: str):
+    """A loaded encoder of `base` in the retriever (the reference or the memory encoder), or None."""
+    if retriever is None:
+        return None
+    return next((e for e in (retriever.reference, retriever.encoder) if e is not None and f":{base}" in e.id), None)
+
+
+def build_expressor(retriever: Retriever | None):
+    """The shipped expression head on the memory's EmbeddingGemma; None (neutral faces) without it."""
+    from ohlora.expression import ExpressionPolicy, load_expressor, shipped_expression
+
+    path = shipped_expression()
+    shared = sentence_model(retriever, ExpressionPolicy.load(path).base) if path is not None else None
+    return load_expressor(path, shared) if shared is not None else None
 
 
 def build_writer(model, tokenizer, base_name: str, cfg: ChatConfig, log):

@@ -26,13 +26,13 @@ def resolve_guard(which: str) -> Path | None:
     return path
 
 
-def guard_encoder_on(model, tokenizer, head, pooling: str, policy: GuardPolicy, adapter_free: bool = True):
-    """The guard's encoder on an already loaded sentence model (the memory's EmbeddingGemma): no
-    adapter, the policy's classification prompt."""
+def guard_encoder_on(model, tokenizer, head, pooling: str, policy, purpose: str = "guard"):
+    """A classifier's encoder on an already loaded sentence model (the memory's EmbeddingGemma):
+    no adapter, the policy's classification prompt (`policy.base`, `policy.query_template`)."""
     from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
 
     fmt = EncoderFormat(pooling=pooling, query_template=policy.query_template)
-    return HiddenStateEncoder(model, tokenizer, name=f"{policy.base}:guard", adapter=None, fmt=fmt, head=head)
+    return HiddenStateEncoder(model, tokenizer, name=f"{policy.base}:{purpose}", adapter=None, fmt=fmt, head=head)
 
 
 def load_guard_classifier(which: str, shared=None) -> GuardClassifier | None:

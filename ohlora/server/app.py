@@ -428,7 +428,7 @@ def ohlora_extra(turn: TurnResult) -> dict:
     d = turn.as_dict()
     return {"recalled": d["recalled"], "stored": d["stored"], "finish_reason": turn.finish_reason, "tries": turn.tries,
             "writer": d["writer"], "guard": d["guard"], "conversation": d["conversation"],
-            "history_turns": d["history_turns"]}
+            "history_turns": d["history_turns"], "expression": d["expression"]}
 
 
 def completion_body(cid: str, created: int, model: str, turn: TurnResult) -> dict:

@@ -19,6 +19,7 @@ import numpy as np
 from ohlora.errors import OhloraError
 from ohlora.safety.classifier import CATEGORIES, NORMAL, GuardHead, GuardPolicy, decide
 from ohlora.training.csvfile import read_csv
+from ohlora.training.softmax_head import embed, fit_head  # noqa: F401  (fit_head is part of this module's API)
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "assets" / "data" / "guard"
 
@@ -69,27 +70,6 @@ def load_guard_csv(path: Path, categories=CATEGORIES) -> tuple[list[str], np.nda
     if not texts:
         raise OhloraError(f"{path}: no rows")
     return texts, np.asarray(labels), variants
-
-
-def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 200) -> GuardHead:
-    """Class-weighted multinomial logistic regression on (N, D) embeddings."""
-    import torch
-
-    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
-    counts = torch.bincount(yt, minlength=n_classes).clamp(min=1).float()
-    weights = counts.sum() / (n_classes * counts)  # (C,) balanced
-    w = torch.zeros(n_classes, x.shape[1], requires_grad=True)
-    b = torch.zeros(n_classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt, weight=weights) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return GuardHead(w.detach().numpy(), b.detach().numpy())
 
 
 def calibrate(probs: np.ndarray, y: np.ndarray, categories=CATEGORIES, max_false_positive: float = 0.01,
@@ -180,15 +160,6 @@ def train_guard(cfg: GuardTrainConfig, output: Path, encoder=None, log=print) ->
     policy.save(output)
     (output / "train_config.json").write_text(json.dumps(asdict(cfg), ensure_ascii=False, indent=2), encoding="utf-8")
     return {"valid": valid, "train": train, "thresholds": thresholds}
-
-
-def embed(encoder, texts: list[str], what: str, chunk: int = 64) -> np.ndarray:
-    """encode_query in chunks, with a progress bar (minutes on a busy CPU)."""
-    from tqdm import tqdm
-
-    parts = [encoder.encode_query(texts[i:i + chunk])
-             for i in tqdm(range(0, len(texts), chunk), desc=f"embedding {what}", unit="chunk", leave=False)]
-    return np.concatenate(parts)
 
 
 def guard_encoder(base: str):

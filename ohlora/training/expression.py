@@ -1,0 +1,104 @@
+"""`ohlora train expression` / `ohlora eval expression`: the answer -> emotion head.
+
+Recipe: embed each labelled answer (EmbeddingGemma, adapter off, classification prompt), fit the
+class-weighted softmax head on the training file minus a fixed 15% validation share, choose the
+L2 penalty on that share, refit on the whole training file and save. The held-out test file is
+for `ohlora eval expression` only: agreement (accuracy), macro F1, and per-emotion figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ohlora.errors import OhloraError
+from ohlora.expression import EMOTIONS, TEMPLATE, ExpressionPolicy, Expressor
+from ohlora.training.csvfile import read_csv
+from ohlora.training.softmax_head import embed, fit_head
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "assets" / "data" / "expressions"
+L2_GRID = (1e-2, 1e-3, 3e-4, 1e-4, 3e-5)
+
+
+def load_expression_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    rows = read_csv(Path(path), ("answer", "emotion"), "expression CSV")
+    texts, labels, bad = [], [], []
+    for line, r in rows:
+        a, e = (r.get("answer") or "").strip(), (r.get("emotion") or "").strip()
+        if not a or e not in EMOTIONS:
+            bad.append(f"line {line}: " + ("empty answer" if not a else f"unknown emotion {e[:20]!r}"))
+            continue
+        texts.append(a)
+        labels.append(EMOTIONS.index(e))
+    if bad:
+        raise OhloraError(f"{path}: {len(bad)} bad row(s): " + "; ".join(bad[:5]) + f" (emotions: {', '.join(EMOTIONS)})")
+    return texts, np.asarray(labels)
+
+
+def scores(pred: np.ndarray, y: np.ndarray) -> dict:
+    per = {}
+    for j, e in enumerate(EMOTIONS):
+        tp = int(((pred == j) & (y == j)).sum())
+        p, r = tp / max(1, int((pred == j).sum())), tp / max(1, int((y == j).sum()))
+        per[e] = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "n": int((y == j).sum())}
+    present = [d["f1"] for d in per.values() if d["n"]]
+    return {"n": int(len(y)), "accuracy": float((pred == y).mean()), "macro_f1": float(np.mean(present)),
+            "per_emotion": per}
+
+
+def train_expression(output: Path, train_file: Path | None = None, base: str = "embeddinggemma-300m",
+                     encoder=None, log=print) -> dict:
+    from ohlora.training.guard import guard_encoder
+
+    texts, y = load_expression_csv(train_file or DATA_DIR / "train.csv")
+    encoder = encoder or guard_encoder(base)
+    x = embed(encoder, texts, "train")  # (N, D)
+    rng = np.random.default_rng(0)
+    valid = rng.random(len(y)) < 0.15
+    results = {}
+    for l2 in L2_GRID:
+        head = fit_head(x[~valid], y[~valid], len(EMOTIONS), l2, 500)
+        results[l2] = scores(head.probs(x[valid]).argmax(1), y[valid])
+        log(f"l2={l2:g}: validation accuracy {results[l2]['accuracy']:.3f}, macro F1 {results[l2]['macro_f1']:.3f}")
+    best = max(L2_GRID, key=lambda k: (results[k]["macro_f1"], results[k]["accuracy"]))
+    head = fit_head(x, y, len(EMOTIONS), best, 500)
+    policy = ExpressionPolicy(base=base, query_template=TEMPLATE,
+                              metrics={"l2": best, "valid_accuracy": round(results[best]["accuracy"], 4),
+                                       "valid_macro_f1": round(results[best]["macro_f1"], 4)})
+    output.mkdir(parents=True, exist_ok=True)
+    head.save(output)
+    policy.save(output)
+    return {"l2": best, "valid": results[best]}
+
+
+def evaluate_expression(expressor: Expressor, test_file: Path | None = None, cases: Path | None = None) -> dict:
+    texts, y = load_expression_csv(test_file or DATA_DIR / "test.csv")
+    probs = expressor.probs(texts)  # (N, C)
+    pred = np.array([EMOTIONS.index(expressor.policy.emotions[j]) if probs[i, j] >= expressor.policy.min_confidence
+                     else 0 for i, j in enumerate(probs.argmax(1))])
+    out = scores(pred, y)
+    majority = int(np.bincount(y).argmax())
+    out["majority_baseline"], out["majority_label"] = float((y == majority).mean()), EMOTIONS[majority]
+    if cases is not None:
+        cases.parent.mkdir(parents=True, exist_ok=True)
+        with cases.open("w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["answer", "emotion", "predicted", "confidence"])
+            for t, yi, pi, pr in zip(texts, y, pred, probs.max(1)):
+                w.writerow([t, EMOTIONS[yi], EMOTIONS[pi], f"{pr:.3f}"])
+    return out
+
+
+def format_expression_report(m: dict) -> str:
+    lines = [f"agreement {m['accuracy']:.1%} on {m['n']} held-out answers (always {m['majority_label']!r}: "
+             f"{m['majority_baseline']:.1%}); macro F1 {m['macro_f1']:.3f}", "",
+             "| emotion | precision | recall | n |", "| --- | --- | --- | --- |"]
+    lines += [f"| {e} | {d['precision']:.1%} | {d['recall']:.1%} | {d['n']} |" for e, d in m["per_emotion"].items()]
+    return "\n".join(lines)
+
+
+def dump(m: dict) -> str:
+    return json.dumps(m, ensure_ascii=False)

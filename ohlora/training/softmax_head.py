@@ -1,0 +1,39 @@
+"""A class-weighted softmax (multinomial logistic) head on frozen sentence embeddings, and the
+chunked embedding with a progress bar that feeds it: what the ethics guard and the expression
+classifier are trained with."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ohlora.safety.classifier import GuardHead
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 200) -> GuardHead:
+    """Class-weighted multinomial logistic regression on (N, D) embeddings."""
+    import torch
+
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+    counts = torch.bincount(yt, minlength=n_classes).clamp(min=1).float()
+    weights = counts.sum() / (n_classes * counts)  # (C,) balanced
+    w = torch.zeros(n_classes, x.shape[1], requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt, weight=weights) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return GuardHead(w.detach().numpy(), b.detach().numpy())
+
+
+def embed(encoder, texts: list[str], what: str, chunk: int = 64) -> np.ndarray:
+    """encode_query in chunks, with a progress bar (minutes on a busy CPU)."""
+    from tqdm import tqdm
+
+    parts = [encoder.encode_query(texts[i:i + chunk])
+             for i in tqdm(range(0, len(texts), chunk), desc=f"embedding {what}", unit="chunk", leave=False)]
+    return np.concatenate(parts)
