@@ -187,7 +187,8 @@ class ChatEngine:
 
     def fit_history(self, history: list[Turn]) -> list[Turn]:
         """The most recent turns whose rendered lines fit `history_tokens` (oldest first)."""
-        return self.prompt_format.fit_history(history, self.count_tokens, self.config.history_tokens)
+        return self.prompt_format.fit_history(history, self.count_tokens, self.config.history_tokens,
+                                              self.config.history_align)
 
     def count_tokens(self, text: str) -> int:
         tok = getattr(self.generator, "tokenizer", None)

@@ -53,6 +53,9 @@ class ChatConfig:
     """Longer user messages are rejected with a message."""
     history_tokens: int = 160
     """Earlier turns shown before the message, newest first, up to this many tokens (0 = none)."""
+    history_align: int = 4
+    """Old turns leave the prompt in blocks of this many, so its start (persona + history) stays
+    the same for several turns and the fast generator reuses its cached keys and values."""
     time_check: bool = True
     """Check answers to date questions (a wrong weekday/date for today or tomorrow, or the weekend
     on a weekday) and retry them warmer; such answers are shown once checked, not streamed."""
@@ -86,6 +89,7 @@ class ChatConfig:
              "max_message_chars must be in [1, 100000]"),
             (_is_int(self.history_tokens) and 0 <= self.history_tokens <= 4096, "history_tokens must be in [0, 4096]"),
             (isinstance(self.time_check, bool), "time_check must be true or false"),
+            (_is_int(self.history_align) and 1 <= self.history_align <= 64, "history_align must be in [1, 64]"),
             (_is_int(self.date_retries) and 0 <= self.date_retries <= 10, "date_retries must be in [0, 10]"),
             (isinstance(self.guard, str) and self.guard.strip() != "", "guard must be 'default', 'none' or a directory"),
             (isinstance(self.guard_blocks, (list, tuple)) and len(self.guard_blocks) > 0

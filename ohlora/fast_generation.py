@@ -85,6 +85,9 @@ class FastGenerator:
         self._row = None if vocab_ids is None else {int(t): r for r, t in enumerate(vocab_ids)}  # full id -> head row
         self.eos = tokenizer.eos_token_id
         self._lean = None  # LeanGemma3, built on first use for Gemma 3 text models
+        self._prefix = None  # (token ids in the cache, cache) of the last call, for prefix reuse
+        self.reused_tokens = 0
+        """Prompt tokens the last call took from the previous call's cache instead of running."""
         import inspect
 
         # transformers 5.2x renames `past_key_values` to `cache`; use whichever this version has.
@@ -133,17 +136,50 @@ class FastGenerator:
 
         lean = self.lean()
         if lean is not None:
-            cache = lean.new_cache(ids.shape[1] + max_new_tokens)
-            first = lean.forward(ids[0], cache)[None]
+            cache, start = self._reuse(ids[0], ids.shape[1] + max_new_tokens)
+            first = lean.forward(ids[0, start:], cache)[None]
             if lean.weight_dtype != torch.float32 and not bool(torch.isfinite(first).all()):
                 # Some activation left fp16's range (max 65504) for this model/adapter: go back to
                 # fp32 matrices for good and run the prompt again.
-                self._weight_dtype, self._lean = torch.float32, None
+                self._weight_dtype, self._lean, self._prefix = torch.float32, None, None
                 return self._steps(ids, max_new_tokens)
-            return first, lambda nxt: lean.forward(torch.tensor([nxt]), cache)[None]
+            seen = ids[0].tolist()
+            self._prefix = (seen, cache)
+
+            def step(nxt):
+                seen.append(nxt)  # the cache now holds this token too
+                return lean.forward(torch.tensor([nxt]), cache)[None]
+            return first, step
         cache = DynamicCache(config=self.backbone.config)
         run = lambda x: self.backbone(input_ids=x, use_cache=True, **{self.cache_kw: cache}).last_hidden_state[:, -1]  # noqa: E731
         return run(ids), lambda nxt: run(torch.tensor([[nxt]], device=ids.device))
+
+    def _reuse(self, ids, need: int):
+        """(cache, start): the last call's cache with its keys and values kept for the longest
+        common prefix of token ids (a chat's persona and the turns already shown), so only
+        `ids[start:]` is run; a new cache when nothing is shared or it is too small."""
+        import torch
+
+        lean = self.lean()
+        if self._prefix is not None:
+            seen, cache = self._prefix
+            new = ids.tolist()
+            n = 0
+            for a, b in zip(seen[:cache["len"]], new):
+                if a != b:
+                    break
+                n += 1
+            n = min(n, len(new) - 1)  # at least one token runs, for the next hidden state
+            if n > 0:
+                if cache["k"].shape[2] < need:
+                    bigger = lean.new_cache(need)
+                    bigger["k"][:, :, :n], bigger["v"][:, :, :n] = cache["k"][:, :, :n], cache["v"][:, :, :n]
+                    cache = bigger
+                cache["len"] = n
+                self.reused_tokens = n
+                return cache, n
+        self.reused_tokens = 0
+        return lean.new_cache(max(need, 256)), 0
 
     @contextmanager
     def session(self, prompt: str, max_new_tokens: int):

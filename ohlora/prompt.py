@@ -110,19 +110,24 @@ class PromptFormat:
             out += "".join(self.history_line(t.user, t.answer) for t in history)
         return out
 
-    def fit_history(self, history: list, count, budget: int) -> list:
+    def fit_history(self, history: list, count, budget: int, align: int = 1) -> list:
         """The most recent turns whose lines fit `budget` tokens (`count(text)` -> tokens),
-        oldest first: the chat and the training rows cut history the same way."""
+        oldest first: the chat and the training rows cut history the same way.
+
+        With `align` > 1 the first turn shown is a multiple of `align` (turns are dropped in
+        blocks), so the start of the prompt changes only every `align` turns and a generator can
+        reuse its cached prefix in between."""
         if not history or budget <= 0 or not self.history_template:
             return []
-        kept, used = [], 0
-        for t in reversed(history):
-            cost = count(self.history_line(t.user, t.answer))
+        start, used = len(history), 0
+        for i in range(len(history) - 1, -1, -1):
+            cost = count(self.history_line(history[i].user, history[i].answer))
             if used + cost > budget:
                 break
-            kept.append(t)
-            used += cost
-        return kept[::-1]
+            start, used = i, used + cost
+        if 0 < start < len(history) and align > 1:
+            start = min(-(-start // align) * align, len(history) - 1)  # round up to a block; keep the newest
+        return list(history[start:])
 
     def history_line(self, message: str, answer: str) -> str:
         return self.history_template.format(message=" ".join(message.split()), answer=" ".join(answer.split()),

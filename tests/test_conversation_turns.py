@@ -165,3 +165,13 @@ def test_the_conversation_eval_scores_each_suite_with_its_reference_history():
     assert all(c["pass"] for c in cases) and m["reference_checks"] == len(d["checks"]) == len(cases)
     first = d["checks"][0]["turn"]
     assert gen.prompts[-len(d["checks"])].count("(답변 종료)\n") == first  # its reference history, in the prompt
+
+
+def test_old_turns_leave_in_blocks_so_the_prompt_start_is_stable():
+    fmt = PromptFormat()
+    history = [Turn(f"메시지{i}", f"답{i}") for i in range(10)]
+    one = len(fmt.history_line("메시지0", "답0"))
+    assert fmt.fit_history(history, len, one * 3) == history[7:]  # plain: the three newest
+    starts = [int(fmt.fit_history(history[:n], len, one * 3, align=4)[0].user[3:]) for n in range(4, 11)]
+    assert starts == [3, 4, 4, 4, 7, 8, 8]  # the start moves every few turns, not every turn
+    assert all(1 <= len(fmt.fit_history(history[:n], len, one * 3, align=4)) <= 3 for n in range(1, 11))

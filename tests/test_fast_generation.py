@@ -207,3 +207,20 @@ def test_ngram_tracker_counts():
     for x in [1, 2, 3, 1, 2, 3, 1, 2]:
         t.push(x)
     assert t.banned() == []
+
+
+def test_a_shared_prompt_prefix_is_taken_from_the_cache_with_the_same_answers(tiny):
+    model, tok = tiny
+    turns = ["안녕 ### 답변: ", "안녕 ### 답변: 응 (답변 종료)\n뭐 해? ### 답변: ",
+             "안녕 ### 답변: 응 (답변 종료)\n뭐 해? ### 답변: 그냥 (답변 종료)\n나 떨려 ### 답변: ", "전혀 다른 말 ### 답변: "]
+    warm = FastGenerator(model, tok, list(range(len(tok))), weights="fp32")
+    reused = []
+    for prompt in turns:
+        a = warm.generate(prompt, stop_phrase="\x00", max_new_tokens=8, temperature=0)
+        reused.append(warm.reused_tokens)
+        b = FastGenerator(model, tok, list(range(len(tok))), weights="fp32").generate(
+            prompt, stop_phrase="\x00", max_new_tokens=8, temperature=0)
+        assert a.text == b.text  # a cold generator, same greedy answer
+    n = [len(tok(p)["input_ids"]) for p in turns]
+    assert reused[0] == 0 and 0 < reused[1] < n[1] and reused[2] >= reused[1]  # the earlier turns are not run again
+    assert reused[3] <= 2  # nothing but BOS-like tokens shared with an unrelated prompt
