@@ -91,3 +91,16 @@ def test_embedding_cache_is_per_encoder_and_dropped_on_replace(store):
     assert store.embeddings("kim", "enc-a")[0] == []  # new value must be re-encoded
     store.delete("kim", "오늘 일정")
     assert store.db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 0
+
+
+def test_an_invalid_item_is_refused_with_its_reason_and_a_short_echo():
+    import pytest
+
+    from ohlora.errors import OhloraError
+    from ohlora.memory.store import MemoryStore
+
+    with pytest.raises(OhloraError) as e:
+        MemoryStore().add("kim", "메모", "가" * 5000)
+    assert len(str(e.value)) < 200 and "too long" in str(e.value)
+    with pytest.raises(OhloraError, match="a word repeated in the value"):
+        MemoryStore().add("kim", "반려동물", "고양이 고양이")

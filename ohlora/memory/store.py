@@ -19,7 +19,7 @@ import numpy as np
 
 from ohlora.errors import OhloraError
 from ohlora.memory.migrations import migrate
-from ohlora.parsing import MemoryTag, make_tag
+from ohlora.parsing import MemoryTag, echo, make_tag, normalize_space, tag_problem
 
 USER_RE = re.compile(r"^[\w.\-@]{1,64}$")  # \w covers Hangul
 
@@ -111,8 +111,8 @@ class MemoryStore:
         user = validate_user(user)
         tag = make_tag(key, value)
         if tag is None:
-            raise OhloraError(f"invalid memory item [{key}: {value}]: key and value must be non-empty, "
-                              "without brackets, and short")
+            why = tag_problem(normalize_space(str(key)), normalize_space(str(value))) or "not a [key: value] item"
+            raise OhloraError(f"invalid memory item {echo(f'[{key}: {value}]')}: {why}")
         return self.add_tag(user, tag)
 
     @_locked
