@@ -41,6 +41,32 @@ def teacher_forced_agreement(model, tok, fast, rows, fmt, card, adapter) -> floa
     return same / total
 
 
+def first_token_by_turn(engine, turns, facts: str | None, reuse: bool, max_new_tokens: int = 24) -> list[float]:
+    """Seconds to the first streamed text of each turn of one conversation (its reference
+    answers as the history, cut as the chat cuts it), greedy; `reuse=False` empties the
+    generator's prefix cache before every turn (each prompt computed from scratch)."""
+    gen, fmt, out = engine.generator, engine.prompt_format, []
+    for k, t in enumerate(turns):
+        prompt = fmt.render(t.user, history=engine.fit_history(turns[:k]), facts=facts)
+        if not reuse:
+            gen._prefix = None
+        first: list[float] = []
+        t0 = time.perf_counter()
+        gen.generate(prompt, stop_phrase=fmt.stop_phrase, max_new_tokens=max_new_tokens, temperature=0,
+                     on_text=lambda _: first or first.append(time.perf_counter() - t0))
+        out.append(first[0] if first else time.perf_counter() - t0)
+    return out
+
+
+def ten_turns():
+    """Ten turns of the bundled held-out dialogues, one conversation after another."""
+    from ohlora.evaluation.conversation import load_dialogues
+    from ohlora.memory.conversations import Turn
+
+    turns = [Turn(t["user"], t["answer"]) for d in load_dialogues() for t in d["turns"]]
+    return turns[:10]
+
+
 def run_chat_bench(base: str, adapter: str, prompts: int, max_new_tokens: int, as_json: bool,
                    out: Path | None = None, weights: str = "auto") -> dict:
     import torch
@@ -83,10 +109,19 @@ def run_chat_bench(base: str, adapter: str, prompts: int, max_new_tokens: int, a
         gen.generate(p, stop_phrase="\x00never", max_new_tokens=30, temperature=0)
         t30.append(time.perf_counter() - t)
     agreement = teacher_forced_agreement(model, tok, gen, rows, fmt, card, name)
+    turns = ten_turns()
+    facts = card.facts(rt.engine.clock()) if fmt.persona_template else None
+    first_token_by_turn(rt.engine, turns[:2], facts, reuse=True)  # warm-up
+    cold = first_token_by_turn(rt.engine, turns, facts, reuse=False)
+    warm = first_token_by_turn(rt.engine, turns, facts, reuse=True)
     base_tps = times["baseline"][1] / times["baseline"][0]
     ours_tps = times["ohlora"][1] / times["ohlora"][0]
     result = {"baseline_tok_s": round(base_tps, 2), "ohlora_tok_s": round(ours_tps, 2),
-              "ratio": round(ours_tps / base_tps, 3), "top1_agreement": round(agreement, 4)}
+              "ratio": round(ours_tps / base_tps, 3), "top1_agreement": round(agreement, 4),
+              "first_token_turn1_s": round(warm[0], 3), "first_token_turn10_s": round(warm[-1], 3),
+              "first_token_turn10_no_reuse_s": round(cold[-1], 3),
+              "first_token_mean_turns_2_10_s": round(statistics.mean(warm[1:]), 3),
+              "first_token_mean_turns_2_10_no_reuse_s": round(statistics.mean(cold[1:]), 3)}
     lines = [
         f"model {rt.description}, {len(texts)} validation prompts, greedy, max {max_new_tokens} new tokens, "
         f"threads {torch.get_num_threads()}",
@@ -98,6 +133,12 @@ def run_chat_bench(base: str, adapter: str, prompts: int, max_new_tokens: int, a
         "", f"ratio: {ours_tps / base_tps:.2f}x; teacher-forced top-1 agreement with the full model: "
         f"{100 * agreement:.2f}% ({len(rows)} validation answers); identical greedy answers: {same_text}/{len(texts)}",
         f"30-token answer (prompt + 30 tokens): median {statistics.median(t30):.2f} s",
+        "", f"first token per turn of a 10-turn conversation (history {rt.engine.config.history_tokens} tokens, "
+        f"dropped in blocks of {rt.engine.config.history_align}), seconds:",
+        "| turn | " + " | ".join(str(i + 1) for i in range(len(warm))) + " |",
+        "| --- |" + " --- |" * len(warm),
+        "| prefix reused | " + " | ".join(f"{x:.2f}" for x in warm) + " |",
+        "| computed from scratch | " + " | ".join(f"{x:.2f}" for x in cold) + " |",
     ]
     report(lines, out, as_json, result)
     rt.store.close()
