@@ -82,9 +82,10 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
     else:
         generator = HFGenerator(model, tokenizer, adapter=chat_adapter)
     guard = build_guard(cfg, retriever, store, log)
-    engine = ChatEngine(generator, retriever, store, fmt, cfg, hint_fn=time_hinter(card), writer=writer,
+    engine = ChatEngine(generator, retriever, store, fmt, cfg, writer=writer,
                         guard=guard, conversations=ConversationStore(store), facts_fn=card.facts,
                         expressor=build_expressor(retriever))
+    engine.hint_fn = time_hinter(card, clock=lambda: engine.clock())  # one clock for the hint and the check
     return Runtime(engine, store, time.perf_counter() - t0, name, card)
 
 
