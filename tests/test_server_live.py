@@ -3,10 +3,12 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -14,14 +16,18 @@ import uvicorn
 
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
+from ohlora.expression import Expression
 from ohlora.memory.accounts import Accounts
+from ohlora.memory.conversations import ConversationStore
 from ohlora.memory.retrieval import Retriever
 from ohlora.memory.store import MemoryStore
 from ohlora.parsing import MemoryTag
 from ohlora.prompt import PromptFormat
+from ohlora.safety.guard import GuardLog
 from ohlora.server.app import ServerSettings, create_app
 
 from conftest import FakeGenerator, KeywordEncoder
+from test_guard import make_guard
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -32,13 +38,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class WordExpressor:
+    """A fake expression head: the first emotion whose word is in the answer, else neutral."""
+
+    WORDS = {"최고": "excited", "좋아": "happy", "속상": "sad"}
+
+    def express(self, answer: str) -> Expression:
+        return Expression.of(next((e for w, e in self.WORDS.items() if w in answer), "neutral"), 0.9)
+
+
 @pytest.fixture
 def live(request):
-    replies, api_key = request.param if hasattr(request, "param") else ([], None)
+    """param: (replies, api_key) or (replies, api_key, guard_for), guard_for(store) making the engine's guard."""
+    replies, api_key, *guard_for = request.param if hasattr(request, "param") else ([], None)
     store = MemoryStore()
     gen = FakeGenerator(list(replies))
     engine = ChatEngine(gen, Retriever(KeywordEncoder([["일정", "발표", "떨려"]]), store), store, PromptFormat(),
-                        ChatConfig())
+                        ChatConfig(), conversations=ConversationStore(store), expressor=WordExpressor(),
+                        guard=guard_for[0](store) if guard_for else None)
     app = create_app(engine, store, ServerSettings(api_key=api_key, model_name="oh-lora"))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -117,7 +134,8 @@ def new_page(browser):
 
 
 def shot(page, shots, name, viewport):
-    page.screenshot(path=str(shots / f"{name}-{'phone' if viewport is PHONE else 'desktop'}.png"), full_page=True)
+    page.screenshot(path=str(shots / f"{name}-{'phone' if viewport is PHONE else 'desktop'}.png"), full_page=True,
+                    animations="disabled")  # the face's pop-in, finished
 
 
 def choose_user(page, name):
@@ -377,3 +395,136 @@ def test_admin_key_chooses_the_user(live, new_page, shots):
     m = page.evaluate(LAYOUT)
     shot(page, shots, "admin", PHONE)
     assert m["scrollWidth"] <= m["innerWidth"] and m["sendLines"] == 1, m
+
+
+def chat_bodies(page) -> list[dict]:
+    """Every chat request the page sends, as JSON (filled in as they go)."""
+    bodies = []
+    page.on("request", lambda r: bodies.append(r.post_data_json) if r.url.endswith("/v1/chat/completions") else None)
+    return bodies
+
+
+def send(page, text, answer):
+    page.fill("#text", text)
+    page.click("#send")
+    page.wait_for_selector(f"#log .bot >> text={answer}", timeout=10_000)
+
+
+FIRST = "나 요즘 떡볶이에 완전 빠졌어 매일 먹고 싶을 정도야 진짜로"  # a long title for the phone's select
+
+
+@needs_chromium
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+@pytest.mark.parametrize("live", [(["떡볶이 좋지! (답변 종료)", "신당동 어때? (답변 종료)", "그래 새로 시작! (답변 종료)"],
+                                   None)], indirect=True)
+def test_the_conversation_survives_a_reload_and_new_starts_another(live, new_page, shots, viewport):
+    """The page sends its stored conversation's id (so the server has the history), shows it again after a
+    reload, "새 대화" starts an empty one, and the select switches back to the earlier one."""
+    url, gen, store = live
+    conversations = ConversationStore(store)
+    page = new_page(viewport)
+    bodies = chat_bodies(page)
+    page.goto(url)
+    choose_user(page, "minji")
+    send(page, FIRST, "떡볶이 좋지!")
+    send(page, "그거 어디가 맛있어?", "신당동 어때?")
+    [first] = conversations.list("minji")
+    assert [b["conversation"] for b in bodies] == [first.id, first.id]
+    assert [len(b["messages"]) for b in bodies] == [1, 1]  # so the history below came from the store
+    assert gen.prompts[1].startswith(f"{FIRST} ### 답변: 떡볶이 좋지!")
+
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('#log .me').length == 2", timeout=10_000)
+    assert page.locator("#log .me").all_inner_texts() == [FIRST, "그거 어디가 맛있어?"]
+    assert [t.replace("오로라", "").strip() for t in page.locator("#log .bot").all_inner_texts()] == \
+        ["떡볶이 좋지!", "신당동 어때?"]
+    assert page.locator("#log .face.past").all_inner_texts() == ["🙂", "🙂"]  # stored turns keep no expression
+    assert page.input_value("#conversations") == str(first.id)
+    m = page.evaluate(LAYOUT)
+    shot(page, shots, "conversation", viewport)
+    assert m["scrollWidth"] <= m["innerWidth"] and m["sendLines"] == 1, m
+
+    page.click("#new-conv")
+    assert page.locator("#log .me").count() == 0 and page.locator("#log .bot").count() == 0
+    send(page, "처음부터 다시 하자", "그래 새로 시작!")
+    second, older = conversations.list("minji")
+    assert (older.id, older.n_turns, second.n_turns) == (first.id, 2, 1)
+    assert bodies[-1]["conversation"] == second.id
+    assert not gen.prompts[2].startswith(FIRST)  # a new conversation: no old history in its prompt
+    shot(page, shots, "new-conversation", viewport)
+
+    page.select_option("#conversations", str(first.id))
+    page.wait_for_function("document.querySelectorAll('#log .me').length == 2", timeout=10_000)
+    assert page.locator("#log .me").first.inner_text() == FIRST
+    page.reload()  # the newest comes back
+    page.wait_for_selector("#log .me >> text=처음부터 다시 하자", timeout=10_000)
+    assert page.locator("#log .me").count() == 1
+
+
+GUARD_NOW = datetime(2026, 12, 2, 12, tzinfo=timezone.utc)
+
+
+def guard_3s(store):
+    """The toy keyword guard ("사랑해" warns, then "사귀자" blocks for 3 s) on a clock that stands still."""
+    return make_guard(store, lambda: GUARD_NOW, blocks=(0, 3))
+
+
+COUNTDOWN = re.compile(r"[1-3]초 뒤에 다시 대화할 수 있어요")
+
+
+@needs_chromium
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+@pytest.mark.parametrize("live", [([], None, guard_3s)], indirect=True)
+def test_a_blocked_user_sees_a_countdown_and_keeps_the_message(live, new_page, shots, viewport):
+    """A warning is a notice under the answer; a block answer starts the banner; after a reload the server's
+    403 does too, with its in-character words. Sending waits for the countdown, the typed text stays."""
+    url, gen, store = live
+    page = new_page(viewport)
+    page.goto(url)
+    choose_user(page, "minji")
+    send(page, "사랑해 진심이야", "좋은 친구로")
+    assert "주의" in page.inner_text("#log .note.warn") and page.is_hidden("#blocked")
+    send(page, "사귀자 제발", "대화를 쉬자")
+    page.wait_for_selector("#blocked", state="visible")
+    assert COUNTDOWN.search(page.inner_text("#blocked")) and page.is_disabled("#send")
+    shot(page, shots, "guard-answers", viewport)
+    page.fill("#text", "오늘 날씨 좋다")
+    page.press("#text", "Enter")  # nothing goes while blocked
+    assert page.locator("#log .me").count() == 2
+
+    page.reload()  # the page forgets; the server does not
+    page.wait_for_function("document.querySelectorAll('#log .me').length == 2", timeout=10_000)
+    page.fill("#text", "오늘 날씨 좋다")
+    page.click("#send")
+    page.wait_for_selector("#blocked", state="visible", timeout=10_000)
+    banner = page.inner_text("#blocked")
+    assert "쉬는 중" in banner and COUNTDOWN.search(banner), banner
+    assert page.is_disabled("#send") and page.input_value("#text") == "오늘 날씨 좋다"
+    assert page.locator("#log .error").count() == 0 and page.locator("#log .me").count() == 2  # not sent
+    m = page.evaluate(LAYOUT)
+    shot(page, shots, "blocked", viewport)
+    assert m["scrollWidth"] <= m["innerWidth"] and m["sendLines"] == 1, m
+
+    page.wait_for_function("!document.querySelector('#send').disabled", timeout=10_000)  # the countdown ran out
+    assert page.is_hidden("#blocked") and page.input_value("#text") == "오늘 날씨 좋다"
+    GuardLog(store).unblock("minji", GUARD_NOW)  # the server's clock stands still: lift its block as time would
+    gen.enqueue("응 날씨 좋다! (답변 종료)")
+    page.click("#send")
+    page.wait_for_selector("#log .bot >> text=응 날씨 좋다!", timeout=10_000)
+    assert len(gen.prompts) == 1  # the model ran for this one only
+
+
+@needs_chromium
+@pytest.mark.parametrize("live", [(["마라탕 최고지! (답변 종료)", "그렇구나 (답변 종료)"], None)], indirect=True)
+def test_an_answer_shows_its_face(live, new_page):
+    url, gen, store = live
+    page = new_page()
+    page.goto(url)
+    choose_user(page, "minji")
+    send(page, "나 마라탕 좋아해", "마라탕 최고지!")
+    face = page.locator("#log .answer .face").last
+    page.wait_for_function("document.querySelector('#log .answer .face').textContent == '😆'", timeout=10_000)
+    assert "excited" in face.get_attribute("title") and "excited" in face.get_attribute("aria-label")
+    send(page, "그냥 그래", "그렇구나")
+    page.wait_for_function("document.querySelectorAll('#log .face')[1].textContent == '🙂'", timeout=10_000)
+    assert "neutral" in page.locator("#log .face").nth(1).get_attribute("title")
