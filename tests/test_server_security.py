@@ -201,35 +201,25 @@ def test_unexpected_errors_are_json_without_a_traceback(caplog):
 # -- the queue ------------------------------------------------------------------------------------------
 def test_a_full_queue_answers_429_with_retry_after():
     import threading
-
-    release = threading.Event()
-
-    class Blocking(FakeGenerator):
-        def generate(self, prompt, **kw):
-            release.wait(10)
-            return super().generate(prompt, **kw)
+    import time
 
     store = MemoryStore()
-    engine = ChatEngine(Blocking(["응 (답변 종료)"] * 4), None, store, PromptFormat(), ChatConfig())
+    engine = ChatEngine(FakeGenerator(["응 (답변 종료)"] * 2), None, store, PromptFormat(), ChatConfig())
     app = create_app(engine, store, ServerSettings(max_queue=1))
     client = TestClient(app, base_url="http://localhost")
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(client.post("/v1/chat/completions", json=chat_body())))
-               for _ in range(2)]  # one runs, one waits
-    for t in threads:
-        t.start()
-    import time
+    release = threading.Event()
+    worker = app.state.worker
+    running = worker.submit(lambda job: release.wait(30))  # one turn running ...
     deadline = time.time() + 30
-    while (app.state.worker.running + app.state.worker.waiting) < 2 and time.time() < deadline:
+    while not worker.running and time.time() < deadline:
         time.sleep(0.01)
-    assert app.state.worker.running == 1 and app.state.worker.waiting == 1
+    waiting = worker.submit(lambda job: "queued")  # ... and one waiting: the queue (1) is full
     r = client.post("/v1/chat/completions", json=chat_body())
     assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
     assert int(r.headers["retry-after"]) >= 1
     release.set()
-    for t in threads:
-        t.join(10)
-    assert [x.status_code for x in results] == [200, 200]
+    assert running.future.result(30) is True and waiting.future.result(30) == "queued"
+    assert client.post("/v1/chat/completions", json=chat_body()).status_code == 200  # room again
 
 
 # -- ids --------------------------------------------------------------------------------------------------
