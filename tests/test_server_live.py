@@ -369,6 +369,7 @@ def test_a_token_refused_later_returns_to_sign_in(live, new_page):
     page.goto(url)
     sign_in(page, token)
     page.wait_for_selector("#text", state="visible", timeout=10_000)
+    page.wait_for_load_state("networkidle")  # the sign-in's own requests (memories, conversations) are done
     accounts.revoke("alice")
     page.fill("#text", "안녕 오로라")
     page.click("#send")
