@@ -14,28 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ohlora.errors import OhloraError
 from ohlora.expression import EMOTIONS, TEMPLATE, ExpressionPolicy, Expressor
-from ohlora.training.csvfile import read_csv
-from ohlora.training.softmax_head import embed, fit_head
+from ohlora.training.softmax_head import embed, fit_head, read_labelled
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "assets" / "data" / "expressions"
 L2_GRID = (1e-2, 1e-3, 3e-4, 1e-4, 3e-5)
 
 
 def load_expression_csv(path: Path) -> tuple[list[str], np.ndarray]:
-    rows = read_csv(Path(path), ("answer", "emotion"), "expression CSV")
-    texts, labels, bad = [], [], []
-    for line, r in rows:
-        a, e = (r.get("answer") or "").strip(), (r.get("emotion") or "").strip()
-        if not a or e not in EMOTIONS:
-            bad.append(f"line {line}: " + ("empty answer" if not a else f"unknown emotion {e[:20]!r}"))
-            continue
-        texts.append(a)
-        labels.append(EMOTIONS.index(e))
-    if bad:
-        raise OhloraError(f"{path}: {len(bad)} bad row(s): " + "; ".join(bad[:5]) + f" (emotions: {', '.join(EMOTIONS)})")
-    return texts, np.asarray(labels)
+    texts, labels, _ = read_labelled(path, "answer", "emotion", EMOTIONS, "expression CSV")
+    return texts, labels
 
 
 def scores(pred: np.ndarray, y: np.ndarray) -> dict:

@@ -18,8 +18,7 @@ import numpy as np
 
 from ohlora.errors import OhloraError
 from ohlora.safety.classifier import CATEGORIES, NORMAL, GuardHead, GuardPolicy, decide
-from ohlora.training.csvfile import read_csv
-from ohlora.training.softmax_head import embed, fit_head  # noqa: F401  (fit_head is part of this module's API)
+from ohlora.training.softmax_head import embed, fit_head, read_labelled  # noqa: F401  (fit_head: this module's API)
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "assets" / "data" / "guard"
 
@@ -54,22 +53,8 @@ def bundled(split: str) -> Path:
 
 def load_guard_csv(path: Path, categories=CATEGORIES) -> tuple[list[str], np.ndarray, list[str]]:
     """(texts, (N,) class indices, variants); every problem is one clear error with its line."""
-    rows = read_csv(Path(path), ("text", "category"), "guard CSV")
-    texts, labels, variants, bad = [], [], [], []
-    for line, row in rows:
-        text, cat = (row.get("text") or "").strip(), (row.get("category") or "").strip()
-        if not text or cat not in categories:
-            bad.append(f"line {line}: " + ("empty text" if not text else f"unknown category {cat[:30]!r}"))
-            continue
-        texts.append(text)
-        labels.append(categories.index(cat))
-        variants.append((row.get("variant") or "plain").strip() or "plain")
-    if bad:
-        raise OhloraError(f"{path}: {len(bad)} bad row(s): " + "; ".join(bad[:5])
-                          + f" (categories: {', '.join(categories)})")
-    if not texts:
-        raise OhloraError(f"{path}: no rows")
-    return texts, np.asarray(labels), variants
+    texts, labels, rows = read_labelled(path, "text", "category", tuple(categories), "guard CSV")
+    return texts, labels, [(r.get("variant") or "plain").strip() or "plain" for r in rows]
 
 
 def calibrate(probs: np.ndarray, y: np.ndarray, categories=CATEGORIES, max_false_positive: float = 0.01,
