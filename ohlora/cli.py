@@ -761,18 +761,10 @@ def eval_conversation_cmd(suites, limit, output, as_json, config_path, **overrid
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_expression_cmd(which, file_, as_json):
     """Agreement of the expression head with labelled held-out answers (accuracy, macro F1)."""
-    from ohlora.expression import load_expressor, shipped_expression
     from ohlora.paths import home_dir
-    from ohlora.training.expression import dump, evaluate_expression, format_expression_report
-    from ohlora.training.guard import guard_encoder
+    from ohlora.training.expression import dump, format_expression_report, run_expression_eval
 
-    path = shipped_expression() if which == "default" else Path(which)
-    if path is None or not path.is_dir():
-        raise OhloraError(f"no expression directory {which!r}: train one with `ohlora train expression`")
-    from ohlora.expression import ExpressionPolicy
-
-    m = evaluate_expression(load_expressor(path, guard_encoder(ExpressionPolicy.load(path).base)), file_,
-                            home_dir() / "eval" / "expression" / "expression_cases.csv")
+    m = run_expression_eval(which, file_, home_dir() / "eval" / "expression" / "expression_cases.csv")
     click.echo(dump(m) if as_json else format_expression_report(m))
 
 

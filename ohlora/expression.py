@@ -103,14 +103,19 @@ class Expressor:
     def probs(self, answers: list[str]) -> np.ndarray:
         return self.head.probs(self.encoder.encode_query(answers))  # (N, C)
 
+    def decide(self, probs: np.ndarray) -> list[Expression]:
+        """(N, C) probabilities -> the top emotion of each, neutral where it is under min_confidence."""
+        out = []
+        for row in np.asarray(probs):
+            j = int(row.argmax())
+            emotion = self.policy.emotions[j] if row[j] >= self.policy.min_confidence else "neutral"
+            out.append(Expression.of(emotion, float(row[j])))
+        return out
+
     def express(self, answer: str) -> Expression:
         if not answer.strip():
             return NEUTRAL
-        p = self.probs([answer])[0]
-        j = int(p.argmax())
-        if p[j] < self.policy.min_confidence:
-            return Expression.of("neutral", float(p[j]))
-        return Expression.of(self.policy.emotions[j], float(p[j]))
+        return self.decide(self.probs([answer]))[0]
 
 
 def shipped_expression(base: str = "embeddinggemma-300m") -> Path | None:
@@ -122,8 +127,7 @@ def shipped_expression(base: str = "embeddinggemma-300m") -> Path | None:
 
 def load_expressor(directory: Path, shared) -> Expressor:
     """The expression head at `directory` on an already loaded encoder of its base (`shared`)."""
-    from ohlora.safety.loading import guard_encoder_on
+    from ohlora.safety.loading import classifier_encoder
 
     policy, head = ExpressionPolicy.load(directory), GuardHead.load(directory)
-    encoder = guard_encoder_on(shared.model, shared.tokenizer, shared.head, shared.fmt.pooling, policy, "expression")
-    return Expressor(encoder, head, policy)
+    return Expressor(classifier_encoder(shared, policy, "expression"), head, policy)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 
 from ohlora.errors import OhloraError
@@ -23,6 +22,7 @@ from ohlora.memory.conversations import Turn
 from ohlora.persona import WEEKDAYS
 from ohlora.timecheck import wrong_date_claims
 from ohlora.training.csvfile import read_csv
+from ohlora.training.llm_config import bundled
 
 EVAL_DAY = dt.date(2026, 12, 2)
 """The persona questions' ages hold from 2026-10-11 to 2027-10-10 (see the data README)."""
@@ -31,7 +31,7 @@ DATE_DAYS = [dt.date(2026, 12, 2), dt.date(2026, 12, 4), dt.date(2026, 12, 5)]
 
 
 def data_file(name: str) -> Path:
-    return Path(str(files("ohlora").joinpath("assets", "data", "dialogues", name)))
+    return Path(bundled("data", "dialogues", name))
 
 
 @dataclass(frozen=True)
@@ -135,16 +135,14 @@ def evaluate_conversation(engine, suites=("persona", "dialogues", "dates"), limi
 
 def run_conversation_eval(cfg, suites, limit, output: Path | None, as_json: bool) -> dict:
     import csv
-    import sys
+    from dataclasses import replace
 
     import click
 
     from ohlora.paths import ensure_dir
     from ohlora.runtime import build_runtime
 
-    from dataclasses import replace as dc_replace
-
-    rt = build_runtime(dc_replace(cfg, memory_encoder="none", guard="none", memory_writer="chat"))
+    rt = build_runtime(replace(cfg, memory_encoder="none", guard="none", memory_writer="chat"))
     metrics, cases = evaluate_conversation(rt.engine, suites, limit, log=lambda m: click.echo(m, err=True))
     metrics = {"model": rt.description, "history_tokens": cfg.history_tokens, **metrics}
     if output is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from importlib.resources import files
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +19,7 @@ import yaml
 from ohlora.errors import OhloraError
 from ohlora.memory.store import MemoryStore, validate_user
 from ohlora.safety.classifier import GuardClassifier, Verdict
+from ohlora.training.llm_config import bundled
 
 EXCERPT_CHARS = 80
 
@@ -100,7 +100,7 @@ class GuardLog:
 
 def load_messages(path: Path | None = None) -> dict:
     """Oh-LoRA's in-character replies per action and category (the persona's guard_messages.yaml)."""
-    path = path or Path(str(files("ohlora") / "assets" / "persona" / "guard_messages.yaml"))
+    path = path or Path(bundled("persona", "guard_messages.yaml"))
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as e:

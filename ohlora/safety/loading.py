@@ -26,13 +26,24 @@ def resolve_guard(which: str) -> Path | None:
     return path
 
 
-def guard_encoder_on(model, tokenizer, head, pooling: str, policy, purpose: str = "guard"):
-    """A classifier's encoder on an already loaded sentence model (the memory's EmbeddingGemma):
-    no adapter, the policy's classification prompt (`policy.base`, `policy.query_template`)."""
+def classifier_encoder(shared, policy, purpose: str = "guard", batch_size: int = 16):
+    """A classifier's encoder on a loaded sentence encoder `shared` of `policy.base` (the memory's
+    EmbeddingGemma, or one loaded for the purpose): same model, pooling and Dense head, no
+    adapter, the policy's classification prompt (`policy.query_template`)."""
     from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
 
-    fmt = EncoderFormat(pooling=pooling, query_template=policy.query_template)
-    return HiddenStateEncoder(model, tokenizer, name=f"{policy.base}:{purpose}", adapter=None, fmt=fmt, head=head)
+    fmt = EncoderFormat(pooling=shared.fmt.pooling, item_template=shared.fmt.item_template,
+                        query_template=policy.query_template)
+    return HiddenStateEncoder(shared.model, shared.tokenizer, layer=shared.layer, name=f"{policy.base}:{purpose}",
+                              batch_size=batch_size, adapter=None, fmt=fmt, head=shared.head)
+
+
+def classification_encoder(base: str, batch_size: int = 32):
+    """`base` loaded on its own (its zero-shot sentence setup) with the classification prompt: for
+    training and evaluating the guard and expression heads outside the chat."""
+    from ohlora.memory.loading import untrained_encoder
+
+    return classifier_encoder(untrained_encoder(base), GuardPolicy(base=base), batch_size=batch_size)
 
 
 def load_guard_classifier(which: str, shared=None) -> GuardClassifier | None:
@@ -42,11 +53,8 @@ def load_guard_classifier(which: str, shared=None) -> GuardClassifier | None:
     if path is None:
         return None
     policy, head = GuardPolicy.load(path), GuardHead.load(path)
-    if shared is not None:
-        encoder = guard_encoder_on(shared.model, shared.tokenizer, shared.head, shared.fmt.pooling, policy)
-    else:
-        from ohlora.training.guard import guard_encoder
+    if shared is None:
+        from ohlora.memory.loading import untrained_encoder
 
-        encoder = guard_encoder(policy.base)
-        encoder.fmt = type(encoder.fmt)(pooling=encoder.fmt.pooling, query_template=policy.query_template)
-    return GuardClassifier(encoder, head, policy)
+        shared = untrained_encoder(policy.base)
+    return GuardClassifier(classifier_encoder(shared, policy), head, policy)

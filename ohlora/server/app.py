@@ -129,6 +129,13 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
                             status_code=400)
 
     def principal(request: Request) -> Principal:
+        """Who sent the request (checked once per request, then kept on it)."""
+        known = getattr(request.state, "principal", None)
+        if known is None:
+            known = request.state.principal = authenticate(request)
+        return known
+
+    def authenticate(request: Request) -> Principal:
         if is_open():
             return Principal("open")
         header = request.headers.get("authorization", "")
@@ -302,18 +309,18 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
     @app.delete("/v1/users/{user}/memories/{memory_id}")
     def delete_memory(user: str, memory_id: str, request: Request):
         user = acting_as(request, user)
-        gone = None
-        if memory_id.isascii() and memory_id.isdigit() and int(memory_id) <= MAX_SQLITE_ID:
-            gone = store.delete(user, int(memory_id))
+        rid = row_id(memory_id)
+        gone = store.delete(user, rid) if rid is not None else None
         if gone is None:
             raise ApiError(404, f"no memory {memory_id[:30]} for user {user}", "not_found_error")
         return {"deleted": True, **gone.as_dict()}
 
     # -- conversations ---------------------------------------------------------------------------
     def conversation_id(value: str) -> int:
-        if not (value.isascii() and value.isdigit() and int(value) <= MAX_SQLITE_ID):
+        rid = row_id(value)
+        if rid is None:
             raise ApiError(404, f"no conversation {value[:30]}", "not_found_error")
-        return int(value)
+        return rid
 
     @app.get("/v1/users/{user}/conversations")
     def list_conversations(user: str, request: Request):
@@ -351,6 +358,11 @@ def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings 
         return {"cleared": store.clear(acting_as(request, user))}
 
     return app
+
+
+def row_id(value: str) -> int | None:
+    """A path's row id, or None for anything SQLite could never have made (not digits, > 2^63-1)."""
+    return int(value) if value.isascii() and value.isdigit() and int(value) <= MAX_SQLITE_ID else None
 
 
 async def until_done(request: Request, job: Job, future) -> TurnResult:

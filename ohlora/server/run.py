@@ -10,6 +10,7 @@ import errno
 import ipaddress
 import socket
 import sys
+from dataclasses import replace
 
 from ohlora.config import ChatConfig
 from ohlora.errors import OhloraError
@@ -62,9 +63,9 @@ def serve(cfg: ChatConfig, host: str, port: int, api_key: str | None, allow_orig
         store.close()
     check_open_server(host, api_key, active)
     check_port_free(host, port)
-    settings = ServerSettings(api_key=api_key, allow_origins=tuple(allow_origins), max_queue=max_queue)
+    settings = ServerSettings(api_key=api_key, allow_origins=tuple(allow_origins), max_queue=max_queue)  # checked now
     rt = build_runtime(cfg)
-    app = create_app(rt.engine, rt.store, ServerSettings(**{**settings.__dict__, "model_name": rt.description}))
+    app = create_app(rt.engine, rt.store, replace(settings, model_name=rt.description))
     access = (f"{active} user token(s)" + (" + admin key" if api_key else "")) if active or api_key else \
         "open (no keys): loopback only, every user's memories visible to anyone on this machine"
     print(f"Oh-LoRA on http://{host}:{port}/ (API: /v1/chat/completions, /v1/users/{{user}}/memories); "

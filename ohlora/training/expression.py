@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ohlora.expression import EMOTIONS, TEMPLATE, ExpressionPolicy, Expressor
+from ohlora.expression import EMOTIONS, POLICY_FILE, TEMPLATE, ExpressionPolicy, Expressor
+from ohlora.training.llm_config import bundled
 from ohlora.training.softmax_head import embed, fit_head, read_labelled
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "assets" / "data" / "expressions"
 L2_GRID = (1e-2, 1e-3, 3e-4, 1e-4, 3e-5)
 
 
@@ -39,10 +39,10 @@ def scores(pred: np.ndarray, y: np.ndarray) -> dict:
 
 def train_expression(output: Path, train_file: Path | None = None, base: str = "embeddinggemma-300m",
                      encoder=None, log=print) -> dict:
-    from ohlora.training.guard import guard_encoder
+    from ohlora.safety.loading import classification_encoder
 
-    texts, y = load_expression_csv(train_file or DATA_DIR / "train.csv")
-    encoder = encoder or guard_encoder(base)
+    texts, y = load_expression_csv(train_file or bundled("data", "expressions", "train.csv"))
+    encoder = encoder or classification_encoder(base)
     x = embed(encoder, texts, "train")  # (N, D)
     rng = np.random.default_rng(0)
     valid = rng.random(len(y)) < 0.15
@@ -63,10 +63,9 @@ def train_expression(output: Path, train_file: Path | None = None, base: str = "
 
 
 def evaluate_expression(expressor: Expressor, test_file: Path | None = None, cases: Path | None = None) -> dict:
-    texts, y = load_expression_csv(test_file or DATA_DIR / "test.csv")
+    texts, y = load_expression_csv(test_file or bundled("data", "expressions", "test.csv"))
     probs = expressor.probs(texts)  # (N, C)
-    pred = np.array([EMOTIONS.index(expressor.policy.emotions[j]) if probs[i, j] >= expressor.policy.min_confidence
-                     else 0 for i, j in enumerate(probs.argmax(1))])
+    pred = np.array([EMOTIONS.index(e.emotion) for e in expressor.decide(probs)])
     out = scores(pred, y)
     majority = int(np.bincount(y).argmax())
     out["majority_baseline"], out["majority_label"] = float((y == majority).mean()), EMOTIONS[majority]
@@ -75,9 +74,23 @@ def evaluate_expression(expressor: Expressor, test_file: Path | None = None, cas
         with cases.open("w", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
             w.writerow(["answer", "emotion", "predicted", "confidence"])
-            for t, yi, pi, pr in zip(texts, y, pred, probs.max(1)):
+            for t, yi, pi, pr in zip(texts, y, pred, probs.max(1)):  # confidence: the top probability
                 w.writerow([t, EMOTIONS[yi], EMOTIONS[pi], f"{pr:.3f}"])
     return out
+
+
+def run_expression_eval(which: str, test_file: Path | None, cases: Path | None) -> dict:
+    """`ohlora eval expression`: the shipped head ("default") or a trained directory, on its base
+    loaded here, over the held-out file."""
+    from ohlora.errors import OhloraError
+    from ohlora.expression import load_expressor, shipped_expression
+    from ohlora.memory.loading import untrained_encoder
+
+    path = shipped_expression() if which == "default" else Path(which)
+    if path is None or not (path / POLICY_FILE).is_file():
+        raise OhloraError(f"no expression directory {which!r}: train one with `ohlora train expression`")
+    base = ExpressionPolicy.load(path).base
+    return evaluate_expression(load_expressor(path, untrained_encoder(base)), test_file, cases)
 
 
 def format_expression_report(m: dict) -> str:

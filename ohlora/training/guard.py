@@ -18,9 +18,9 @@ import numpy as np
 
 from ohlora.errors import OhloraError
 from ohlora.safety.classifier import CATEGORIES, NORMAL, GuardHead, GuardPolicy, decide
+from ohlora.training.llm_config import bundled as package_file
 from ohlora.training.softmax_head import embed, fit_head, read_labelled  # noqa: F401  (fit_head: this module's API)
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "assets" / "data" / "guard"
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class GuardTrainConfig:
 
 
 def bundled(split: str) -> Path:
-    return DATA_DIR / f"{split}.csv"
+    """The bundled guard CSV of a split (train, valid, test)."""
+    return Path(package_file("data", "guard", f"{split}.csv"))
 
 
 def load_guard_csv(path: Path, categories=CATEGORIES) -> tuple[list[str], np.ndarray, list[str]]:
@@ -124,7 +125,9 @@ def train_guard(cfg: GuardTrainConfig, output: Path, encoder=None, log=print) ->
     if missing:
         raise OhloraError(f"the training split has no rows of {missing}: every category needs examples")
     if encoder is None:
-        encoder = guard_encoder(cfg.base)
+        from ohlora.safety.loading import classification_encoder
+
+        encoder = classification_encoder(cfg.base)
     policy = GuardPolicy(base=cfg.base, query_template=CLASSIFY_TEMPLATE)
     probe = GuardClassifier(encoder, GuardHead(np.zeros((len(CATEGORIES), 1)), np.zeros(len(CATEGORIES))), policy)
     log(f"Embedding {len(train_x)} training and {len(valid_x)} validation sentences ...")
@@ -145,15 +148,3 @@ def train_guard(cfg: GuardTrainConfig, output: Path, encoder=None, log=print) ->
     policy.save(output)
     (output / "train_config.json").write_text(json.dumps(asdict(cfg), ensure_ascii=False, indent=2), encoding="utf-8")
     return {"valid": valid, "train": train, "thresholds": thresholds}
-
-
-def guard_encoder(base: str):
-    """The base sentence encoder with the guard's classification prompt (no adapter)."""
-    from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
-    from ohlora.memory.loading import untrained_encoder
-    from ohlora.safety.classifier import CLASSIFY_TEMPLATE
-
-    enc = untrained_encoder(base)
-    fmt = EncoderFormat(pooling=enc.fmt.pooling, item_template=enc.fmt.item_template, query_template=CLASSIFY_TEMPLATE)
-    return HiddenStateEncoder(enc.model, enc.tokenizer, layer=enc.layer, name=f"{base}:guard",
-                              batch_size=32, fmt=fmt, head=enc.head)
