@@ -13,11 +13,8 @@ train_log.csv, writer_eval.json and writer_cases.csv.
 
 from __future__ import annotations
 
-import csv
 import json
-import random
 import sys
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -99,27 +96,9 @@ def load_writer_train_config(path: Path | None = None, **overrides) -> WriterTra
 
 
 def encode_writer_row(row, tokenizer, fmt) -> dict:
-    """input_ids = prompt + answer + EOS; labels IGNORE over the prompt (tokenized on its own, as at inference)."""
-    from ohlora.training.sft_batches import IGNORE
+    from ohlora.training.task_lora import encode_task_row
 
-    prompt = tokenizer(fmt.render(row.message))["input_ids"]
-    answer = tokenizer(fmt.target(row.tag), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return {"input_ids": prompt + answer, "labels": [IGNORE] * len(prompt) + answer}
-
-
-def batches(feats: list[dict], batch_size: int, rng: random.Random | None):
-    """Shuffled (or in order) batches of rows of similar length: little padding."""
-    order = list(range(len(feats)))
-    if rng is not None:
-        rng.shuffle(order)
-    chunks = [order[i:i + batch_size * 8] for i in range(0, len(order), batch_size * 8)]
-    out = []
-    for chunk in chunks:
-        chunk.sort(key=lambda i: len(feats[i]["input_ids"]))
-        out += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    if rng is not None:
-        rng.shuffle(out)
-    return out
+    return encode_task_row(fmt.render(row.message), fmt.target(row.tag), tokenizer)
 
 
 def training_rows(cfg: WriterTrainConfig):
@@ -152,22 +131,15 @@ def writer_generator(model, tokenizer, vocab, adapter: str | None, weights: str 
 
 def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:
     """Train, keep the best epoch by validation loss, evaluate on the test split, save."""
-    import torch
-    from peft import LoraConfig
-    from tqdm import tqdm
-    from transformers import set_seed
-
     from ohlora.evaluation.writer import evaluate_writer
     from ohlora.fast_generation import build_head_vocab, save_head_vocab
     from ohlora.memory.writer import WriterFormat
     from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy
-    from ohlora.training.writer_fit import fit_writer_policy
-    from ohlora.models import add_lora, load_base, resolve_base, set_cpu_threads
     from ohlora.training.llm import _copy_licence
-    from ohlora.training.losses import answer_only_loss, lm_head_of
     from ohlora.training.memory_data import load_synonyms
-    from ohlora.training.sft_batches import collate
+    from ohlora.training.task_lora import batches, fit_task_lora, task_model, write_train_log
     from ohlora.training.writer_data import read_writer_rows
+    from ohlora.training.writer_fit import fit_writer_policy
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     cfg = cfg.resolved()
@@ -182,83 +154,23 @@ def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[P
     if out.exists() and any(out.iterdir()):
         log(f"moved the previous {out.name} to {move_aside(out)}")
     out.mkdir(parents=True, exist_ok=True)
-    set_seed(cfg.seed)
-    set_cpu_threads(cfg.threads or None)
-    spec = resolve_base(cfg.base)
-    model, tok = load_base(spec, device="cpu", dtype=torch.float32)
-    model.config.use_cache = False
-    try:
-        model = add_lora(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                           lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets),
-                                           task_type="CAUSAL_LM"))
-    except ValueError as e:
-        raise OhloraError(f"LoRA targets {list(cfg.lora_targets)} do not fit {cfg.base}: {e}") from e
-    head, softcap = lm_head_of(model)
+    spec, model, tok = task_model(cfg.base, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
+                                  cfg.seed, cfg.threads)
     train_feats = [encode_writer_row(r, tok, fmt) for r in train_rows]
     valid_feats = [encode_writer_row(r, tok, fmt) for r in valid_rows]
-    rng = random.Random(cfg.seed)
-    steps_per_epoch = len(batches(train_feats, cfg.batch_size, None))
-    total = steps_per_epoch * cfg.epochs
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
-    warm = max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / total))
-
-    def valid_loss() -> float:
-        if not valid_feats:
-            return float("nan")
-        model.eval()
-        losses, n = 0.0, 0
-        with torch.no_grad():
-            for b in batches(valid_feats, cfg.batch_size, None):
-                batch = collate([valid_feats[i] for i in b], tok.pad_token_id)
-                losses += answer_only_loss(model, batch, head, softcap).item() * len(b)
-                n += len(b)
-        model.train()
-        return losses / n
-
+    total = len(batches(train_feats, cfg.batch_size, None)) * cfg.epochs
     log(f"writer: {len(train_rows)} training rows ({sum(r.due for r in train_rows)} with a tag), "
         f"{len(valid_rows)} validation, {len(test_rows)} test; {total} steps")
-    t0 = time.perf_counter()
-    log_rows, best = [], None
-    model.train()
-    step = 0
-    for epoch in range(1, cfg.epochs + 1):
-        bar = tqdm(batches(train_feats, cfg.batch_size, rng), desc=f"train writer, epoch {epoch}/{cfg.epochs}",
-                   file=sys.stderr)
-        for b in bar:
-            batch = collate([train_feats[i] for i in b], tok.pad_token_id)
-            loss = answer_only_loss(model, batch, head, softcap)
-            loss.backward()
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            log_rows.append({"step": step, "epoch": epoch, "loss": round(loss.item(), 6), "valid_loss": "",
-                             "elapsed_s": round(time.perf_counter() - t0, 1)})
-        vl = valid_loss()
-        log_rows[-1]["valid_loss"] = round(vl, 6)
-        log(f"epoch {epoch}: validation loss {vl:.4f}")
-        if best is None or not vl >= best[0]:  # NaN (no validation rows): keep the last epoch
-            best = (vl, epoch)
-            model.save_pretrained(out)  # the best epoch so far is what is kept
-    minutes = (time.perf_counter() - t0) / 60
-    if best[1] != cfg.epochs:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        set_peft_model_state_dict(model, load_file(str(out / "adapter_model.safetensors")))
-    model.eval()
+    fit = fit_task_lora(model, tok, train_feats, valid_feats, out, epochs=cfg.epochs,
+                        learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=cfg.seed, name="writer",
+                        log=log)
+    best, minutes = (fit.valid_loss, fit.best_epoch), fit.minutes
     fmt.save(out)
     texts = [fmt.target(r.tag) for r in train_rows + valid_rows] + [r.message for r in train_rows + valid_rows]
     vocab = build_head_vocab(tok, texts)
     save_head_vocab(vocab, out)
     _copy_licence(spec, out)
-    with (out / "train_log.csv").open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, ["step", "epoch", "loss", "valid_loss", "elapsed_s"])
-        w.writeheader()
-        w.writerows(log_rows)
+    write_train_log(out, fit.log_rows)
     synonyms = load_synonyms(Path(cfg.synonyms))
     policy = WriterPolicy(schema_keys(train_rows + valid_rows))
     writer = ConstrainedWriter(writer_generator(model, tok, vocab, model.active_adapter), tok, fmt, policy)
