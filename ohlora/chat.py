@@ -3,12 +3,16 @@
 It gets every collaborator from outside (generator, retriever, store, prompt format, guard,
 conversation store, clock) and never loads a model or opens a file itself, so tests drive it
 with fakes. A turn may carry the conversation so far: the recent turns that fit the history
-budget are shown before the message, the persona's facts (age for today) at the top.
+budget are shown before the message, the persona's facts (age for today) at the top, and the
+running summary of the older turns between them. After an answer, the turns that the next prompt
+will no longer show are folded into that summary (by the injected summarizer, if any).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -25,6 +29,10 @@ from ohlora.prompt import PromptFormat
 from ohlora.timecheck import wrong_date_claims
 
 FALLBACK_ANSWER = "음... 뭐라고 답해야 할지 모르겠어 😅 다시 한 번 말해 줄래?"
+SUMMARY_CACHE = 256
+"""Running summaries kept for client-held histories (the OpenAI endpoint), most recent first."""
+MAX_FOLD = 8
+"""At most this many turns are folded at once (the newest of those that fall out)."""
 
 
 @dataclass
@@ -52,6 +60,10 @@ class TurnResult:
     conversation: int | None = None
     expression: object | None = None
     """The face the answer carries (`expression.Expression`): made after the answer streamed."""
+    summary: str = ""
+    """The running summary shown in this turn's prompt."""
+    folded: object | None = None
+    """The summarizer's SummaryResult when turns were folded after this answer."""
 
     def as_dict(self) -> dict:
         return {
@@ -69,6 +81,8 @@ class TurnResult:
             "history_turns": self.history_turns,
             "conversation": self.conversation,
             "expression": self.expression.as_dict() if self.expression is not None else NEUTRAL.as_dict(),
+            "summary": self.summary,
+            "folded": self.folded.as_dict() if self.folded is not None else None,
         }
 
 
@@ -87,6 +101,7 @@ class ChatEngine:
         facts_fn: Callable[[dt.date], str] | None = None,
         clock: Callable[[], dt.date] = dt.date.today,
         expressor=None,
+        summarizer=None,
     ):
         self.generator = generator
         self.retriever = retriever
@@ -104,7 +119,10 @@ class ChatEngine:
         self.clock = clock
         self.expressor = expressor
         """answer -> Expression (None: every answer gets the neutral face)."""
-        """Today's date, for the facts, the time hint's check and tests that fix "now"."""
+        self.summarizer = summarizer
+        """Folds the turns that leave the prompt into the running summary (None: they are dropped)."""
+        self._summaries: OrderedDict[str, str] = OrderedDict()
+        """Running summaries of client-held histories, by the digest of the turns they cover."""
 
     def check_message(self, message: str) -> str:
         message = normalize_space(message)
@@ -124,14 +142,15 @@ class ChatEngine:
         are the history and which this turn is appended to."""
         user = validate_user(user)
         message = self.check_message(message)
-        summary = ""
+        history, summary, covered = list(history or []), "", 0
         if conversation is not None:
             if self.conversations is None:
                 raise OhloraError("this chat keeps no conversations")
             conv = self.conversations.get(user, conversation)
             if conv is None:
                 raise OhloraError(f"no conversation {conversation} for user {user}")
-            history, summary = self.conversations.turns(user, conv.id), conv.summary
+            history = self.conversations.turns(user, conv.id)
+            summary, covered = conv.summary, min(conv.summary_turns, len(history))
         if self.guard is not None:
             decision = self.guard.screen(user, message)
             if decision.stops_turn:
@@ -142,7 +161,11 @@ class ChatEngine:
         recalled = self.retriever.best(user, message) if self.retriever else None
         hint = self.hint_fn(message) if self.hint_fn else None
         today = self.clock()
-        shown = self.fit_history(history or [])
+        shown = self.fit_history(history)
+        if conversation is None and self.summarizer is not None:
+            summary, covered = self._cached_summary(history[:len(history) - len(shown)])
+        if covered > len(history) - len(shown):  # never show a turn the summary already covers
+            shown = history[covered:]
         facts = self.facts_fn(today) if self.facts_fn and self.prompt_format.persona_template else None
         prompt = self.prompt_format.render(message, recalled.item.text if recalled else None, hint, shown, facts,
                                            summary)
@@ -162,7 +185,7 @@ class ChatEngine:
             on_text(parsed.message if parsed is not None else FALLBACK_ANSWER)
         loops = verdicts.count("loop")
         base = dict(tries=tries, prompt=prompt, raw=result.text, n_tokens=result.n_tokens, loops=loops,
-                    date_retries=date_retries, history_turns=len(shown), conversation=conversation)
+                    date_retries=date_retries, history_turns=len(shown), conversation=conversation, summary=summary)
         if parsed is None:
             self._remember(user, conversation, message, FALLBACK_ANSWER)
             return TurnResult(FALLBACK_ANSWER, "fallback", recalled, **base)
@@ -173,8 +196,49 @@ class ChatEngine:
             if write.tag is not None:
                 stored.append(self.store.add_tag(user, write.tag))
         self._remember(user, conversation, message, parsed.message)
+        expression = self.express(parsed.message)
+        folded = self.fold(user, conversation, history + [Turn(message, parsed.message)], summary, covered)
         return TurnResult(parsed.message, result.finish_reason, recalled, stored, write=write,
-                          expression=self.express(parsed.message), **base)
+                          expression=expression, folded=folded, **base)
+
+    def fold(self, user: str, conversation: int | None, turns: list[Turn], summary: str, covered: int):
+        """After an answer: fold the turns the next prompt will no longer show into the running
+        summary, kept with the stored conversation (or, for a client-held history, in a cache
+        under the digest of the turns it covers). Returns the SummaryResult, or None when
+        nothing fell out. With no summarizer, nothing is folded and old turns are dropped."""
+        if self.summarizer is None:
+            return None
+        upto = len(turns) - len(self.fit_history(turns))  # the first turn the next prompt shows
+        if upto <= covered:
+            return None
+        result = self.summarizer.fold(summary, turns[max(covered, upto - MAX_FOLD):upto])
+        if conversation is not None and self.conversations is not None:
+            self.conversations.set_summary(user, conversation, result.summary, upto)
+        else:
+            self._summaries[_digest(turns[:upto])] = result.summary
+            self._summaries.move_to_end(_digest(turns[:upto]))
+            while len(self._summaries) > SUMMARY_CACHE:
+                self._summaries.popitem(last=False)
+        return result
+
+    def fold_history(self, user: str, turns: list[Turn]) -> tuple[str, int]:
+        """Fold a client-held history turn by turn, as the chat would have after each answer, and
+        cache the result; returns (summary, turns it covers). For `eval conversation --suite long`."""
+        summary, covered = "", 0
+        for k in range(1, len(turns) + 1):
+            if self.fold(user, None, turns[:k], summary, covered) is not None:
+                summary, covered = self._cached_summary(turns[:k - len(self.fit_history(turns[:k]))])
+        return summary, covered
+
+    def _cached_summary(self, dropped: list[Turn]) -> tuple[str, int]:
+        """(summary, turns it covers) for a client-held history whose first turns are `dropped`."""
+        if not dropped:
+            return "", 0
+        key = _digest(dropped)
+        if key in self._summaries:
+            self._summaries.move_to_end(key)
+            return self._summaries[key], len(dropped)
+        return "", 0
 
     def express(self, answer: str):
         """The answer's expression; the neutral face when there is no classifier or it fails."""
@@ -250,6 +314,13 @@ class ChatEngine:
         if on_text:
             on_text(FALLBACK_ANSWER)
         return None, result, cfg.max_tries
+
+
+def _digest(turns: list[Turn]) -> str:
+    h = hashlib.sha256()
+    for t in turns:
+        h.update(f"{normalize_space(t.user)}\x1f{normalize_space(t.answer)}\x1e".encode())
+    return h.hexdigest()
 
 
 class _Looped(Exception):

@@ -628,6 +628,31 @@ def train_writer_cmd(config_path, calibrate_only, **flags):
     click.echo(json.dumps({"adapter": str(out), **metrics}, ensure_ascii=False))
 
 
+@train.command("summary")
+@click.option("--base", "-b", default=None, help="Base model [gemma-3-270m, the chat's].")
+@click.option("--train-file", type=click.Path(dir_okay=False), default=None, help="Summary JSONL [bundled].")
+@click.option("--test-file", type=click.Path(dir_okay=False), default=None, help="Held-out summary JSONL [bundled].")
+@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
+              help="Adapter directory [default: $OHLORA_HOME/adapters/summary-<base>].")
+@click.option("--epochs", type=click.IntRange(1, 100), default=None, help="Epochs [3].")
+@click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [3e-4].")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=None, help="Rows per step [8].")
+@click.option("--lora-rank", type=click.IntRange(1, 1024), default=None, help="LoRA rank [16].")
+@click.option("--threads", type=int, default=None, help="CPU threads.")
+@click.option("--seed", type=int, default=None, help="Random seed [42].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML with settings (a `train_summary:` section or top-level keys).")
+def train_summary_cmd(config_path, **flags):
+    """Fine-tune the running-summary model: summary so far + the turns that leave the prompt ->
+    the new summary. Its own LoRA adapter on the chat's base; the check of each new summary is
+    set from the reference summaries; evaluates on the held-out test split at the end."""
+    from ohlora.training.summary import load_summary_train_config, train_summary
+
+    cfg = load_summary_train_config(config_path, **flags)
+    out, metrics = train_summary(cfg, command="ohlora " + " ".join(sys.argv[1:]))
+    click.echo(json.dumps({"adapter": str(out), **metrics}, ensure_ascii=False))
+
+
 @train.command("guard")
 @click.option("--train-file", type=click.Path(dir_okay=False), default=None,
               help="Guard CSV text,category[,variant] [bundled].")
@@ -717,6 +742,23 @@ def eval_writer_cmd(which, base, file_, output, as_json):
     run_writer_eval(which, base, file_, output, as_json)
 
 
+@eval_.command("summary")
+@click.option("--summary", "which", default="default", show_default=True,
+              help="'default' (the summary adapter shipped for the base) or a directory from `ohlora train summary`.")
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model.")
+@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Summary JSONL [default: the bundled held-out test split].")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where summary_cases.csv goes [default: $OHLORA_HOME/eval/summary].")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on the last line.")
+def eval_summary_cmd(which, base, file_, output, as_json):
+    """The running-summary model on held-out folds: share passing its check, facts kept, bigram F1
+    against the reference, and the same for an extractive baseline."""
+    from ohlora.evaluation.summary import run_summary_eval
+
+    run_summary_eval(which, base, file_, output, as_json)
+
+
 @eval_.command("guard")
 @click.option("--guard", "which", default="default", show_default=True,
               help="'default' (the guard shipped for EmbeddingGemma-300M) or a directory from `ohlora train guard`.")
@@ -735,8 +777,9 @@ def eval_guard_cmd(which, file_, output, as_json):
 
 @eval_.command("conversation")
 @chat_options
-@click.option("--suite", "suites", multiple=True, type=click.Choice(["persona", "dialogues", "dates"]),
-              help="Which checks [all three].")
+@click.option("--suite", "suites", multiple=True, type=click.Choice(["persona", "dialogues", "dates", "long"]),
+              help="Which checks [persona, dialogues, dates]; 'long': long dialogues with the running "
+                   "summary vs dropped turns vs the whole history.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most N items per suite.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where conversation_cases.csv and the metrics go [default: $OHLORA_HOME/eval/conversation].")

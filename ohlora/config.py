@@ -56,6 +56,10 @@ class ChatConfig:
     history_align: int = 4
     """Old turns leave the prompt in blocks of this many, so its start (persona + history) stays
     the same for several turns and the fast generator reuses its cached keys and values."""
+    summary_adapter: str = "default"
+    """Turns that fall out of the history budget are folded into a running summary by this
+    adapter: "default" (the one shipped for the base), a directory from `ohlora train summary`,
+    or "none" (they are dropped)."""
     time_check: bool = True
     """Check answers to date questions (a wrong weekday/date for today or tomorrow, or the weekend
     on a weekday) and retry them warmer; such answers are shown once checked, not streamed."""
@@ -88,6 +92,8 @@ class ChatConfig:
             (_is_int(self.max_message_chars) and 1 <= self.max_message_chars <= 100_000,
              "max_message_chars must be in [1, 100000]"),
             (_is_int(self.history_tokens) and 0 <= self.history_tokens <= 4096, "history_tokens must be in [0, 4096]"),
+            (isinstance(self.summary_adapter, str) and self.summary_adapter.strip() != "",
+             "summary_adapter must be 'default', 'none' or a directory"),
             (isinstance(self.time_check, bool), "time_check must be true or false"),
             (_is_int(self.history_align) and 1 <= self.history_align <= 64, "history_align must be in [1, 64]"),
             (_is_int(self.date_retries) and 0 <= self.date_retries <= 10, "date_retries must be in [0, 10]"),

@@ -15,8 +15,9 @@ from ohlora.config import ChatConfig
 from ohlora.fast_generation import FastGenerator, load_head_vocab
 from ohlora.generation import HFGenerator
 from ohlora.memory.encoder import HiddenStateEncoder
-from ohlora.memory.loading import (attach_memory_adapter, attach_writer, load_adapter_encoder, load_recall,
-                                   read_meta, resolve_memory_encoder, shipped_writer_adapter)
+from ohlora.memory.loading import (attach_memory_adapter, attach_summarizer, attach_writer, load_adapter_encoder,
+                                   load_recall, read_meta, resolve_memory_encoder, shipped_summary_adapter,
+                                   shipped_writer_adapter)
 from ohlora.memory.conversations import ConversationStore
 from ohlora.memory.retrieval import Retriever
 from ohlora.memory.writer import ChatTagWriter
@@ -75,6 +76,7 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
         name += f"+{adapter.name}"
     model, retriever = build_retriever(model, tokenizer, spec.name, cfg, store, log)
     model, writer = build_writer(model, tokenizer, spec.name, cfg, log)
+    model, summarizer = build_summarizer(model, tokenizer, spec.name, cfg, log)
     chat_adapter = "chat" if adapter is not None else None
     if cfg.generator == "fast":
         vocab = load_head_vocab(adapter) if adapter is not None else None
@@ -84,7 +86,7 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
     guard = build_guard(cfg, retriever, store, log)
     engine = ChatEngine(generator, retriever, store, fmt, cfg, writer=writer,
                         guard=guard, conversations=ConversationStore(store), facts_fn=card.facts,
-                        expressor=build_expressor(retriever))
+                        expressor=build_expressor(retriever), summarizer=summarizer)
     engine.hint_fn = time_hinter(card, clock=lambda: engine.clock())  # one clock for the hint and the check
     return Runtime(engine, store, time.perf_counter() - t0, name, card)
 
@@ -145,6 +147,24 @@ def build_expressor(retriever: Retriever | None):
     path = shipped_expression()
     shared = sentence_model(retriever, ExpressionPolicy.load(path).base) if path is not None else None
     return load_expressor(path, shared) if shared is not None else None
+
+
+def build_summarizer(model, tokenizer, base_name: str, cfg: ChatConfig, log):
+    """The running-summary model for cfg.summary_adapter; returns (model, summarizer or None)."""
+    if cfg.summary_adapter == "none" or cfg.history_tokens == 0:
+        return model, None
+    if cfg.summary_adapter == "default":
+        path = shipped_summary_adapter(base_name)
+        if path is None:
+            log(f"(no summary model is shipped for {base_name}: turns that no longer fit are dropped; "
+                "train one with `ohlora train summary`)")
+            return model, None
+    else:
+        path = Path(cfg.summary_adapter).expanduser()
+        if not path.is_dir():
+            raise OhloraError(f"summary adapter directory {path} not found")
+    log(f"Loading summary model {path.name} ...")
+    return attach_summarizer(model, tokenizer, path, cfg.weights)
 
 
 def build_writer(model, tokenizer, base_name: str, cfg: ChatConfig, log):

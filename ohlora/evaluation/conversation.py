@@ -7,6 +7,10 @@
 - dates: `dialogues/dates_questions.csv` asked on three fixed days (Wed, Fri, Sat); an answer
   passes when it names the right weekday / date / weekend-or-not for its kind and nothing wrong
   (`timecheck.wrong_date_claims`).
+- long: long held-out dialogues (`summaries/long_dialogues.jsonl`) whose last question needs a
+  fact from the first turns, which no longer fit the history budget; answered three ways in one
+  run: with the running summary (the engine's summarizer folding the turns as the chat would),
+  with those turns dropped (no summarizer), and with the whole history shown (an upper bound).
 The engine is driven as the chat drives it (recall off, nothing stored), with its clock fixed.
 """
 
@@ -82,6 +86,37 @@ def date_ok(kind: str, answer: str, today: dt.date) -> bool:
     raise OhloraError(f"unknown date question kind {kind!r}")
 
 
+def load_long_dialogues(path: Path | None = None) -> list[dict]:
+    return load_dialogues(path or Path(bundled("data", "summaries", "long_dialogues.jsonl")))
+
+
+def evaluate_long(engine, limit: int | None, cases: list[dict], log) -> dict:
+    from dataclasses import replace
+
+    dialogues = load_long_dialogues()[:limit]
+    log(f"long: {len(dialogues)} long dialogues (history budget {engine.config.history_tokens} tokens)")
+    summarizer, config = engine.summarizer, engine.config
+    out = {}
+    for mode in ("summary", "dropped", "full"):
+        if mode == "summary" and summarizer is None:
+            continue
+        engine.summarizer = summarizer if mode == "summary" else None
+        engine.config = replace(config, history_tokens=4096) if mode == "full" else config
+        ok = 0
+        for d in dialogues:
+            turns = [Turn(t["user"], t["answer"]) for t in d["turns"]]
+            summary = engine.fold_history("eval-conversation", turns)[0] if mode == "summary" else ""
+            t = engine.turn("eval-conversation", d["final"], store=False, history=turns)
+            good = Check(tuple(d.get("must_include_any", ()))).passes(t.answer)
+            ok += good
+            cases.append({"suite": f"long-{mode}", "id": d.get("id"), "message": d["final"], "answer": t.answer,
+                          "summary": summary, "history_turns": t.history_turns, "pass": good})
+        out[f"long_accuracy_{mode}"] = ok / max(1, len(dialogues))
+    engine.summarizer, engine.config = summarizer, config
+    out["long_dialogues"] = len(dialogues)
+    return out
+
+
 def evaluate_conversation(engine, suites=("persona", "dialogues", "dates"), limit: int | None = None,
                           log=lambda m: None) -> tuple[dict, list[dict]]:
     """(metrics per suite, one row per case). The engine's clock is set per question."""
@@ -130,6 +165,9 @@ def evaluate_conversation(engine, suites=("persona", "dialogues", "dates"), limi
                               "pass": good})
         metrics["date_accuracy"] = ok / max(1, n)
         metrics["date_questions"] = n
+    if "long" in suites:
+        engine.clock = lambda: EVAL_DAY
+        metrics.update(evaluate_long(engine, limit, cases, log))
     return metrics, cases
 
 

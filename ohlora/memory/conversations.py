@@ -30,10 +30,12 @@ class Conversation:
     created_at: str
     updated_at: str
     n_turns: int = 0
+    summary_turns: int = 0
+    """How many of the first turns the summary covers (folded, or dropped when a summary failed)."""
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "title": self.title, "summary": self.summary, "created_at": self.created_at,
-                "updated_at": self.updated_at, "n_turns": self.n_turns}
+        return {"id": self.id, "title": self.title, "summary": self.summary, "summary_turns": self.summary_turns,
+                "created_at": self.created_at, "updated_at": self.updated_at, "n_turns": self.n_turns}
 
 
 class ConversationStore:
@@ -92,12 +94,15 @@ class ConversationStore:
             title = conv.title or " ".join(message.split())[:TITLE_CHARS]
             self.db.execute("UPDATE conversations SET updated_at = ?, title = ? WHERE id = ?", (now, title, conv.id))
 
-    def set_summary(self, user: str, conversation_id: int, summary: str) -> None:
+    def set_summary(self, user: str, conversation_id: int, summary: str, turns: int | None = None) -> None:
+        """The running summary, covering the first `turns` turns (unchanged if None)."""
         conv = self.get(user, conversation_id)
         if conv is None:
             raise OhloraError(f"no conversation {conversation_id} for user {user}")
+        turns = conv.summary_turns if turns is None else int(turns)
         with self.store.lock, self.db:
-            self.db.execute("UPDATE conversations SET summary = ? WHERE id = ?", (summary, conv.id))
+            self.db.execute("UPDATE conversations SET summary = ?, summary_turns = ? WHERE id = ?",
+                            (summary, turns, conv.id))
 
     def delete(self, user: str, conversation_id: int) -> Conversation | None:
         conv = self.get(user, conversation_id)
@@ -110,4 +115,4 @@ class ConversationStore:
 
 def _conv(row) -> Conversation:
     return Conversation(row["id"], row["user"], row["title"], row["summary"], row["created_at"], row["updated_at"],
-                        row["n"])
+                        row["n"], row["summary_turns"])

@@ -24,6 +24,7 @@ ADAPTER_NAME = "memory"
 
 DEFAULT_MEMORY_BASE = "embeddinggemma-300m"
 WRITER_NAME = "writer"
+SUMMARY_NAME = "summary"
 
 
 def _shipped(name: str) -> Path | None:
@@ -40,6 +41,23 @@ def shipped_memory_adapter(base_name: str) -> Path | None:
 
 def shipped_writer_adapter(base_name: str) -> Path | None:
     return _shipped(f"writer-{base_name}")
+
+
+def shipped_summary_adapter(base_name: str) -> Path | None:
+    return _shipped(f"summary-{base_name}")
+
+
+def attach_summarizer(model, tokenizer, adapter_dir: Path, weights: str = "auto"):
+    """Load the summary adapter beside the chat's on the same model; returns (model, AdapterSummarizer)."""
+    from ohlora.fast_generation import load_head_vocab
+    from ohlora.memory.summarizer import AdapterSummarizer, SummaryFormat
+    from ohlora.models import load_adapter
+    from ohlora.training.summary import summary_generator
+
+    fmt = SummaryFormat.load(adapter_dir)
+    model = load_adapter(model, adapter_dir, name=SUMMARY_NAME)
+    return model, AdapterSummarizer(summary_generator(model, tokenizer, load_head_vocab(adapter_dir), SUMMARY_NAME,
+                                                      weights), fmt)
 
 
 def resolve_memory_encoder(which: str, chat_base: str) -> Path | str | None:

@@ -147,6 +147,12 @@ def m007_conversations(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX turns_conversation ON turns (conversation_id, id)")
 
 
+@migration
+def m008_summary_turns(db: sqlite3.Connection) -> None:
+    # How many leading turns of a conversation its running summary covers.
+    db.execute("ALTER TABLE conversations ADD COLUMN summary_turns INTEGER NOT NULL DEFAULT 0")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations not yet applied; return their names."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")

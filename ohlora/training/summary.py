@@ -1,0 +1,169 @@
+"""`ohlora train summary`: LoRA fine-tune of the running-summary model (summary so far + turns ->
+new summary), on the chat's base, beside the chat and writer adapters.
+
+The rows are the project's summary data (`assets/data/summaries/train.jsonl`); a share of them,
+split by source dialogue, is the validation split: its loss picks the epoch, and the check's
+thresholds (`SummaryFormat.min_grounded`, `min_kept`) are set from the reference summaries, so that
+98% of the references themselves would pass. The held-out test rows are evaluated at the end
+(`ohlora eval summary` gives the same numbers). Saved beside the adapter: summary_format.yaml,
+head_vocab.json, summary_train.yaml, train_log.csv, summary_eval.json, summary_cases.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from ohlora.errors import OhloraError
+from ohlora.paths import move_aside
+
+META_FILE = "summary_train.yaml"
+EVAL_FILE = "summary_eval.json"
+PASS_SHARE = 0.98
+"""The check's thresholds let this share of the reference summaries pass."""
+
+
+@dataclass(frozen=True)
+class SummaryTrainConfig:
+    base: str = "gemma-3-270m"
+    train_file: str = ""
+    """Summary JSONL (default: bundled)."""
+    test_file: str = ""
+    """Held-out summary JSONL for the final evaluation (default: bundled)."""
+    output: str = ""
+    """Adapter directory (default: $OHLORA_HOME/adapters/summary-<base>)."""
+    epochs: int = 3
+    learning_rate: float = 3e-4
+    batch_size: int = 8
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ()
+    valid_share: float = 0.1
+    seed: int = 42
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (isinstance(self.epochs, int) and 1 <= self.epochs <= 100, "epochs must be an integer in [1, 100]"),
+            (0 < self.learning_rate < 1, "learning_rate must be in (0, 1)"),
+            (self.batch_size >= 1 and self.lora_rank >= 1 and self.lora_alpha >= 1,
+             "batch_size, lora_rank and lora_alpha must be >= 1"),
+            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
+            (0 <= self.valid_share < 0.5, "valid_share must be in [0, 0.5)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise OhloraError(f"summary train config: {msg}")
+
+    def resolved(self) -> "SummaryTrainConfig":
+        from ohlora.models import PRESETS
+        from ohlora.paths import adapters_dir
+        from ohlora.training.llm_config import bundled
+
+        preset = PRESETS.get(self.base)
+        return replace(
+            self,
+            train_file=self.train_file or bundled("data", "summaries", "train.jsonl"),
+            test_file=self.test_file or bundled("data", "summaries", "test.jsonl"),
+            output=self.output or str(adapters_dir() / f"summary-{Path(self.base).name}"),
+            lora_targets=self.lora_targets or (preset.lora_targets if preset else ("q_proj", "k_proj", "v_proj", "o_proj")),
+        )
+
+
+def load_summary_train_config(path: Path | None = None, **overrides) -> SummaryTrainConfig:
+    from ohlora.config import read_settings
+
+    data = read_settings(path, "train_summary", SummaryTrainConfig)
+    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    if "lora_targets" in merged:
+        merged["lora_targets"] = tuple(merged["lora_targets"])
+    try:
+        return SummaryTrainConfig(**merged)
+    except TypeError as e:
+        raise OhloraError(f"summary train config: {e}") from e
+
+
+def calibrated_format(rows, fmt=None):
+    """The format with the check's thresholds set so that PASS_SHARE of the reference summaries pass."""
+    from ohlora.memory.summarizer import SummaryFormat, grounding, kept
+
+    fmt = fmt or SummaryFormat()
+
+    def low(values: list[float]) -> float:
+        values = sorted(values)
+        q = values[int(math.floor((1 - PASS_SHARE) * (len(values) - 1)))] if values else 0.0
+        return math.floor(q * 20) / 20  # down to a multiple of 0.05
+
+    g = [grounding(r.summary, fmt.source(r.previous, r.turns)) for r in rows]
+    k = [kept(r.summary, r.previous) for r in rows if r.previous.strip()]
+    longest = max(len(r.summary) for r in rows)
+    return replace(fmt, min_grounded=low(g), min_kept=low(k), max_chars=max(fmt.max_chars, longest + 10))
+
+
+def summary_generator(model, tokenizer, vocab, adapter: str | None, weights: str = "auto"):
+    """Greedy generation for the summary: FastGenerator with the summary adapter's restricted head."""
+    from ohlora.fast_generation import FastGenerator
+
+    return FastGenerator(model, tokenizer, vocab, adapter=adapter, weights=weights)
+
+
+def train_summary(cfg: SummaryTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:
+    """Train, keep the best epoch by validation loss, set the check, evaluate on the test split, save."""
+    from ohlora.evaluation.summary import evaluate_summarizer
+    from ohlora.fast_generation import build_head_vocab, save_head_vocab
+    from ohlora.memory.summarizer import AdapterSummarizer, SummaryFormat
+    from ohlora.training.llm import _copy_licence
+    from ohlora.training.summary_data import read_summary_rows, split_valid
+    from ohlora.training.task_lora import batches, encode_task_row, fit_task_lora, task_model, write_train_log
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    cfg = cfg.resolved()
+    out = Path(cfg.output)
+    train_rows, valid_rows = split_valid(read_summary_rows(Path(cfg.train_file)), cfg.valid_share)
+    test_rows = read_summary_rows(Path(cfg.test_file))
+    seen = {(r.previous, tuple(r.turns)) for r in train_rows + valid_rows}
+    leaked = [r.id for r in test_rows if (r.previous, tuple(r.turns)) in seen]
+    if leaked:
+        raise OhloraError(f"{len(leaked)} test rows are also training rows, e.g. {leaked[0]}")
+    if out.exists() and any(out.iterdir()):
+        log(f"moved the previous {out.name} to {move_aside(out)}")
+    out.mkdir(parents=True, exist_ok=True)
+    fmt = calibrated_format(train_rows + valid_rows, SummaryFormat())
+    spec, model, tok = task_model(cfg.base, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
+                                  cfg.seed, cfg.threads)
+
+    def encode(r):
+        return encode_task_row(fmt.render(r.previous, r.turns), fmt.target(r.summary), tok)
+
+    train_feats, valid_feats = [encode(r) for r in train_rows], [encode(r) for r in valid_rows]
+    total = len(batches(train_feats, cfg.batch_size, None)) * cfg.epochs
+    log(f"summary: {len(train_rows)} training rows, {len(valid_rows)} validation, {len(test_rows)} test; "
+        f"{total} steps; check: grounded >= {fmt.min_grounded}, kept >= {fmt.min_kept}, <= {fmt.max_chars} chars")
+    fit = fit_task_lora(model, tok, train_feats, valid_feats, out, epochs=cfg.epochs,
+                        learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=cfg.seed, name="summary",
+                        log=log)
+    fmt.save(out)
+    texts = [fmt.target(r.summary) for r in train_rows + valid_rows] + [
+        fmt.source(r.previous, r.turns) for r in train_rows + valid_rows]
+    vocab = build_head_vocab(tok, texts)
+    save_head_vocab(vocab, out)
+    _copy_licence(spec, out)
+    write_train_log(out, fit.log_rows)
+    summarizer = AdapterSummarizer(summary_generator(model, tok, vocab, model.active_adapter), fmt)
+    valid_metrics = evaluate_summarizer(summarizer, valid_rows, progress=True) if valid_rows else {}
+    metrics = evaluate_summarizer(summarizer, test_rows, out, progress=True)
+    meta = {"base": cfg.base, "command": command, "config": {**asdict(cfg), "lora_targets": list(cfg.lora_targets)},
+            "best_epoch": fit.best_epoch, "valid_loss": fit.valid_loss, "train_rows": len(train_rows),
+            "valid_rows": len(valid_rows), "train_minutes": round(fit.minutes, 2), "valid_metrics": valid_metrics,
+            "test_metrics": metrics}
+    (out / META_FILE).write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (out / EVAL_FILE).write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
+    log(f"trained in {fit.minutes:.1f} min (best epoch {fit.best_epoch}); test: "
+        + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, ensure_ascii=False))
+    return out, metrics
