@@ -492,6 +492,9 @@ def train():
               help="Checkpoint every N optimizer steps, and at each epoch end [50].")
 @click.option("--dialogues", "dialogues_file", default=None,
               help="Multi-turn dialogues (JSON lines) added as rows with history ('none': single turns) [bundled].")
+@click.option("--summaries", "summaries_file", default=None,
+              help="Summary rows (JSON lines) from those dialogues: their later turns are added with the "
+                   "summary in the prompt ('none': no such rows) [bundled].")
 @click.option("--history-tokens", type=click.IntRange(0, 4096), default=None,
               help="History budget of the dialogue rows [96].")
 @click.option("--persona-section/--no-persona-section", default=None,

@@ -30,6 +30,10 @@ def describe_memory(turn: TurnResult) -> list[str]:
     w = turn.write
     if w is not None and w.reason not in ("ok", "nothing"):
         lines.append(f"  (기억하지 않음: {w.raw or '-'} — {w.reason})")
+    f = turn.folded
+    if f is not None:
+        state = "" if f.reason == "ok" else f" — 새 요약 버림: {f.reason}"
+        lines.append(f"  (지난 {f.folded}턴 요약: {f.summary or '-'}{state})")
     return lines
 
 

@@ -183,3 +183,30 @@ def test_summary_data_errors_are_one_line(tmp_path):
     rows = read_summary_rows(write_jsonl(tmp_path / "ok.jsonl", summary_rows(40, "a")))
     tr, va = split_valid(rows, 0.2)
     assert va and tr and not {r.source for r in tr} & {r.source for r in va}
+
+
+def test_dialogue_rows_after_a_summary_show_it_and_only_the_later_turns(tmp_path):
+    from ohlora.training.data import load_dialogue_rows
+    from ohlora.training.summary_data import read_summary_rows
+
+    turns = [{"user": f"메시지 {i}", "answer": f"답 {i}"} for i in range(5)]
+    dialogues = write_jsonl(tmp_path / "d.jsonl", [{"id": "d1", "turns": turns}])
+    summaries = read_summary_rows(write_jsonl(tmp_path / "s.jsonl", [
+        {"id": "s1", "source": "d1", "previous": "", "turns": turns[:2], "summary": "사용자가 메시지 0과 1을 보냄.",
+         "must_include": []},
+        {"id": "s2", "source": "d9", "previous": "", "turns": turns[:2], "summary": "다른 대화", "must_include": []}]))
+    fmt = PromptFormat()
+    rows = load_dialogue_rows(dialogues, fmt, lambda t: len(t) // 2, 1000, summaries)
+    plain = [r for r in rows if not r.summary]
+    after = [r for r in rows if r.summary]
+    assert len(plain) == 5 and [r.input for r in after] == ["메시지 2", "메시지 3", "메시지 4"]
+    assert [t.user for t in after[-1].history] == ["메시지 2", "메시지 3"]
+    assert after[0].prompt(fmt, None) == "(앞의 대화: 사용자가 메시지 0과 1을 보냄.)\n메시지 2 ### 답변: "
+
+
+def test_the_terminal_shows_a_fold_with_show_memory():
+    from ohlora.chat import TurnResult
+    from ohlora.terminal import describe_memory
+
+    t = TurnResult("응", "stop", None, folded=SummaryResult("사용자는 학생임.", "too long", "x" * 200, 5.0, 4))
+    assert describe_memory(t) == ["  (지난 4턴 요약: 사용자는 학생임. — 새 요약 버림: too long)"]

@@ -40,11 +40,13 @@ class SFTRow:
 
     history: tuple = ()
     """Earlier turns of a dialogue row (`Turn`s, oldest first), already cut to the budget."""
+    summary: str = ""
+    """The running summary of the dialogue's turns before `history` (shown above it)."""
 
     def prompt(self, fmt: PromptFormat, card: PersonaCard) -> str:
         hint = card.time_hint(dt.date.fromisoformat(self.today)) if self.today else None
         facts = card.facts(self.facts_date()) if fmt.persona_template else None
-        return fmt.render(self.input, self.memory or None, hint, list(self.history), facts)
+        return fmt.render(self.input, self.memory or None, hint, list(self.history), facts, self.summary or None)
 
     def facts_date(self) -> dt.date:
         """The row's `today`, else a date fixed by the row's text within 2025-2027: the persona
@@ -142,11 +144,19 @@ def spread_rows(rows: list[SFTRow], k: int) -> list[SFTRow]:
     return picked
 
 
-def load_dialogue_rows(path: Path, fmt: PromptFormat, count, budget: int) -> list[SFTRow]:
+def load_dialogue_rows(path: Path, fmt: PromptFormat, count, budget: int, summaries=()) -> list[SFTRow]:
     """One SFT row per turn of each dialogue (JSON lines {"id", "turns": [{"user", "answer"}]}),
-    its earlier turns as history cut to `budget` tokens the way the chat cuts them."""
+    its earlier turns as history cut to `budget` tokens the way the chat cuts them.
+
+    `summaries`: summary rows (`training.summary_data.SummaryRow`) whose turns come from these
+    dialogues (their `source` is the dialogue's id). For each, the dialogue's later turns are
+    added again with that reference summary in the prompt and only the turns after the folded
+    ones as history, so the chat learns to answer from a summary of what left its prompt."""
     from ohlora.memory.conversations import Turn
 
+    by_source: dict[str, list] = {}
+    for s in summaries:
+        by_source.setdefault(s.source, []).append(s)
     rows: list[SFTRow] = []
     try:
         lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
@@ -167,6 +177,16 @@ def load_dialogue_rows(path: Path, fmt: PromptFormat, count, budget: int) -> lis
         for i, t in enumerate(turns):
             history = tuple(fmt.fit_history(turns[:i], count, budget))
             rows.append(SFTRow(n, t.user, t.answer, category="dialogue", history=history))
+        users = [t.user for t in turns]
+        for s in by_source.get(str(d.get("id", "")), []):
+            last = s.turns[-1].user.strip()
+            if last not in users:
+                continue  # a summary row whose turns are not this dialogue's
+            j = users.index(last)
+            for i in range(j + 1, len(turns)):
+                history = tuple(fmt.fit_history(turns[j + 1:i], count, budget))
+                rows.append(SFTRow(n, turns[i].user, turns[i].answer, category="dialogue-summary", history=history,
+                                   summary=s.summary))
     if not rows:
         raise OhloraError(f"{path} has no dialogues")
     return rows

@@ -197,8 +197,15 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
     model.config.use_cache = False
     if cfg.dialogues_file.lower() != "none":
         count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-        dialogue_rows = load_dialogue_rows(Path(cfg.dialogues_file), fmt, count, cfg.history_tokens)
-        print(f"{len(train_rows)} single-turn rows + {len(dialogue_rows)} dialogue turns", file=sys.stderr)
+        summaries = ()
+        if cfg.summaries_file.lower() != "none":
+            from ohlora.training.summary_data import read_summary_rows
+
+            summaries = read_summary_rows(Path(cfg.summaries_file))
+        dialogue_rows = load_dialogue_rows(Path(cfg.dialogues_file), fmt, count, cfg.history_tokens, summaries)
+        n_sum = sum(r.summary != "" for r in dialogue_rows)
+        print(f"{len(train_rows)} single-turn rows + {len(dialogue_rows) - n_sum} dialogue turns "
+              f"+ {n_sum} turns after a summary", file=sys.stderr)
         train_rows = train_rows + dialogue_rows
     if init is not None:
         model = load_trainable_adapter(model, init)

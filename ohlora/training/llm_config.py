@@ -58,6 +58,10 @@ class LLMTrainConfig:
     dialogues_file: str = ""
     """Multi-turn dialogues (JSON lines) added to the training rows, one row per turn with its
     earlier turns as history (default: the bundled set; "none": single turns only)."""
+    summaries_file: str = ""
+    """Summary rows (JSON lines, as for `train summary`) whose turns come from the dialogues:
+    the dialogues' later turns are added with the reference summary in the prompt (default: the
+    bundled set; "none": no summary rows)."""
     history_tokens: int = 96
     """History budget of the dialogue rows (the chat's `history_tokens` cuts the same way)."""
     persona_section: bool = True
@@ -105,6 +109,7 @@ class LLMTrainConfig:
             valid_file=self.valid_file or bundled("data", "sft", "valid.csv"),
             persona=self.persona or bundled("persona", "ohlora.yaml"),
             dialogues_file=self.dialogues_file or bundled("data", "dialogues", "train.jsonl"),
+            summaries_file=self.summaries_file or bundled("data", "summaries", "train.jsonl"),
             output=self.output or str(adapters_dir() / name),
         )
 
