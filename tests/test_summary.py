@@ -166,6 +166,16 @@ def test_train_summary_on_a_tiny_model(tmp_path, tiny_model_dir):
     model, summ = attach_summarizer(model, tok, out)
     r = summ.fold("사용자는 학생임.", read_summary_rows(test)[0].turns)
     assert r.folded == 1 and (r.reason == "ok" or r.summary == "사용자는 학생임.")
+    # the chat's runtime picks it up by config; "none" and a missing directory
+    from ohlora.runtime import build_summarizer
+
+    logs = []
+    _, built = build_summarizer(model, tok, "tiny", ChatConfig(summary_adapter=str(out)), logs.append)
+    assert isinstance(built, AdapterSummarizer) and built.fmt == fmt
+    assert build_summarizer(model, tok, "tiny", ChatConfig(summary_adapter="none"), logs.append)[1] is None
+    assert build_summarizer(model, tok, "tiny", ChatConfig(), logs.append)[1] is None  # none shipped for it
+    with pytest.raises(OhloraError, match="not found"):
+        build_summarizer(model, tok, "tiny", ChatConfig(summary_adapter=str(tmp_path / "nope")), logs.append)
     # a test row that is also a training row is refused
     with pytest.raises(OhloraError, match="also training rows"):
         train_summary(SummaryTrainConfig(**{**cfg.__dict__, "test_file": str(train), "output": str(tmp_path / "s2")}))
