@@ -27,6 +27,7 @@ SHIPPED = {"mse": 0.0266, "corr": 0.6302, "top1": 0.5556, "false_recall": 0.0444
 SHARED_TOP1 = 0.3556
 WRITER = {"precision": 0.8684, "recall": 0.4889, "false_store_rate": 0.0095}
 GUARD = {"accuracy": 0.9191, "fpr": 0.0382}
+SUMMARY = {"valid": 0.975, "fact_recall": 0.8482}
 
 
 def ohlora(*args, input=None, home=None):
@@ -119,6 +120,12 @@ def test_shipped_writer_keeps_its_measured_quality(home):
     m = json.loads(ohlora("eval", "writer", "--json").stdout.strip().splitlines()[-1])
     assert m["precision"] >= WRITER["precision"] - 0.01 and m["recall"] >= WRITER["recall"] - 0.01, m
     assert m["false_store_rate"] <= WRITER["false_store_rate"] + 0.01, m
+
+
+def test_shipped_summary_keeps_its_measured_quality(home):
+    m = json.loads(ohlora("eval", "summary", "--json").stdout.strip().splitlines()[-1])
+    assert m["valid"] >= SUMMARY["valid"] - 0.03 and m["fact_recall"] >= SUMMARY["fact_recall"] - 0.02, m
+    assert m["bigram_f1"] > m["baseline_bigram_f1"], m  # closer to the references than copying the messages
 
 
 def test_shipped_adapter_answers_in_character(home):
