@@ -912,3 +912,8 @@ def bench_chat(base, adapter, prompts, max_new_tokens, weights, output, as_json)
 
     run_chat_bench(base, adapter, prompts, max_new_tokens, as_json, output or home_dir() / "bench" / "chat.md",
                    weights=weights)
+
+
+from ohlora.export.cli import export  # noqa: E402  (its own module: ohlora export gguf)
+
+main.add_command(export)
