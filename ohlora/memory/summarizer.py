@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import yaml
 
 from ohlora.errors import OhloraError
+from ohlora.formats import load_format, save_format
 from ohlora.generation import Generator
 from ohlora.parsing import is_looped, normalize_space
 
@@ -81,23 +81,11 @@ class SummaryFormat:
         return f" {normalize_space(summary)}{self.end}"
 
     def save(self, directory: Path) -> Path:
-        path = Path(directory) / FORMAT_FILE
-        path.write_text(yaml.safe_dump(asdict(self), allow_unicode=True, sort_keys=False), encoding="utf-8")
-        return path
+        return save_format(self, Path(directory) / FORMAT_FILE)
 
     @classmethod
     def load(cls, directory: Path) -> "SummaryFormat":
-        path = Path(directory) / FORMAT_FILE
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError as e:
-            raise OhloraError(f"{path} is missing: a summary adapter must carry its format") from e
-        except yaml.YAMLError as e:
-            raise OhloraError(f"{path} is not valid YAML: {e}") from e
-        known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) - known:
-            raise OhloraError(f"{path}: expected the fields {sorted(known)}")
-        return cls(**data)
+        return load_format(cls, Path(directory) / FORMAT_FILE, "summary")
 
 
 def words(text: str) -> list[str]:
