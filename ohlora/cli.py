@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ohlora.config import WEIGHTS
+from ohlora.config import DECODE_KERNELS, ENGINES, LLAMACPP_WEIGHTS, WEIGHTS
 from ohlora.errors import OhloraError
 from ohlora.training.memory import CAUSAL_ITEM_TEMPLATE, CAUSAL_QUERY_TEMPLATE
 
@@ -46,6 +46,23 @@ def user_option(f):
                         help="Whose memory is read and written.")(f)
 
 
+class ThreadsParam(click.ParamType):
+    """'auto' or a positive number of threads."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            self.fail(f"{value!r}: give 'auto' or a positive number of threads", param, ctx)
+        return n
+
+
 def chat_options(f):
     options = [
         click.option("--base", "-b", default=None,
@@ -75,6 +92,19 @@ def chat_options(f):
         click.option("--weights", type=click.Choice(WEIGHTS), default=None,
                      help="Decoder matrices on CPU: auto = the fastest of fp32/bf16/fp16 on this CPU "
                           "(timed at start). [default: auto]"),
+        click.option("--decode-kernel", type=click.Choice(DECODE_KERNELS), default=None,
+                     help="What runs each generated token: native (one C call per token, built once with "
+                          "the system C compiler), torch (PyTorch ops), auto = native where it builds "
+                          "[default: auto]."),
+        click.option("--engine", type=click.Choice(ENGINES), default=None,
+                     help="Where answers are decoded: torch (ohlora's own decoder) or llamacpp (llama.cpp with "
+                          "the same restricted head; needs the llamacpp extra; its file is built once, ~30 s) "
+                          "[default: torch]."),
+        click.option("--llamacpp-weights", type=click.Choice(LLAMACPP_WEIGHTS), default=None,
+                     help="The llama.cpp engine's weights: f16 answers as ohlora does, q8_0 is faster [f16]."),
+        click.option("--decode-threads", type=ThreadsParam(), default=None,
+                     help="Threads per generated token: auto (the cores free when an answer starts; one "
+                          "under load) or a number [default: auto]."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="YAML file with chat settings (default: $OHLORA_HOME/config.yaml if present)."),
     ]
@@ -901,17 +931,25 @@ def bench_memory(encoder, base, sizes, queries, output, as_json):
 @click.option("--prompts", type=int, default=12, show_default=True, help="Validation prompts to answer.")
 @click.option("--max-new-tokens", type=int, default=80, show_default=True, help="Token limit per answer.")
 @click.option("--weights", type=click.Choice(WEIGHTS), default="auto", show_default=True,
-              help="ohlora's decoder matrices: auto = the fastest of fp32/bf16/fp16 on this CPU.")
+              help="ohlora's decoder matrices: auto = fp16 for the native step, the fastest on this CPU for PyTorch's.")
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Threads per generated token, for every path alike (the prompt uses every core).")
+@click.option("--llamacpp/--no-llamacpp", default=True, show_default=True,
+              help="Add the llama.cpp anchors (needs the llamacpp extra; their files are built once, ~1 min).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table here [default: $OHLORA_HOME/bench/chat.md].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line.")
-def bench_chat(base, adapter, prompts, max_new_tokens, weights, output, as_json):
-    """Chat speed: plain HF generate vs ohlora's FastGenerator (greedy), and top-1 agreement."""
+def bench_chat(base, adapter, prompts, max_new_tokens, weights, threads, llamacpp, output, as_json):
+    """Chat decode speed side by side in one run: HF generate (baseline), ohlora's PyTorch and
+    native steps, llama.cpp (plain file and cut to ohlora's head) where installed; tokens/s,
+    30-token answer, agreement with the full model, and each path's bandwidth limit."""
     from ohlora.bench_chat import run_chat_bench
     from ohlora.paths import home_dir
 
+    if prompts < 1 or max_new_tokens < 2:
+        raise OhloraError("--prompts must be >= 1 and --max-new-tokens >= 2")
     run_chat_bench(base, adapter, prompts, max_new_tokens, as_json, output or home_dir() / "bench" / "chat.md",
-                   weights=weights)
+                   weights=weights, threads=threads, llamacpp=llamacpp)
 
 
 from ohlora.export.cli import export  # noqa: E402  (its own module: ohlora export gguf)

@@ -12,6 +12,12 @@ from ohlora.paths import home_dir
 
 WEIGHTS = ("auto", "fp32", "bf16", "fp16")
 """Choices for ChatConfig.weights (and the --weights flags)."""
+ENGINES = ("torch", "llamacpp")
+"""Choices for ChatConfig.engine (and the --engine flags)."""
+LLAMACPP_WEIGHTS = ("f16", "q8_0")
+"""Choices for ChatConfig.llamacpp_weights."""
+DECODE_KERNELS = ("auto", "native", "torch")
+"""Choices for ChatConfig.decode_kernel (ohlora/native_decoder.py)."""
 
 
 @dataclass(frozen=True)
@@ -37,8 +43,22 @@ class ChatConfig:
     "hf": plain transformers generate() with the full head."""
     weights: str = "auto"
     """Fast generator on CPU: "fp16" or "bf16" store the decoder's matrices in half precision (half
-    the bytes read per token), "fp32" keeps them; "auto" times the three on this CPU at start and
-    takes the fastest (half precision is fast only where the CPU or oneDNN has kernels for it)."""
+    the bytes read per token), "fp32" keeps them; "auto" = fp16 with the native step (it reads
+    half weights at full speed on any CPU), else the fastest of the three timed on this CPU."""
+    decode_kernel: str = "auto"
+    """What runs each generated token of the fast generator: "native" = one C call per token
+    (ohlora/native/gemma3_step.c, built once per machine with the system C compiler); "torch" =
+    the same math in PyTorch operations; "auto" = native where a C compiler builds it."""
+    engine: str = "torch"
+    """Where the fast generator decodes: "torch" = ohlora's own decoder (PyTorch); "llamacpp" =
+    llama.cpp through llama-cpp-python (the `llamacpp` extra), on the chat model merged and cut
+    to the same restricted head (built once into $OHLORA_HOME/engines/)."""
+    llamacpp_weights: str = "f16"
+    """The llama.cpp engine's weights: "f16" answers as ohlora does; "q8_0" is faster and agrees
+    a little less (see `ohlora bench chat`)."""
+    decode_threads: object = "auto"
+    """Threads per generated token: "auto" = the cores free at the start of each answer (one
+    under load: a busy second core makes two threads far slower), or a number."""
     temperature: float = 0.6
     """Sampling temperature; 0 means greedy decoding."""
     max_new_tokens: int = 80
@@ -80,6 +100,11 @@ class ChatConfig:
              "memory_encoder must be 'default', 'base' or a directory"),
             (self.generator in ("fast", "hf"), "generator must be 'fast' or 'hf'"),
             (self.weights in WEIGHTS, f"weights must be one of {', '.join(WEIGHTS)}"),
+            (self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}"),
+            (self.decode_kernel in DECODE_KERNELS, f"decode_kernel must be one of {', '.join(DECODE_KERNELS)}"),
+            (self.llamacpp_weights in LLAMACPP_WEIGHTS, f"llamacpp_weights must be one of {', '.join(LLAMACPP_WEIGHTS)}"),
+            (self.decode_threads == "auto" or (_is_int(self.decode_threads) and 1 <= self.decode_threads <= 256),
+             "decode_threads must be 'auto' or a number of threads"),
             (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5, "temperature must be in [0, 5]"),
             (_is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 4096, "max_new_tokens must be in [1, 4096]"),
             (_is_int(self.max_tries) and 1 <= self.max_tries <= 50, "max_tries must be in [1, 50]"),

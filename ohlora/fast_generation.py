@@ -19,6 +19,7 @@ from pathlib import Path
 from contextlib import contextmanager
 
 from ohlora.generation import GenerationResult
+from ohlora.threads import decode_threads
 
 VOCAB_FILE = "head_vocab.json"
 HANGUL = re.compile(r"[가-힣ㄱ-ㅎㅏ-ㅣ]")
@@ -54,11 +55,62 @@ def load_head_vocab(directory: Path) -> list[int] | None:
     return json.loads(path.read_text(encoding="utf-8"))["ids"]
 
 
-class FastGenerator:
+class HeadDecodeLoop:
+    """The decode loop over a (possibly restricted) output head, shared by FastGenerator and the
+    llama.cpp engine: sampling with temperature and top-k, the LoopGuard, streaming, the stop
+    phrase. A subclass sets `tokenizer`, `eos`, `top_k`, `ids` (the head's full-vocabulary ids,
+    or None for the full head) and `_row` (full id -> head row)."""
+
+    def _pick(self, logits, temperature: float, generator=None) -> int:
+        import torch
+
+        if temperature <= 0:
+            idx = int(logits.argmax(-1))
+        else:
+            scaled = logits[0].float() / temperature
+            k = min(self.top_k, scaled.shape[-1]) if self.top_k else scaled.shape[-1]
+            vals, top = scaled.topk(k)
+            idx = int(top[torch.multinomial(torch.softmax(vals, -1), 1, generator=generator)])
+        return idx if self.ids is None else int(self.ids[idx])
+
+    def _decode(self, logits, step, max_new_tokens, temperature, stop_phrase, on_text, tracker=None) -> GenerationResult:
+        """`logits`: (1, V') for the first new token; `step(token_id)` feeds a token and returns the next (1, V')."""
+        tok = self.tokenizer
+        out_ids: list[int] = []
+        sent, reason = 0, "length"
+        for _ in range(max_new_tokens):
+            banned = tracker.banned() if tracker else None
+            if banned:  # the LoopGuard, on the head's rows (a generated token is always one of them)
+                rows = banned if self._row is None else [self._row[t] for t in banned if t in self._row]
+                logits[0, rows] = float("-inf")
+            nxt = self._pick(logits, temperature)
+            if nxt == self.eos:
+                reason = "eos"
+                break
+            out_ids.append(nxt)
+            if tracker:
+                tracker.push(nxt)
+            text = tok.decode(out_ids, skip_special_tokens=True)
+            if on_text and not text.endswith("\ufffd") and len(text) > sent:
+                on_text(text[sent:])
+                sent = len(text)
+            if stop_phrase in text:
+                reason = "stop"
+                break
+            if len(out_ids) == max_new_tokens:
+                break
+            logits = step(nxt)
+        text = tok.decode(out_ids, skip_special_tokens=True)
+        if on_text and len(text) > sent:
+            on_text(text[sent:])
+        return GenerationResult(text=text, finish_reason=reason, n_tokens=len(out_ids) + (reason == "eos"))
+
+
+class FastGenerator(HeadDecodeLoop):
     """Same interface as HFGenerator; samples with temperature and top-k (HF's default k=50)."""
 
     def __init__(self, model, tokenizer, vocab_ids: list[int] | None, adapter: str | None = None, top_k: int = 50,
-                 decode_threads: int | None = 1, weights: str = "auto"):
+                 decode_threads: int | str | None = 1, weights: str = "auto", kernel: str = "torch", log=None):
         import torch
 
         from ohlora.lean_gemma3 import decoder_weight_dtype
@@ -66,12 +118,18 @@ class FastGenerator:
         from ohlora.training.losses import lm_head_of
 
         self.model, self.tokenizer, self.adapter, self.top_k = model, tokenizer, adapter, top_k
-        # One token at a time is a chain of matrix-vector products: memory-bound, so a second
-        # thread only adds synchronisation (measured: 1 thread 24.8 tok/s, 2 threads 16-21 tok/s on
-        # 2 cores). The prompt (many tokens at once) is compute-bound and keeps every thread.
+        # Threads per generated token: a number, "auto" (the cores free when an answer starts, see
+        # ohlora/threads.py) or None (as many as the prompt). The prompt keeps every thread.
         self.decode_threads = decode_threads
-        # A named dtype is checked now; "auto" is timed only when the lean decoder is first built.
+        # A named dtype is checked now; "auto" is chosen only when the lean decoder is first built.
         self._weight_dtype = None if weights == "auto" else decoder_weight_dtype(weights)
+        # The one-token step: "torch" (LeanGemma3 in PyTorch), "native" (the C step of
+        # ohlora/native_decoder.py, built once per machine) or "auto" (native where it builds).
+        from ohlora.native_decoder import native_library
+
+        self.kernel = kernel
+        self._lib = native_library(kernel, log)
+        self._native = None  # NativeStep over the lean decoder, built with it
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.backbone = inner.get_decoder()
         head, self.softcap = lm_head_of(model)
@@ -99,26 +157,36 @@ class FastGenerator:
             logits = (logits / self.softcap).tanh() * self.softcap
         return logits
 
-    def _pick(self, logits, temperature: float, generator=None) -> int:
-        import torch
-
-        if temperature <= 0:
-            idx = int(logits.argmax(-1))
-        else:
-            scaled = logits[0].float() / temperature
-            k = min(self.top_k, scaled.shape[-1]) if self.top_k else scaled.shape[-1]
-            vals, top = scaled.topk(k)
-            idx = int(top[torch.multinomial(torch.softmax(vals, -1), 1, generator=generator)])
-        return idx if self.ids is None else int(self.ids[idx])
-
     @property
     def weight_dtype(self):
-        """The lean decoder's matrix dtype: the one asked for, or for "auto" the fastest on this CPU."""
+        """The lean decoder's matrix dtype: the one asked for; for "auto" fp16 with the native
+        step (it converts in registers: half the bytes on any CPU), else the fastest on this CPU."""
+        import torch
+
         from ohlora.lean_gemma3 import fastest_half_dtype
 
         if self._weight_dtype is None:
-            self._weight_dtype = fastest_half_dtype()
+            self._weight_dtype = torch.float16 if self._lib is not None else fastest_half_dtype()
         return self._weight_dtype
+
+    def native(self):
+        """The NativeStep over the lean decoder, or None (PyTorch steps)."""
+        from ohlora.native_decoder import NativeStep, NativeUnavailable
+
+        lean = self.lean()
+        if lean is None or self._lib is None:
+            return None
+        if self._native is None or self._native.lean is not lean:
+            try:
+                self._native = NativeStep(self._lib, lean, self.weight)
+            except NativeUnavailable:
+                self._lib, self._native = None, None
+        return self._native
+
+    @property
+    def step_kernel(self) -> str:
+        """What runs a generated token: "native", "torch" (LeanGemma3) or "hf" (the HF backbone)."""
+        return "native" if self.native() is not None else "torch" if self.lean() is not None else "hf"
 
     def lean(self):
         """The LeanGemma3 decoder (chat adapter merged) if this is a Gemma 3 text model on CPU, else None."""
@@ -130,7 +198,7 @@ class FastGenerator:
         return self._lean or None
 
     def _steps(self, ids, max_new_tokens):
-        """Yields a function that runs one token and returns the next hidden state (1, H)."""
+        """(logits (1, V') for the first new token, step(token) -> the next logits)."""
         import torch
         from transformers import DynamicCache
 
@@ -145,14 +213,36 @@ class FastGenerator:
                 return self._steps(ids, max_new_tokens)
             seen = ids[0].tolist()
             self._prefix = (seen, cache)
+            native = self.native()
 
             def step(nxt):
                 seen.append(nxt)  # the cache now holds this token too
-                return lean.forward(torch.tensor([nxt]), cache)[None]
-            return first, step
+                if native is not None:
+                    return native.step(nxt, cache)
+                return self._logits(lean.forward(torch.tensor([nxt]), cache)[None])
+            return self._logits(first), step
         cache = DynamicCache(config=self.backbone.config)
         run = lambda x: self.backbone(input_ids=x, use_cache=True, **{self.cache_kw: cache}).last_hidden_state[:, -1]  # noqa: E731
-        return run(ids), lambda nxt: run(torch.tensor([[nxt]], device=ids.device))
+        return self._logits(run(ids)), lambda nxt: self._logits(run(torch.tensor([[nxt]], device=ids.device)))
+
+    @contextmanager
+    def _decode_threads(self, on_cpu: bool):
+        """Threads for the generated tokens (the prompt ran with every thread)."""
+        import torch
+
+        threads = torch.get_num_threads()
+        n = min(decode_threads(self.decode_threads), threads) if self.decode_threads and on_cpu else None
+        native = self.native() if n else None
+        if n:
+            torch.set_num_threads(n)
+            if native is not None:
+                native.threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            if native is not None:
+                native.threads(1)  # idle workers would spin
 
     def _reuse(self, ids, need: int):
         """(cache, start): the last call's cache with its keys and values kept for the longest
@@ -191,15 +281,10 @@ class FastGenerator:
         from ohlora.models import use_adapter
 
         ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"].to(self.weight.device)  # (1, T)
-        threads = torch.get_num_threads()
         with torch.inference_mode(), use_adapter(self.model, self.adapter):
-            h, step = self._steps(ids, max_new_tokens)
-            if self.decode_threads and ids.device.type == "cpu":
-                torch.set_num_threads(min(self.decode_threads, threads))
-            try:
-                yield DecodeSession(self, h, step)
-            finally:
-                torch.set_num_threads(threads)
+            logits, step = self._steps(ids, max_new_tokens)
+            with self._decode_threads(ids.device.type == "cpu"):
+                yield DecodeSession(self, logits, step)
 
     def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None, loop_guard=None):
         import torch
@@ -207,60 +292,23 @@ class FastGenerator:
         from ohlora.models import use_adapter
 
         ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"].to(self.weight.device)  # (1, T)
-        threads = torch.get_num_threads()
         with torch.inference_mode(), use_adapter(self.model, self.adapter):
-            h, step = self._steps(ids, max_new_tokens)  # the prompt, with every thread
-            if self.decode_threads and ids.device.type == "cpu":
-                torch.set_num_threads(min(self.decode_threads, threads))
-            try:
-                return self._decode(h, step, max_new_tokens, temperature, stop_phrase, on_text,
+            logits, step = self._steps(ids, max_new_tokens)  # the prompt, with every thread
+            with self._decode_threads(ids.device.type == "cpu"):
+                return self._decode(logits, step, max_new_tokens, temperature, stop_phrase, on_text,
                                     loop_guard.tracker() if loop_guard else None)
-            finally:
-                torch.set_num_threads(threads)
-
-    def _decode(self, h, step, max_new_tokens, temperature, stop_phrase, on_text, tracker=None) -> GenerationResult:
-        tok = self.tokenizer
-        out_ids: list[int] = []
-        sent, reason = 0, "length"
-        for _ in range(max_new_tokens):
-            logits = self._logits(h)  # (1, V')
-            banned = tracker.banned() if tracker else None
-            if banned:  # the LoopGuard, on the head's rows (a generated token is always one of them)
-                rows = banned if self._row is None else [self._row[t] for t in banned if t in self._row]
-                logits[0, rows] = float("-inf")
-            nxt = self._pick(logits, temperature)
-            if nxt == self.eos:
-                reason = "eos"
-                break
-            out_ids.append(nxt)
-            if tracker:
-                tracker.push(nxt)
-            text = tok.decode(out_ids, skip_special_tokens=True)
-            if on_text and not text.endswith("\ufffd") and len(text) > sent:
-                on_text(text[sent:])
-                sent = len(text)
-            if stop_phrase in text:
-                reason = "stop"
-                break
-            if len(out_ids) == max_new_tokens:
-                break
-            h = step(nxt)
-        text = tok.decode(out_ids, skip_special_tokens=True)
-        if on_text and len(text) > sent:
-            on_text(text[sent:])
-        return GenerationResult(text=text, finish_reason=reason, n_tokens=len(out_ids) + (reason == "eos"))
 
 
 class DecodeSession:
     """One sequence being decoded token by token (see FastGenerator.session)."""
 
-    def __init__(self, gen: FastGenerator, h, step):
-        self.gen, self.h, self.step = gen, h, step
+    def __init__(self, gen: FastGenerator, logits, step):
+        self._logits, self.step = logits, step  # (1, V') and token -> the next (1, V')
         self.vocab = gen.ids  # (V',) full-vocabulary ids of the head's rows, or None (full head)
 
     def logits(self):
         """(V',) next-token logits over the head's rows."""
-        return self.gen._logits(self.h)[0].float()
+        return self._logits[0].float()
 
     def advance(self, token_id: int) -> None:
-        self.h = self.step(token_id)
+        self._logits = self.step(token_id)

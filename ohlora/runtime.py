@@ -58,6 +58,10 @@ def resolve_adapter(adapter: str | None, base_name: str) -> Path | None:
 def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
+    if cfg.generator == "fast" and cfg.engine == "llamacpp":
+        from ohlora.llamacpp_generator import import_llama_cpp
+
+        import_llama_cpp()  # the one-line install hint before a model is prepared or loaded
     store = open_store()  # fail fast on a corrupt database, before loading a model
     set_cpu_threads()
     spec = resolve_base(cfg.base)
@@ -78,9 +82,12 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
     model, writer = build_writer(model, tokenizer, spec.name, cfg, log)
     model, summarizer = build_summarizer(model, tokenizer, spec.name, cfg, log)
     chat_adapter = "chat" if adapter is not None else None
-    if cfg.generator == "fast":
+    if cfg.generator == "fast" and cfg.engine == "llamacpp":
+        generator = build_llamacpp(model, tokenizer, spec.name, adapter, cfg, log)
+    elif cfg.generator == "fast":
         vocab = load_head_vocab(adapter) if adapter is not None else None
-        generator = FastGenerator(model, tokenizer, vocab, adapter=chat_adapter, weights=cfg.weights)
+        generator = FastGenerator(model, tokenizer, vocab, adapter=chat_adapter, weights=cfg.weights,
+                                  decode_threads=cfg.decode_threads, kernel=cfg.decode_kernel, log=log)
     else:
         generator = HFGenerator(model, tokenizer, adapter=chat_adapter)
     guard = build_guard(cfg, retriever, store, log)
@@ -89,6 +96,18 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
                         expressor=build_expressor(retriever), summarizer=summarizer)
     engine.hint_fn = time_hinter(card, clock=lambda: engine.clock())  # one clock for the hint and the check
     return Runtime(engine, store, time.perf_counter() - t0, name, card)
+
+
+def build_llamacpp(model, tokenizer, base_name: str, adapter: Path | None, cfg: ChatConfig, log):
+    """The llama.cpp engine on this base + chat adapter, its file cut to the adapter's head
+    (built once and cached); a model without a head vocabulary runs with its full vocabulary."""
+    from ohlora.llamacpp_generator import LlamaCppGenerator, engine_gguf
+
+    vocab = load_head_vocab(adapter) if adapter is not None else None
+    path = engine_gguf(adapter, base_name, vocab, cfg.llamacpp_weights, log=log)
+    embed = model.get_input_embeddings().weight if vocab is not None else None
+    log(f"llama.cpp engine: {path.name}")
+    return LlamaCppGenerator(path, tokenizer, embed, vocab, decode_threads=cfg.decode_threads)
 
 
 def build_retriever(model, tokenizer, base_name: str, cfg: ChatConfig, store: MemoryStore, log):
@@ -164,7 +183,7 @@ def build_summarizer(model, tokenizer, base_name: str, cfg: ChatConfig, log):
         if not path.is_dir():
             raise OhloraError(f"summary adapter directory {path} not found")
     log(f"Loading summary model {path.name} ...")
-    return attach_summarizer(model, tokenizer, path, cfg.weights)
+    return attach_summarizer(model, tokenizer, path, cfg.weights, cfg.decode_kernel)
 
 
 def build_writer(model, tokenizer, base_name: str, cfg: ChatConfig, log):
@@ -182,4 +201,4 @@ def build_writer(model, tokenizer, base_name: str, cfg: ChatConfig, log):
         if not path.is_dir():
             raise OhloraError(f"writer adapter directory {path} not found")
     log(f"Loading memory writer {path.name} ...")
-    return attach_writer(model, tokenizer, path, cfg.weights)
+    return attach_writer(model, tokenizer, path, cfg.weights, cfg.decode_kernel)

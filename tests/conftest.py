@@ -19,6 +19,33 @@ def ohlora_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """A home with the real default models prepared (`ohlora prepare`, twice: the second is
+    cached); (home, first run, second run). For the slow tests."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path_factory.mktemp("shared-home")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OHLORA_HOME": str(home)}
+    runs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-m", "ohlora", "prepare"], capture_output=True, text=True, env=env,
+                           timeout=1200)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs.append(r)
+    return home, runs[0], runs[1]
+
+
+@pytest.fixture
+def home(prepared, ohlora_home):
+    """This test's own home, its models those of `prepared`."""
+    ohlora_home.mkdir(parents=True, exist_ok=True)
+    (ohlora_home / "models").symlink_to(prepared[0] / "models", target_is_directory=True)
+    return ohlora_home
+
+
 class FakeGenerator:
     """Scripted replies (llm's MockModel habit). Records every prompt it was given."""
 

@@ -40,21 +40,6 @@ def ohlora(*args, input=None, home=None):
     return r
 
 
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory):
-    home = tmp_path_factory.mktemp("shared-home")
-    first = ohlora("prepare", home=home)
-    second = ohlora("prepare", home=home)
-    return home, first, second
-
-
-@pytest.fixture
-def home(prepared, ohlora_home):
-    ohlora_home.mkdir(parents=True, exist_ok=True)
-    (ohlora_home / "models").symlink_to(prepared[0] / "models", target_is_directory=True)
-    return ohlora_home
-
-
 def test_prepare_converts_once_and_shows_the_gemma_terms(prepared):
     home, first, second = prepared
     model_dir = home / "models" / "gemma-3-270m"

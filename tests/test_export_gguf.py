@@ -233,7 +233,7 @@ def test_cli_mistakes_are_one_line(tmp_path, monkeypatch):
 
 # -- the real thing ---------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_exported_gguf_answers_as_ohlora_greedy(tmp_path):
+def test_exported_gguf_answers_as_ohlora_greedy(tmp_path, home):
     """Shipped adapter -> F16 GGUF (llama.cpp's converter) -> llama-cpp-python: the same greedy
     answers as ohlora's FastGenerator on 5 prompts rendered by the PromptFormat."""
     llama_cpp = pytest.importorskip("llama_cpp")

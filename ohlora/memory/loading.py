@@ -47,7 +47,7 @@ def shipped_summary_adapter(base_name: str) -> Path | None:
     return _shipped(f"summary-{base_name}")
 
 
-def attach_summarizer(model, tokenizer, adapter_dir: Path, weights: str = "auto"):
+def attach_summarizer(model, tokenizer, adapter_dir: Path, weights: str = "auto", kernel: str = "torch"):
     """Load the summary adapter beside the chat's on the same model; returns (model, AdapterSummarizer)."""
     from ohlora.fast_generation import load_head_vocab
     from ohlora.memory.summarizer import AdapterSummarizer, SummaryFormat
@@ -57,7 +57,7 @@ def attach_summarizer(model, tokenizer, adapter_dir: Path, weights: str = "auto"
     fmt = SummaryFormat.load(adapter_dir)
     model = load_adapter(model, adapter_dir, name=SUMMARY_NAME)
     return model, AdapterSummarizer(summary_generator(model, tokenizer, load_head_vocab(adapter_dir), SUMMARY_NAME,
-                                                      weights), fmt)
+                                                      weights, kernel), fmt)
 
 
 def resolve_memory_encoder(which: str, chat_base: str) -> Path | str | None:
@@ -169,7 +169,7 @@ def reference_encoder(encoder: HiddenStateEncoder) -> HiddenStateEncoder:
     return ref
 
 
-def attach_writer(model, tokenizer, adapter_dir: Path, weights: str = "auto"):
+def attach_writer(model, tokenizer, adapter_dir: Path, weights: str = "auto", kernel: str = "torch"):
     """Load the writer adapter beside the chat's on the same model; returns (model, writer): a
     ConstrainedWriter with the schema and thresholds saved beside it (writer_policy.yaml), or the
     plain greedy AdapterWriter for an adapter without them."""
@@ -181,7 +181,7 @@ def attach_writer(model, tokenizer, adapter_dir: Path, weights: str = "auto"):
 
     fmt = WriterFormat.load(adapter_dir)
     model = load_adapter(model, adapter_dir, name=WRITER_NAME)
-    gen = writer_generator(model, tokenizer, load_head_vocab(adapter_dir), WRITER_NAME, weights)
+    gen = writer_generator(model, tokenizer, load_head_vocab(adapter_dir), WRITER_NAME, weights, kernel)
     if (Path(adapter_dir) / POLICY_FILE).is_file():
         return model, ConstrainedWriter(gen, tokenizer, fmt, WriterPolicy.load(adapter_dir))
     return model, AdapterWriter(gen, fmt)

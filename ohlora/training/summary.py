@@ -106,11 +106,11 @@ def calibrated_format(rows, fmt=None):
     return replace(fmt, min_grounded=low(g), min_kept=low(k), max_chars=max(fmt.max_chars, longest + 10))
 
 
-def summary_generator(model, tokenizer, vocab, adapter: str | None, weights: str = "auto"):
+def summary_generator(model, tokenizer, vocab, adapter: str | None, weights: str = "auto", kernel: str = "torch"):
     """Greedy generation for the summary: FastGenerator with the summary adapter's restricted head."""
     from ohlora.fast_generation import FastGenerator
 
-    return FastGenerator(model, tokenizer, vocab, adapter=adapter, weights=weights)
+    return FastGenerator(model, tokenizer, vocab, adapter=adapter, weights=weights, kernel=kernel)
 
 
 def train_summary(cfg: SummaryTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:

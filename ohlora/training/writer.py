@@ -122,11 +122,11 @@ def schema_keys(rows) -> tuple[str, ...]:
     return tuple(sorted({validate_tag(r.tag).tag.key for r in rows if r.due}))
 
 
-def writer_generator(model, tokenizer, vocab, adapter: str | None, weights: str = "auto"):
+def writer_generator(model, tokenizer, vocab, adapter: str | None, weights: str = "auto", kernel: str = "torch"):
     """Greedy generation for the writer: FastGenerator with the writer's restricted head."""
     from ohlora.fast_generation import FastGenerator
 
-    return FastGenerator(model, tokenizer, vocab, adapter=adapter, weights=weights)
+    return FastGenerator(model, tokenizer, vocab, adapter=adapter, weights=weights, kernel=kernel)
 
 
 def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:

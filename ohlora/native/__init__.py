@@ -1,0 +1,1 @@
+"""C sources of the native decode step (built by ohlora/native_decoder.py)."""
