@@ -111,8 +111,11 @@ class LlamaCppGenerator(HeadDecodeLoop):
             self._row = {int(t): r for r, t in enumerate(ids)}
             self.embed = embed.detach()  # (V, H), shared with the model: no copy
             self.embed_scale = float(self.embed.shape[1]) ** 0.5  # Gemma scales token embeddings by sqrt(H)
-        self._quiet = L.llama_log_callback(lambda level, text, data: None)  # kept: llama.cpp holds the pointer
-        L.llama_log_set(self._quiet, ctypes.c_void_p(0))
+        if getattr(L, "_ohlora_quiet", None) is None:
+            # llama.cpp keeps the callback's address for the life of the process (it logs even while
+            # freeing a model), so the callback lives as long as the llama_cpp module, not this object.
+            L._ohlora_quiet = L.llama_log_callback(lambda level, text, data: None)
+        L.llama_log_set(L._ohlora_quiet, ctypes.c_void_p(0))
         L.llama_backend_init()
         mp = L.llama_model_default_params()
         if hasattr(mp, "use_extra_bufts"):

@@ -30,6 +30,7 @@ def write_tiny_gguf(path: Path, n_vocab: int = 10, n_embd: int = 4, quant: bool 
     w.add_bos_token_id(2)
     w.add_eos_token_id(1)
     w.add_pad_token_id(9)  # left out of the head below
+    w.add_token_merges(["t0 t1", "t1 t8"])
     emb = (np.arange(n_vocab * n_embd, dtype=np.float32).reshape(n_vocab, n_embd) / 7).astype(np.float16)
     w.add_tensor("token_embd.weight", emb)
     other = np.ones((3, n_embd), dtype=np.float32)
@@ -53,6 +54,7 @@ def test_the_cut_keeps_the_heads_rows_and_tokens_in_head_order(tmp_path):
     assert r.get_field("tokenizer.ggml.bos_token_id").contents() == 2  # full id 2 is head row 2
     assert r.get_field("tokenizer.ggml.eos_token_id").contents() == 1
     assert r.get_field("tokenizer.ggml.padding_token_id") is None  # not in the head: dropped, not wrong
+    assert r.get_field("tokenizer.ggml.merges").contents() == ["t0 t1", "t1 t8"]  # llama.cpp needs them to load
     tensors = {t.name: t for t in r.tensors}
     np.testing.assert_array_equal(np.asarray(tensors["token_embd.weight"].data), emb[ids])
     np.testing.assert_array_equal(np.asarray(tensors["blk.0.attn_norm.weight"].data), np.ones((3, 4)))

@@ -23,8 +23,10 @@ from ohlora.errors import OhloraError
 HEAD_IDS_KEY = "ohlora.head_ids"
 TOKEN_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
 HEAD_TENSORS = ("token_embd.weight", "output.weight")  # rows = vocabulary (the second if untied)
-# Keys that only make sense for the full vocabulary (BPE merges name pieces that may be gone).
-DROPPED = ("tokenizer.ggml.merges",)
+# Keys that only make sense for the full vocabulary. None so far: the BPE merges name pieces by
+# their text and llama.cpp's vocabulary loader needs them (it refuses a BPE file without), while a
+# merge of pieces the head left out is never used (the engine feeds embeddings, never text).
+DROPPED: tuple[str, ...] = ()
 
 
 def cut_head(src: Path, dst: Path, ids: list[int]) -> Path:
