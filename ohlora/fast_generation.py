@@ -206,14 +206,17 @@ class FastGenerator(HeadDecodeLoop):
         if lean is not None:
             cache, start = self._reuse(ids[0], ids.shape[1] + max_new_tokens)
             first = lean.forward(ids[0, start:], cache)[None]
-            if lean.weight_dtype != torch.float32 and not bool(torch.isfinite(first).all()):
+            native = self.native()
+            half_steps = lean.weight_dtype == torch.float16 and native is None  # activations cast to fp16
+            overflow = not bool(torch.isfinite(first).all()) or (half_steps and lean.half_overflow)
+            if lean.weight_dtype != torch.float32 and overflow:
                 # Some activation left fp16's range (max 65504) for this model/adapter: go back to
-                # fp32 matrices for good and run the prompt again.
+                # fp32 matrices for good and run the prompt again. (The native step keeps its
+                # activations in fp32, so its fp16 weights stay.)
                 self._weight_dtype, self._lean, self._prefix = torch.float32, None, None
                 return self._steps(ids, max_new_tokens)
             seen = ids[0].tolist()
             self._prefix = (seen, cache)
-            native = self.native()
 
             def step(nxt):
                 seen.append(nxt)  # the cache now holds this token too

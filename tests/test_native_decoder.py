@@ -116,3 +116,54 @@ def test_a_failing_build_is_one_line_and_leaves_no_file(ohlora_home, monkeypatch
     with pytest.raises(OhloraError, match="could not build gemma3_step.c: gemma3_step.c:1: error: something"):
         native_library("native")
     assert not list((ohlora_home / "kernels").glob("*"))
+
+
+# -- the real default model (slow) -----------------------------------------------------------------
+@pytest.mark.slow
+def test_native_step_on_the_shipped_chat_keeps_the_full_models_answers(home):
+    """Gemma 3 270M + the shipped adapter, fp16 weights in the native step: teacher-forced top-1
+    agreement with the full fp32 model >= 99% on 6 validation answers (bench chat: 100% on 12),
+    and the same greedy answers as the fp32 PyTorch step."""
+    from pathlib import Path
+
+    from ohlora.bench_chat import DecodePath, agreement, fast_forced
+    from ohlora.config import ChatConfig
+    from ohlora.runtime import build_runtime
+    from ohlora.training.data import load_dataset, spread_rows
+    from ohlora.training.llm_config import bundled
+
+    rt = build_runtime(ChatConfig(memory_encoder="none", memory_writer="chat", guard="none", summary_adapter="none",
+                                  decode_kernel="native", decode_threads=1), log=lambda m: None)
+    gen = rt.engine.generator
+    assert gen.step_kernel == "native" and gen.weight_dtype == torch.float16
+    plain = FastGenerator(gen.model, gen.tokenizer, gen.ids.tolist(), adapter=gen.adapter, weights="fp32",
+                          kernel="torch")
+    fmt, card = rt.engine.prompt_format, rt.card
+    rows = spread_rows(load_dataset(Path(bundled("data", "sft", "valid.csv"))), 6)
+    same = 0
+    for r in rows:
+        p = r.prompt(fmt, card)
+        a = gen.generate(p, stop_phrase=fmt.stop_phrase, max_new_tokens=40, temperature=0)
+        b = plain.generate(p, stop_phrase=fmt.stop_phrase, max_new_tokens=40, temperature=0)
+        same += a.text == b.text
+    assert same >= 5, f"{same}/6 identical greedy answers"
+    path = DecodePath("native", gen, 0, forced=fast_forced(gen))
+    agreement([path], gen.model, gen.tokenizer, gen.adapter, rows, fmt, card)
+    assert path.stats["agreement"] >= 0.99, path.stats
+    rt.store.close()
+
+
+def test_activations_beyond_fp16_keep_fp16_weights_in_the_native_step(tiny_model_dir, ohlora_home):
+    """A layer-0 MLP scaled by 1e4 sends activations past fp16's range: the PyTorch step must go
+    back to fp32 weights (test_fast_generation), the native step (fp32 activations) need not."""
+    model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.mul_(1e4)
+        model.model.layers[0].mlp.gate_proj.weight.mul_(1e4)
+    prompt = "안녕 ### 답변: "
+    ref = FastGenerator(model, tok, None, weights="fp32", kernel="torch").generate(
+        prompt, stop_phrase="\x00", max_new_tokens=10, temperature=0)
+    native = FastGenerator(model, tok, None, weights="fp16", kernel="native")
+    out = native.generate(prompt, stop_phrase="\x00", max_new_tokens=10, temperature=0)
+    assert native.lean().half_overflow and native.weight_dtype == torch.float16 and native.step_kernel == "native"
+    assert out.text == ref.text
