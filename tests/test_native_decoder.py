@@ -12,9 +12,9 @@ from ohlora.errors import OhloraError
 from ohlora.fast_generation import FastGenerator
 from ohlora.lean_gemma3 import LeanGemma3
 from ohlora.models import load_base, resolve_base
-from ohlora.native_decoder import NativeStep, build_library, load_library, native_library
+from ohlora.native_decoder import NativeStep, build_library, compiler, load_library, native_library
 
-pytestmark = pytest.mark.skipif(native_library("auto") is None, reason="no C compiler here")
+pytestmark = pytest.mark.skipif(compiler() is None, reason="no C compiler here")
 
 
 @pytest.fixture(scope="module")
