@@ -221,7 +221,8 @@ class FastGenerator(HeadDecodeLoop):
             def step(nxt):
                 seen.append(nxt)  # the cache now holds this token too
                 if native is not None:
-                    return native.step(nxt, cache)
+                    logits = native.step(nxt, cache)  # (1, V'), the head applied in C
+                    return (logits / self.softcap).tanh() * self.softcap if self.softcap else logits
                 return self._logits(lean.forward(torch.tensor([nxt]), cache)[None])
             return self._logits(first), step
         cache = DynamicCache(config=self.backbone.config)

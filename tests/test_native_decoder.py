@@ -167,3 +167,19 @@ def test_activations_beyond_fp16_keep_fp16_weights_in_the_native_step(tiny_model
     out = native.generate(prompt, stop_phrase="\x00", max_new_tokens=10, temperature=0)
     assert native.lean().half_overflow and native.weight_dtype == torch.float16 and native.step_kernel == "native"
     assert out.text == ref.text
+
+
+def test_a_final_logit_softcap_is_applied_to_the_native_steps_logits(tiny_model_dir, ohlora_home):
+    """A model with Gemma's final-logit softcap: the native step's logits are capped as
+    FastGenerator's own head caps them (same logits along a forced sequence)."""
+    model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
+    model.config.final_logit_softcapping = 0.5  # every logit is squeezed into [-0.5, 0.5]
+    native = FastGenerator(model, tok, None, weights="fp32", kernel="native")
+    plain = FastGenerator(model, tok, None, weights="fp32", kernel="torch")
+    assert native.softcap == 0.5
+    with native.session("안녕 나는 오로라", 6) as s1, plain.session("안녕 나는 오로라", 6) as s2:
+        for t in tok("야 반가워 hello", add_special_tokens=False)["input_ids"][:5]:
+            l1, l2 = s1.logits(), s2.logits()
+            assert float(l1.abs().max()) <= 0.5 + 1e-6 and torch.allclose(l1, l2, atol=1e-5)
+            s1.advance(t)
+            s2.advance(t)
