@@ -90,8 +90,8 @@ def chat_options(f):
                      help="Ethics guard: 'default' (shipped, on the memory's EmbeddingGemma), 'none' or a "
                           "directory from `ohlora train guard`."),
         click.option("--weights", type=click.Choice(WEIGHTS), default=None,
-                     help="Decoder matrices on CPU: auto = the fastest of fp32/bf16/fp16 on this CPU "
-                          "(timed at start). [default: auto]"),
+                     help="Decoder matrices on CPU: auto = fp16 with the native step, else the fastest of "
+                          "fp32/bf16/fp16 on this CPU (timed at start). [default: auto]"),
         click.option("--decode-kernel", type=click.Choice(DECODE_KERNELS), default=None,
                      help="What runs each generated token: native (one C call per token, built once with "
                           "the system C compiler), torch (PyTorch ops), auto = native where it builds "

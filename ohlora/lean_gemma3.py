@@ -8,8 +8,9 @@ operations per layer. `tests/test_fast_generation.py` checks it against the HF f
 
 Decoding one token is a chain of matrix-vector products, so its speed is set by how many bytes of
 weights each token reads. With `weight_dtype` fp16 or bf16 the matrices are stored in half
-precision (half the bytes); inputs are cast to it and outputs back to fp32, so norms, the residual
-stream, RoPE and the KV cache stay fp32. Which half type is fast depends on the CPU's instructions
+precision (half the bytes); for one token inputs are cast to it and outputs back to fp32 (a prompt's
+many rows convert fp16 weights to fp32 instead, see `_mm`), so norms, the residual stream, RoPE and
+the KV cache stay fp32. The native step (ohlora/native_decoder.py) runs the one-token case in C. Which half type is fast depends on the CPU's instructions
 and oneDNN's kernels, so `fastest_half_dtype()` times them on this machine.
 
 Shapes: T = tokens in this call, S = tokens in the cache, H = hidden size, D = head dim,
