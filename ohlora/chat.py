@@ -17,15 +17,15 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ohlora.config import ChatConfig
+from ohlora.decoding.generator import GenerationResult, Generator, OnText
 from ohlora.errors import OhloraError
 from ohlora.expression import NEUTRAL
-from ohlora.generation import GenerationResult, Generator, OnText
-from ohlora.memory.conversations import ConversationStore, Turn
 from ohlora.memory.retrieval import Recall, Retriever
-from ohlora.memory.store import AddResult, MemoryStore, validate_user
 from ohlora.memory.writer import ChatTagWriter, MemoryWriter, WriteResult
 from ohlora.parsing import StreamFilter, is_looped, normalize_space, parse_answer
 from ohlora.prompt import PromptFormat
+from ohlora.store.conversations import ConversationStore, Turn
+from ohlora.store.memories import AddResult, MemoryStore, validate_user
 from ohlora.timecheck import wrong_date_claims
 
 FALLBACK_ANSWER = "음... 뭐라고 답해야 할지 모르겠어 😅 다시 한 번 말해 줄래?"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from ohlora.decoding.llamacpp import ENGINE_QUANTS
 from ohlora.errors import OhloraError
 from ohlora.paths import home_dir
 
@@ -14,10 +15,10 @@ WEIGHTS = ("auto", "fp32", "bf16", "fp16")
 """Choices for ChatConfig.weights (and the --weights flags)."""
 ENGINES = ("torch", "llamacpp")
 """Choices for ChatConfig.engine (and the --engine flags)."""
-LLAMACPP_WEIGHTS = ("f16", "q8_0")
+LLAMACPP_WEIGHTS = ENGINE_QUANTS
 """Choices for ChatConfig.llamacpp_weights."""
 DECODE_KERNELS = ("auto", "native", "torch")
-"""Choices for ChatConfig.decode_kernel (ohlora/native_decoder.py)."""
+"""Choices for ChatConfig.decode_kernel (ohlora/decoding/native_step.py)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ChatConfig:
     half weights at full speed on any CPU), else the fastest of the three timed on this CPU."""
     decode_kernel: str = "auto"
     """What runs each generated token of the fast generator: "native" = one C call per token
-    (ohlora/native/gemma3_step.c, built once per machine with the system C compiler); "torch" =
+    (ohlora/decoding/gemma3_step.c, built once per machine with the system C compiler); "torch" =
     the same math in PyTorch operations; "auto" = native where a C compiler builds it."""
     engine: str = "torch"
     """Where the fast generator decodes: "torch" = ohlora's own decoder (PyTorch); "llamacpp" =

@@ -11,6 +11,7 @@ to a wide smile, head turn -1..1 left to right) and an emoji for the web page, s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import yaml
 
 from ohlora.errors import OhloraError
 from ohlora.safety.classifier import GuardHead
+from ohlora.safety.loading import classifier_encoder
 
 EMOTIONS = ("neutral", "happy", "excited", "sad", "worried", "surprised", "embarrassed", "annoyed")
 FACES = {  # emotion: (eyes, mouth, head_turn, emoji)
@@ -119,7 +121,6 @@ class Expressor:
 
 
 def shipped_expression(base: str = "embeddinggemma-300m") -> Path | None:
-    from importlib.resources import files
 
     path = Path(str(files("ohlora").joinpath("assets", "expression", base)))
     return path if (path / POLICY_FILE).is_file() else None
@@ -127,7 +128,6 @@ def shipped_expression(base: str = "embeddinggemma-300m") -> Path | None:
 
 def load_expressor(directory: Path, shared) -> Expressor:
     """The expression head at `directory` on an already loaded encoder of its base (`shared`)."""
-    from ohlora.safety.loading import classifier_encoder
 
     policy, head = ExpressionPolicy.load(directory), GuardHead.load(directory)
     return Expressor(classifier_encoder(shared, policy, "expression"), head, policy)

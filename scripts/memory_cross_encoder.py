@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
     from ohlora.models import set_cpu_threads
     from ohlora.training.llm_config import bundled
     from ohlora.training.memory import load_encoder_backbone
-    from ohlora.training.memory_data import key_similarity, load_combs, load_synonyms
+    from ohlora.datasets.combinations import key_similarity, load_combs, load_synonyms
     from ohlora.training.recall_fit import choose_threshold
 
     args = dict(a.split("=", 1) for a in argv)

@@ -37,7 +37,7 @@ from ohlora.memory.encoder import pooled_states
 from ohlora.models import set_cpu_threads
 from ohlora.training.llm_config import bundled
 from ohlora.training.memory import CAUSAL_QUERY_TEMPLATE, load_encoder_backbone
-from ohlora.training.memory_data import key_similarity, load_combs, load_synonyms
+from ohlora.datasets.combinations import key_similarity, load_combs, load_synonyms
 from ohlora.training.memory_embed import KEY_END
 
 

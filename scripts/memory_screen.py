@@ -32,7 +32,7 @@ from ohlora.training.llm_config import bundled
 from ohlora.training.memory import (CAUSAL_ITEM_TEMPLATE, CAUSAL_QUERY_TEMPLATE, MatrixSampler,
                                     load_encoder_backbone)
 from ohlora.training.memory_embed import TrainEmbedder
-from ohlora.training.memory_data import key_similarity, load_combs, load_synonyms
+from ohlora.datasets.combinations import key_similarity, load_combs, load_synonyms
 
 
 def main(a: dict) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ohlora.generation import GenerationResult
+from ohlora.decoding.generator import GenerationResult
 from ohlora.memory.encoder import l2_normalize
 
 
@@ -112,9 +112,9 @@ CORPUS = [
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer random-weight Gemma 3 with a byte-level BPE tokenizer trained on a few lines."""
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
-    import torch
 
     out = tmp_path_factory.mktemp("tiny-gemma3")
     tok = Tokenizer(models.BPE())

@@ -4,8 +4,8 @@ from ohlora.chat import FALLBACK_ANSWER, ChatEngine
 from ohlora.config import ChatConfig
 from ohlora.errors import OhloraError
 from ohlora.memory.retrieval import Retriever
-from ohlora.memory.store import MemoryStore
 from ohlora.prompt import PromptFormat
+from ohlora.store.memories import MemoryStore
 
 
 def make_engine(gen, encoder, store=None, **cfg):
@@ -133,7 +133,7 @@ def test_a_streamed_loop_never_shows_its_repeats(fake_generator, keyword_encoder
 def test_the_prompt_formats_loop_guard_reaches_the_generator(keyword_encoder):
     from conftest import FakeGenerator
 
-    from ohlora.generation import LoopGuard
+    from ohlora.loop_guard import LoopGuard
 
     seen = []
 

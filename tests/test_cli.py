@@ -171,8 +171,8 @@ def test_chat_loop_refuses_unknown_commands_and_lists_every_command(fake_generat
     import io
 
     from ohlora.chat import ChatEngine
-    from ohlora.memory.store import MemoryStore
     from ohlora.prompt import PromptFormat
+    from ohlora.store.memories import MemoryStore
     from ohlora.terminal import COMMANDS, HELP, chat_loop
 
     engine = ChatEngine(fake_generator.enqueue("ㅋㅋ (답변 종료)"), None, MemoryStore(), PromptFormat())

@@ -3,14 +3,14 @@ check with a fixed clock, and the ethics guard in front of everything."""
 
 import datetime as dt
 
+from conftest import FakeGenerator
+
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
-from ohlora.memory.conversations import ConversationStore, Turn
-from ohlora.memory.store import MemoryStore
 from ohlora.persona import PersonaCard
 from ohlora.prompt import PromptFormat
-
-from conftest import FakeGenerator
+from ohlora.store.conversations import ConversationStore, Turn
+from ohlora.store.memories import MemoryStore
 
 WED = dt.date(2026, 12, 2)
 

@@ -3,8 +3,8 @@
 import pytest
 
 from ohlora.errors import OhloraError
-from ohlora.memory.conversations import ConversationStore, Turn
-from ohlora.memory.store import MemoryStore
+from ohlora.store.conversations import ConversationStore, Turn
+from ohlora.store.memories import MemoryStore
 
 
 def test_conversations_are_per_user_ordered_and_survive_a_restart(tmp_path):
@@ -41,15 +41,14 @@ def test_deleting_a_conversation_removes_its_turns_only():
 
 
 def test_conversation_api_lists_shows_and_deletes_per_user():
+    from conftest import FakeGenerator
     from fastapi.testclient import TestClient
 
     from ohlora.chat import ChatEngine
     from ohlora.config import ChatConfig
-    from ohlora.memory.accounts import Accounts
     from ohlora.prompt import PromptFormat
     from ohlora.server.app import ServerSettings, create_app
-
-    from conftest import FakeGenerator
+    from ohlora.store.accounts import Accounts
 
     store = MemoryStore()
     tokens = {n: Accounts(store).add(n) for n in ("alice", "bob")}

@@ -4,11 +4,11 @@ import pytest
 from click.testing import CliRunner
 
 from ohlora.cli import main
+from ohlora.datasets.combinations import load_combs, read_pairs
+from ohlora.datasets.csvfile import read_csv
+from ohlora.datasets.sft import read_rows
+from ohlora.datasets.writer import read_writer_rows
 from ohlora.errors import OhloraError
-from ohlora.training.csvfile import read_csv
-from ohlora.training.data import read_rows
-from ohlora.training.memory_data import load_combs, read_pairs
-from ohlora.training.writer_data import read_writer_rows
 
 SFT = "input,output,memory,today,category\n안녕,안녕! 반가워,,,smalltalk\n뭐해?,그냥 있어,,,smalltalk\n"
 PAIRS = "memory_0,user_prompt_0,memory_1,user_prompt_1,similarity_score\n" \

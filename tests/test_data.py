@@ -5,10 +5,10 @@ import collections
 from click.testing import CliRunner
 
 from ohlora.cli import main
+from ohlora.datasets.sft import check_rows, read_rows
 from ohlora.parsing import split_tag
+from ohlora.paths import bundled
 from ohlora.persona import needs_time_hint
-from ohlora.training.data import check_rows, read_rows
-from ohlora.training.llm_config import bundled
 
 BAD = """input,output,memory,today,category
 안녕,안녕!,,,smalltalk
@@ -70,7 +70,8 @@ def test_bundled_memory_combinations_meet_the_spec():
     groups included) that never occur in training; no line is shared between the splits."""
     from pathlib import Path
 
-    from ohlora.training.memory_data import load_combs, load_synonyms
+    from ohlora.datasets.combinations import load_combs
+    from ohlora.memory.synonyms import load_synonyms
 
     syn = load_synonyms()
     canon = lambda key: syn.get(key, key)  # noqa: E731

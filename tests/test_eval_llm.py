@@ -4,15 +4,14 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import FakeGenerator
 
 from ohlora.chat import ChatEngine
 from ohlora.cli import main
 from ohlora.config import ChatConfig
 from ohlora.evaluation.llm import EvalPrompt, is_non_korean, is_repetitive, run_eval, summarize
-from ohlora.memory.store import MemoryStore
 from ohlora.prompt import PromptFormat
-
-from conftest import FakeGenerator
+from ohlora.store.memories import MemoryStore
 
 
 def test_non_korean_detection():

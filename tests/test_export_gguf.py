@@ -237,7 +237,8 @@ def test_exported_gguf_answers_as_ohlora_greedy(tmp_path, home):
     """Shipped adapter -> F16 GGUF (llama.cpp's converter) -> llama-cpp-python: the same greedy
     answers as ohlora's FastGenerator on 5 prompts rendered by the PromptFormat."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    from ohlora.fast_generation import FastGenerator, load_head_vocab
+    from ohlora.decoding.fast import FastGenerator
+    from ohlora.decoding.head import load_head_vocab
     from ohlora.models import load_adapter, load_base, resolve_base, shipped_adapter
 
     adapter = shipped_adapter("gemma-3-270m")

@@ -2,17 +2,18 @@
 
 import numpy as np
 import pytest
+from conftest import FakeGenerator, KeywordEncoder
 
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
+from ohlora.datasets.labelled import load_expression_csv
 from ohlora.errors import OhloraError
+from ohlora.evaluation.expression import evaluate_expression
 from ohlora.expression import EMOTIONS, FACES, NEUTRAL, Expression, ExpressionPolicy, Expressor
-from ohlora.memory.store import MemoryStore
 from ohlora.prompt import PromptFormat
 from ohlora.safety.classifier import GuardHead
-from ohlora.training.expression import evaluate_expression, load_expression_csv, train_expression
-
-from conftest import FakeGenerator, KeywordEncoder
+from ohlora.store.memories import MemoryStore
+from ohlora.training.expression import train_expression
 
 WORDS = [["그렇구나"], ["좋아", "고마워"], ["우와", "대박"], ["슬퍼", "속상"], ["걱정", "조심"], ["헉", "진짜?"],
          ["부끄", "당황"], ["하지 마", "기분 상해"]]  # EMOTIONS order

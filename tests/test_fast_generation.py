@@ -2,8 +2,9 @@
 
 import pytest
 
-from ohlora.fast_generation import FastGenerator, build_head_vocab, load_head_vocab, save_head_vocab
-from ohlora.generation import HFGenerator
+from ohlora.decoding.fast import FastGenerator
+from ohlora.decoding.generator import HFGenerator
+from ohlora.decoding.head import build_head_vocab, load_head_vocab, save_head_vocab
 from ohlora.models import load_base, resolve_base
 
 
@@ -42,7 +43,7 @@ def test_stop_phrase_streaming_and_subset(tiny, tmp_path):
 def test_lean_gemma3_matches_the_hf_forward(tiny):
     import torch
 
-    from ohlora.lean_gemma3 import LeanGemma3
+    from ohlora.decoding.lean_gemma3 import LeanGemma3
 
     model, tok = tiny
     lean = LeanGemma3(model.model)
@@ -61,7 +62,7 @@ def test_lean_sliding_window_matches_hf(tiny_model_dir):
     """The tiny config has a 64-token window: a 100-token prompt exercises the band mask."""
     import torch
 
-    from ohlora.lean_gemma3 import LeanGemma3
+    from ohlora.decoding.lean_gemma3 import LeanGemma3
 
     model, tok = load_base(resolve_base(str(tiny_model_dir)), device="cpu")
     ids = torch.randint(5, len(tok), (1, 100))
@@ -97,7 +98,7 @@ def test_half_weights_stay_close_to_fp32_and_every_position_matches(tiny, weight
     most here; the real model's top-1 agreement is what `ohlora bench chat` measures."""
     import torch
 
-    from ohlora.lean_gemma3 import WEIGHT_DTYPES, LeanGemma3
+    from ohlora.decoding.lean_gemma3 import WEIGHT_DTYPES, LeanGemma3
 
     model, tok = tiny
     ids = tok("안녕 나는 오로라야 반가워 hello world", return_tensors="pt")["input_ids"][0]
@@ -117,7 +118,7 @@ def test_half_weights_stay_close_to_fp32_and_every_position_matches(tiny, weight
 def test_weights_option(tiny, monkeypatch):
     import torch
 
-    import ohlora.lean_gemma3 as lg
+    import ohlora.decoding.lean_gemma3 as lg
 
     model, tok = tiny
     assert FastGenerator(model, tok, None, weights="fp32").weight_dtype == torch.float32
@@ -150,7 +151,7 @@ class KeptGuard:
     """A LoopGuard that keeps its trackers, to read the token ids a generation produced."""
 
     def __init__(self, ngram, max_count):
-        from ohlora.generation import LoopGuard
+        from ohlora.loop_guard import LoopGuard
 
         self.guard, self.trackers = LoopGuard(ngram, max_count), []
 
@@ -196,7 +197,7 @@ def test_loop_guard_on_the_restricted_head(tiny):
 
 
 def test_ngram_tracker_counts():
-    from ohlora.generation import LoopGuard
+    from ohlora.loop_guard import LoopGuard
 
     assert LoopGuard(0).tracker() is None
     t = LoopGuard(3, 2).tracker()

@@ -4,15 +4,18 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-
-from ohlora.errors import OhloraError
-from ohlora.memory.store import MemoryStore
-from ohlora.safety.classifier import CATEGORIES, GuardClassifier, GuardHead, GuardPolicy, decide
-from ohlora.safety.guard import EscalationPolicy, EthicsGuard, GuardLog, load_messages
-from ohlora.safety.normalize import normalize_for_guard
-from ohlora.training.guard import calibrate, fit_head, load_guard_csv, metrics, train_guard, GuardTrainConfig
-
 from conftest import KeywordEncoder
+
+from ohlora.datasets.labelled import load_guard_csv
+from ohlora.errors import OhloraError
+from ohlora.evaluation.guard import metrics
+from ohlora.safety.classifier import CATEGORIES, GuardClassifier, GuardHead, GuardPolicy, decide
+from ohlora.safety.guard import EscalationPolicy, EthicsGuard, load_messages
+from ohlora.safety.normalize import normalize_for_guard
+from ohlora.store.guard_events import GuardLog
+from ohlora.store.memories import MemoryStore
+from ohlora.training.guard import GuardTrainConfig, calibrate, train_guard
+from ohlora.training.softmax_head import fit_head
 
 # keyword groups in CATEGORIES order after "normal": love, politics, family_insult, hate, harmful
 WORDS = [["사랑해", "사귀자", "만나자"], ["대통령", "정당", "선거"], ["느금마", "니애미"], ["틀딱", "한남"],

@@ -4,17 +4,16 @@ as ohlora's own decoder does on the real default model."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ohlora.config import ChatConfig
+from ohlora.decoding.threads import decode_threads, free_cores, own_running
 from ohlora.errors import OhloraError
+from ohlora.export.engine_file import engine_file_name, engine_gguf
 from ohlora.export.head_cut import HEAD_IDS_KEY, cut_head, head_ids_of
-from ohlora.llamacpp_generator import engine_file_name, engine_gguf
-from ohlora.threads import decode_threads, free_cores, own_running
 
 
 # -- the head cut ------------------------------------------------------------------------------
@@ -117,7 +116,7 @@ def fake_proc(tmp_path: Path, procs_running: int, own_states: list[str]) -> tupl
 
 
 def test_auto_threads_count_the_cores_other_processes_leave_free(tmp_path, monkeypatch):
-    monkeypatch.setattr("ohlora.threads.cores", lambda: 2)
+    monkeypatch.setattr("ohlora.decoding.threads.cores", lambda: 2)
     idle = fake_proc(tmp_path / "idle", 1, ["R", "S", "S"])  # only the asking thread runs
     assert free_cores(*idle) == 2 and decode_threads("auto", *idle) == 2
     spinning = fake_proc(tmp_path / "spin", 2, ["R", "R"])  # our own OpenMP worker spinning is not load
@@ -174,9 +173,9 @@ def test_llamacpp_engine_without_the_extra_is_one_line_before_any_model_loads(mo
 @pytest.mark.slow
 def test_llamacpp_engine_answers_as_ohloras_decoder(home):
     pytest.importorskip("llama_cpp")
+    from ohlora.datasets.sft import load_dataset, spread_rows
+    from ohlora.paths import bundled
     from ohlora.runtime import build_runtime
-    from ohlora.training.data import load_dataset, spread_rows
-    from ohlora.training.llm_config import bundled
 
     cfg = dict(memory_encoder="none", memory_writer="chat", guard="none", summary_adapter="none",
                decode_threads=1)

@@ -3,16 +3,15 @@ errors say what is wrong without echoing a long input."""
 
 import pytest
 from click.testing import CliRunner
+from conftest import FakeGenerator
 from fastapi.testclient import TestClient
 
 from ohlora.chat import ChatEngine
 from ohlora.cli import main
-from ohlora.memory.store import MemoryStore
 from ohlora.parsing import MAX_ECHO_CHARS, MAX_ITEM_CHARS
 from ohlora.prompt import PromptFormat
 from ohlora.server.app import ServerSettings, create_app
-
-from conftest import FakeGenerator
+from ohlora.store.memories import MemoryStore
 
 LONG = "가" * 5000
 

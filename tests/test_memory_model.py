@@ -10,13 +10,14 @@ import torch
 from click.testing import CliRunner
 
 from ohlora.cli import main
+from ohlora.datasets.combinations import key_similarity, parse_combs
 from ohlora.errors import OhloraError
 from ohlora.evaluation.metrics import regression_metrics, retrieval_metrics
 from ohlora.memory.encoder import HiddenStateEncoder
 from ohlora.memory.loading import attach_memory_adapter, load_memory_encoder
+from ohlora.memory.synonyms import load_synonyms
 from ohlora.models import load_base, resolve_base, use_adapter
 from ohlora.training.memory import MatrixSampler, load_memory_train_config, train_memory
-from ohlora.training.memory_data import key_similarity, load_synonyms, parse_combs
 
 COMBS = """[오늘 일정: 발표] 나 지금 너무 떨려
 [오늘 일정: 면접] 이따 무슨 말 하지
@@ -67,7 +68,7 @@ def test_memory_pairs_are_streamed_not_held(tmp_path):
     import inspect
     import tracemalloc
 
-    from ohlora.training.memory_data import pair_rows, write_pairs
+    from ohlora.datasets.combinations import pair_rows, write_pairs
 
     syn = load_synonyms()
     base = parse_combs(COMBS)
@@ -87,7 +88,7 @@ def test_memory_pairs_file_is_the_same_as_before(tmp_path):
     """Row for row what the in-memory version wrote: DictWriter over every (a, b) with key_similarity."""
     import io
 
-    from ohlora.training.memory_data import PAIR_FIELDS, write_pairs
+    from ohlora.datasets.combinations import PAIR_FIELDS, write_pairs
 
     combs, syn = parse_combs(COMBS), load_synonyms()
     expected = io.StringIO(newline="")
@@ -100,7 +101,7 @@ def test_memory_pairs_file_is_the_same_as_before(tmp_path):
 
 
 def test_interrupted_memory_pairs_leave_no_file(tmp_path, monkeypatch):
-    from ohlora.training import memory_data
+    from ohlora.datasets import combinations as memory_data
 
     def rows_then_ctrl_c(combs, synonyms):
         yield from itertools.islice(real(combs, synonyms), 10)
@@ -228,7 +229,7 @@ def test_bench_memory_on_the_tiny_model(tiny_memory_adapter, tmp_path):
 def test_chat_and_memory_adapters_share_one_base_model(tiny_memory_adapter, tiny_model_dir, tmp_path):
     from peft import LoraConfig
 
-    from ohlora.generation import HFGenerator
+    from ohlora.decoding.generator import HFGenerator
     from ohlora.models import add_lora, load_adapter
 
     mem_dir, _ = tiny_memory_adapter

@@ -2,8 +2,8 @@
 
 import pytest
 
+from ohlora.decoding.generator import HFGenerator
 from ohlora.errors import OhloraError
-from ohlora.generation import HFGenerator
 from ohlora.memory.encoder import HiddenStateEncoder
 from ohlora.models import PRESETS, load_base, resolve_base
 

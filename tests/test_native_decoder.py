@@ -1,4 +1,4 @@
-"""The native decode step (ohlora/native/gemma3_step.c) against LeanGemma3's PyTorch step on a
+"""The native decode step (ohlora/decoding/gemma3_step.c) against LeanGemma3's PyTorch step on a
 tiny random Gemma 3: same hidden states and logits token by token (fp32, fp16, bf16 weights,
 past the sliding window, with a prefix reused, on one and two threads), the build cached once
 per machine, and the fallbacks when no compiler is there."""
@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ohlora.decoding.fast import FastGenerator
+from ohlora.decoding.lean_gemma3 import LeanGemma3
+from ohlora.decoding.native_step import NativeStep, build_library, compiler, load_library, native_library
 from ohlora.errors import OhloraError
-from ohlora.fast_generation import FastGenerator
-from ohlora.lean_gemma3 import LeanGemma3
 from ohlora.models import load_base, resolve_base
-from ohlora.native_decoder import NativeStep, build_library, compiler, load_library, native_library
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C compiler here")
 
@@ -87,7 +87,7 @@ def test_the_library_is_built_once_per_machine(ohlora_home, monkeypatch):
     first = build_library()
     assert first.parent == ohlora_home / "kernels" and first.suffix == ".so"
     stamp = first.stat().st_mtime_ns
-    monkeypatch.setattr("ohlora.native_decoder._compile", lambda *a, **k: pytest.fail("built twice"))
+    monkeypatch.setattr("ohlora.decoding.native_step._compile", lambda *a, **k: pytest.fail("built twice"))
     assert build_library() == first and first.stat().st_mtime_ns == stamp
 
 
@@ -112,7 +112,7 @@ def test_a_failing_build_is_one_line_and_leaves_no_file(ohlora_home, monkeypatch
     def broken(cc, src, out, arch):
         return subprocess.CompletedProcess([cc], 1, "", "gemma3_step.c:1: error: something\n")
 
-    monkeypatch.setattr("ohlora.native_decoder._compile", broken)
+    monkeypatch.setattr("ohlora.decoding.native_step._compile", broken)
     with pytest.raises(OhloraError, match="could not build gemma3_step.c: gemma3_step.c:1: error: something"):
         native_library("native")
     assert not list((ohlora_home / "kernels").glob("*"))
@@ -126,11 +126,11 @@ def test_native_step_on_the_shipped_chat_keeps_the_full_models_answers(home):
     and the same greedy answers as the fp32 PyTorch step."""
     from pathlib import Path
 
-    from ohlora.bench_chat import DecodePath, agreement, fast_forced
+    from ohlora.bench.chat import DecodePath, agreement, fast_forced
     from ohlora.config import ChatConfig
+    from ohlora.datasets.sft import load_dataset, spread_rows
+    from ohlora.paths import bundled
     from ohlora.runtime import build_runtime
-    from ohlora.training.data import load_dataset, spread_rows
-    from ohlora.training.llm_config import bundled
 
     rt = build_runtime(ChatConfig(memory_encoder="none", memory_writer="chat", guard="none", summary_adapter="none",
                                   decode_kernel="native", decode_threads=1), log=lambda m: None)

@@ -2,8 +2,16 @@ import re
 
 import pytest
 
-from ohlora.parsing import (MemoryTag, StreamFilter, cut_at_stop, is_looped, parse_answer, parse_tag, repeating_tail,
-                            split_tag)
+from ohlora.parsing import (
+    MemoryTag,
+    StreamFilter,
+    cut_at_stop,
+    is_looped,
+    parse_answer,
+    parse_tag,
+    repeating_tail,
+    split_tag,
+)
 
 STOP = "(답변 종료)"
 
@@ -101,7 +109,7 @@ def test_is_looped(text, looped):
 def test_no_training_answer_counts_as_looped():
     import csv
 
-    from ohlora.training.llm_config import bundled
+    from ohlora.paths import bundled
 
     for split in ("train.csv", "valid.csv"):
         with open(bundled("data", "sft", split), encoding="utf-8") as f:

@@ -41,7 +41,7 @@ def test_few_shot_preamble_is_rendered_first():
 
 
 def test_loop_guard_setting_travels_with_the_format_and_old_files_get_the_default(tmp_path):
-    from ohlora.generation import LoopGuard
+    from ohlora.loop_guard import LoopGuard
 
     assert PromptFormat().loop_guard() == LoopGuard(5, 2)
     fmt = PromptFormat(loop_ngram=4, loop_ngram_max=1)
@@ -60,6 +60,6 @@ def test_loop_guard_setting_travels_with_the_format_and_old_files_get_the_defaul
 
 
 def test_shipped_adapter_format_loads_with_the_guard_on():
-    from ohlora.training.llm_config import bundled
+    from ohlora.paths import bundled
 
     assert PromptFormat.load(bundled("adapters", "ohlora-gemma-3-270m")).loop_ngram == 5

@@ -2,16 +2,15 @@
 
 import numpy as np
 import pytest
+from conftest import KeywordEncoder
 
+from ohlora.datasets.combinations import parse_combs
 from ohlora.errors import OhloraError
 from ohlora.evaluation.recall import recall_at_k, recall_report, split_scores, substores
 from ohlora.memory.recall import Decider, KeyBank, RecallPolicy, gap_to_other_keys
 from ohlora.memory.retrieval import Retriever
-from ohlora.memory.store import MemoryStore
-from ohlora.training.memory_data import parse_combs
+from ohlora.store.memories import MemoryStore
 from ohlora.training.recall_fit import choose_threshold, fit_logistic, fit_recall
-
-from conftest import KeywordEncoder
 
 GROUPS = [["발표", "떨려", "면접", "긴장"], ["떡볶이", "배고", "먹"], ["비", "우산"], ["고양이", "냥"]]
 

@@ -1,7 +1,7 @@
-from ohlora.memory.retrieval import Retriever
-from ohlora.memory.store import MemoryStore
-
 from conftest import KeywordEncoder
+
+from ohlora.memory.retrieval import Retriever
+from ohlora.store.memories import MemoryStore
 
 
 def test_best_item_above_threshold_is_recalled(keyword_encoder):

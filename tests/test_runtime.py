@@ -4,16 +4,15 @@ memory adapter on the chat's model or on a model of its own, the recall policy s
 import shutil
 
 import pytest
+from test_memory_model import COMBS
+from test_recall import COMBS as VALID_COMBS
+from test_writer import write_rows
 
 from ohlora.config import ChatConfig
 from ohlora.errors import OhloraError
 from ohlora.runtime import build_runtime
 from ohlora.training.memory import load_memory_train_config, train_memory
 from ohlora.training.writer import WriterTrainConfig, train_writer
-
-from test_memory_model import COMBS
-from test_recall import COMBS as VALID_COMBS
-from test_writer import write_rows
 
 
 @pytest.fixture(scope="module")

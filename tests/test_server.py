@@ -5,17 +5,16 @@ import threading
 import time
 
 import pytest
+from conftest import FakeGenerator, KeywordEncoder
 from fastapi.testclient import TestClient
 
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
 from ohlora.memory.retrieval import Retriever
-from ohlora.memory.store import MemoryStore
 from ohlora.prompt import PromptFormat
 from ohlora.server.app import ServerSettings, create_app
 from ohlora.server.run import is_loopback
-
-from conftest import FakeGenerator, KeywordEncoder
+from ohlora.store.memories import MemoryStore
 
 
 class SlowGenerator(FakeGenerator):

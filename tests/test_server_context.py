@@ -2,17 +2,16 @@
 
 from datetime import datetime, timedelta, timezone
 
+from conftest import FakeGenerator
 from fastapi.testclient import TestClient
+from test_guard import make_guard
 
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
-from ohlora.memory.conversations import ConversationStore
-from ohlora.memory.store import MemoryStore
 from ohlora.prompt import PromptFormat
 from ohlora.server.app import ServerSettings, create_app
-
-from conftest import FakeGenerator
-from test_guard import make_guard
+from ohlora.store.conversations import ConversationStore
+from ohlora.store.memories import MemoryStore
 
 
 def make(replies, guard_clock=None):

@@ -13,21 +13,20 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from conftest import FakeGenerator, KeywordEncoder
+from test_guard import make_guard
 
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
 from ohlora.expression import Expression
-from ohlora.memory.accounts import Accounts
-from ohlora.memory.conversations import ConversationStore
 from ohlora.memory.retrieval import Retriever
-from ohlora.memory.store import MemoryStore
 from ohlora.parsing import MemoryTag
 from ohlora.prompt import PromptFormat
-from ohlora.safety.guard import GuardLog
 from ohlora.server.app import ServerSettings, create_app
-
-from conftest import FakeGenerator, KeywordEncoder
-from test_guard import make_guard
+from ohlora.store.accounts import Accounts
+from ohlora.store.conversations import ConversationStore
+from ohlora.store.guard_events import GuardLog
+from ohlora.store.memories import MemoryStore
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

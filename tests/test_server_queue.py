@@ -8,14 +8,13 @@ import time
 from contextlib import contextmanager
 
 import uvicorn
+from conftest import FakeGenerator
 
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
-from ohlora.memory.store import MemoryStore
 from ohlora.prompt import PromptFormat
 from ohlora.server.app import ServerSettings, create_app
-
-from conftest import FakeGenerator
+from ohlora.store.memories import MemoryStore
 
 
 class TickingGenerator(FakeGenerator):

@@ -4,19 +4,18 @@ import json
 import sqlite3
 
 import pytest
+from conftest import FakeGenerator, KeywordEncoder
 from fastapi.testclient import TestClient
 
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
 from ohlora.errors import OhloraError
-from ohlora.memory.accounts import Accounts
 from ohlora.memory.retrieval import Retriever
-from ohlora.memory.store import MemoryStore
 from ohlora.prompt import PromptFormat
 from ohlora.server.app import ServerSettings, create_app
 from ohlora.server.run import check_open_server, check_port_free
-
-from conftest import FakeGenerator, KeywordEncoder
+from ohlora.store.accounts import Accounts
+from ohlora.store.memories import MemoryStore
 
 ADMIN = "admin-key-0123456789"
 EVIL = "http://evil.example"
@@ -232,7 +231,7 @@ def test_memory_ids_are_never_reused_after_a_delete():
 
 
 def test_the_id_migration_keeps_rows_and_cached_vectors(tmp_path):
-    from ohlora.memory import migrations
+    from ohlora.store import migrations
 
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)

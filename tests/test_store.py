@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from ohlora.errors import OhloraError
-from ohlora.memory.migrations import MIGRATIONS
-from ohlora.memory.store import MemoryStore
+from ohlora.store.memories import MemoryStore
+from ohlora.store.migrations import MIGRATIONS
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_an_invalid_item_is_refused_with_its_reason_and_a_short_echo():
     import pytest
 
     from ohlora.errors import OhloraError
-    from ohlora.memory.store import MemoryStore
+    from ohlora.store.memories import MemoryStore
 
     with pytest.raises(OhloraError) as e:
         MemoryStore().add("kim", "메모", "가" * 5000)

@@ -2,17 +2,15 @@
 folds the turns that leave the prompt (stored conversations and client-held histories)."""
 
 import pytest
+from conftest import FakeGenerator
 
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
 from ohlora.errors import OhloraError
-from ohlora.memory.conversations import ConversationStore, Turn
-from ohlora.memory.store import MemoryStore
-from ohlora.memory.summarizer import (AdapterSummarizer, SummaryFormat, SummaryResult, grounding, kept,
-                                      validate_summary)
+from ohlora.memory.summarizer import AdapterSummarizer, SummaryFormat, SummaryResult, grounding, kept, validate_summary
 from ohlora.prompt import PromptFormat
-
-from conftest import FakeGenerator
+from ohlora.store.conversations import ConversationStore, Turn
+from ohlora.store.memories import MemoryStore
 
 TURNS = [Turn("우리 강아지 이름은 콩이야", "콩이 이름 너무 귀엽다!"), Turn("콩이는 일곱 살이야", "일곱 살이면 의젓하겠다")]
 
@@ -144,10 +142,10 @@ def summary_rows(n, tag):
 
 
 def test_train_summary_on_a_tiny_model(tmp_path, tiny_model_dir):
+    from ohlora.datasets.summaries import read_summary_rows
     from ohlora.memory.loading import attach_summarizer
     from ohlora.models import load_base, resolve_base
     from ohlora.training.summary import SummaryTrainConfig, train_summary
-    from ohlora.training.summary_data import read_summary_rows
 
     train = write_jsonl(tmp_path / "train.jsonl", summary_rows(12, "a"))
     test = write_jsonl(tmp_path / "test.jsonl", summary_rows(2, "b"))
@@ -182,7 +180,7 @@ def test_train_summary_on_a_tiny_model(tmp_path, tiny_model_dir):
 
 
 def test_summary_data_errors_are_one_line(tmp_path):
-    from ohlora.training.summary_data import read_summary_rows, split_valid
+    from ohlora.datasets.summaries import read_summary_rows, split_valid
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"turns": []}\n', encoding="utf-8")
@@ -196,8 +194,8 @@ def test_summary_data_errors_are_one_line(tmp_path):
 
 
 def test_dialogue_rows_after_a_summary_show_it_and_only_the_later_turns(tmp_path):
-    from ohlora.training.data import load_dialogue_rows
-    from ohlora.training.summary_data import read_summary_rows
+    from ohlora.datasets.sft import load_dialogue_rows
+    from ohlora.datasets.summaries import read_summary_rows
 
     turns = [{"user": f"메시지 {i}", "answer": f"답 {i}"} for i in range(5)]
     dialogues = write_jsonl(tmp_path / "d.jsonl", [{"id": "d1", "turns": turns}])

@@ -7,15 +7,15 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from ohlora.datasets.sft import SFTRow
 from ohlora.errors import OhloraError
 from ohlora.models import load_adapter, load_base, resolve_base
+from ohlora.persona import PersonaCard
 from ohlora.prompt import PromptFormat
 from ohlora.training.llm import train_llm
 from ohlora.training.llm_config import load_train_config
 from ohlora.training.losses import answer_only_loss, check_answer_only_path, full_logits_loss, lm_head_of
 from ohlora.training.sft_batches import IGNORE, collate, encode_row
-from ohlora.training.data import SFTRow
-from ohlora.persona import PersonaCard
 
 ROWS = [
     ("안녕", "안녕! 나는 오로라야 😊", "", "", "persona"),
@@ -220,8 +220,8 @@ def test_bench_train_prints_and_writes_its_table(tiny_model_dir, tmp_path):
 def test_dialogue_rows_carry_their_history_and_the_persona_facts(tmp_path):
     import json
 
+    from ohlora.datasets.sft import load_dialogue_rows
     from ohlora.persona import PersonaCard
-    from ohlora.training.data import load_dialogue_rows
 
     f = tmp_path / "d.jsonl"
     f.write_text(json.dumps({"id": "d1", "turns": [{"user": "나 요즘 떡볶이에 빠졌어", "answer": "떡볶이 최고지!"},

@@ -4,17 +4,16 @@ the evaluation's metrics, the data files, and training on a tiny random Gemma 3.
 import csv
 
 import pytest
+from conftest import FakeGenerator
 
 from ohlora.chat import ChatEngine
+from ohlora.datasets.writer import WriterRow, read_writer_rows, sft_writer_rows, split_valid
 from ohlora.errors import OhloraError
 from ohlora.evaluation.writer import evaluate_writer
 from ohlora.memory.retrieval import Retriever
-from ohlora.memory.store import MemoryStore
 from ohlora.memory.writer import AdapterWriter, ChatTagWriter, WriterFormat, validate_tag
 from ohlora.prompt import PromptFormat
-from ohlora.training.writer_data import WriterRow, read_writer_rows, sft_writer_rows, split_valid
-
-from conftest import FakeGenerator
+from ohlora.store.memories import MemoryStore
 
 
 @pytest.mark.parametrize("text,reason", [
@@ -145,7 +144,7 @@ def test_writer_csv_is_read_with_a_bom_and_bad_tags_are_reported(tmp_path):
 
 
 def test_bundled_writer_data_is_valid_and_held_out():
-    from ohlora.training.llm_config import bundled
+    from ohlora.paths import bundled
 
     train = read_writer_rows(bundled("data", "writer", "train.csv"))
     test = read_writer_rows(bundled("data", "writer", "test.csv"))
@@ -194,6 +193,6 @@ def test_train_writer_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert plain.keys() >= {k for k in before if "proj" in k}
     assert all(torch.equal(before[k], plain[k]) for k in before if k in plain)  # the base never moved
     # a test message among the training messages is refused
-    leak = write_rows(tmp_path / "leak.csv", [(f"나 내일 면접 있어 0", "[내일 일정: 면접]", "")])
+    leak = write_rows(tmp_path / "leak.csv", [("나 내일 면접 있어 0", "[내일 일정: 면접]", "")])
     with pytest.raises(OhloraError, match="also training messages"):
         train_writer(WriterTrainConfig(**{**cfg.__dict__, "test_file": str(leak), "output": str(tmp_path / "w2")}))

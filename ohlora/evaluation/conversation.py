@@ -16,17 +16,21 @@ The engine is driven as the chat drives it (recall off, nothing stored), with it
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import click
+
+from ohlora.datasets.csvfile import read_csv
 from ohlora.errors import OhloraError
-from ohlora.memory.conversations import Turn
+from ohlora.paths import bundled, ensure_dir
 from ohlora.persona import WEEKDAYS
+from ohlora.runtime import build_runtime
+from ohlora.store.conversations import Turn
 from ohlora.timecheck import wrong_date_claims
-from ohlora.training.csvfile import read_csv
-from ohlora.training.llm_config import bundled
 
 EVAL_DAY = dt.date(2026, 12, 2)
 """The persona questions' ages hold from 2026-10-11 to 2027-10-10 (see the data README)."""
@@ -91,7 +95,6 @@ def load_long_dialogues(path: Path | None = None) -> list[dict]:
 
 
 def evaluate_long(engine, limit: int | None, cases: list[dict], log) -> dict:
-    from dataclasses import replace
 
     dialogues = load_long_dialogues()[:limit]
     log(f"long: {len(dialogues)} long dialogues (history budget {engine.config.history_tokens} tokens)")
@@ -172,13 +175,6 @@ def evaluate_conversation(engine, suites=("persona", "dialogues", "dates"), limi
 
 
 def run_conversation_eval(cfg, suites, limit, output: Path | None, as_json: bool) -> dict:
-    import csv
-    from dataclasses import replace
-
-    import click
-
-    from ohlora.paths import ensure_dir
-    from ohlora.runtime import build_runtime
 
     rt = build_runtime(replace(cfg, memory_encoder="none", guard="none", memory_writer="chat"))
     metrics, cases = evaluate_conversation(rt.engine, suites, limit, log=lambda m: click.echo(m, err=True))

@@ -12,18 +12,36 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
+from ohlora.datasets.labelled import guard_split, load_guard_csv
 from ohlora.errors import OhloraError
 from ohlora.paths import ensure_dir
+from ohlora.safety.classifier import NORMAL, GuardPolicy, decide
+from ohlora.safety.loading import load_guard_classifier
+
+
+def metrics(probs: np.ndarray, y: np.ndarray, policy: GuardPolicy, variants: list[str] | None = None) -> dict:
+    """Accuracy, per-category precision/recall, false-positive rate on normal messages."""
+    cats = policy.categories
+    pred = np.array([cats.index(v.category) for v in decide(probs, policy)])
+    out: dict = {"n": int(len(y)), "accuracy": float((pred == y).mean())}
+    normal = cats.index(NORMAL)
+    out["false_positive_rate"] = float((pred[y == normal] != normal).mean()) if (y == normal).any() else 0.0
+    per = {}
+    for j, c in enumerate(cats):
+        tp = int(((pred == j) & (y == j)).sum())
+        per[c] = {"precision": tp / max(1, int((pred == j).sum())), "recall": tp / max(1, int((y == j).sum())),
+                  "n": int((y == j).sum())}
+    out["per_category"] = per
+    if variants is not None:
+        v = np.array(variants)
+        out["accuracy_by_variant"] = {k: float((pred[v == k] == y[v == k]).mean()) for k in sorted(set(variants))}
+    return out
 
 
 def evaluate_guard(classifier, texts: list[str], labels, variants: list[str]) -> tuple[dict, list[dict]]:
     """(metrics dict, one row per case)."""
-    import numpy as np
-
-    from ohlora.safety.classifier import decide
-    from ohlora.training.guard import metrics
-
     t0 = time.perf_counter()
     probs = classifier.probs(texts)  # (N, C)
     ms = 1000 * (time.perf_counter() - t0) / max(1, len(texts))
@@ -38,10 +56,8 @@ def evaluate_guard(classifier, texts: list[str], labels, variants: list[str]) ->
 
 
 def run_guard_eval(which: str, test_file: Path | None, output: Path | None, as_json: bool) -> dict:
-    from ohlora.safety.loading import load_guard_classifier
-    from ohlora.training.guard import bundled, load_guard_csv
 
-    texts, labels, variants = load_guard_csv(test_file or bundled("test"))
+    texts, labels, variants = load_guard_csv(test_file or guard_split("test"))
     classifier = load_guard_classifier(which)
     if classifier is None:
         raise OhloraError("no guard to evaluate: pass --guard DIR (from `ohlora train guard`)")

@@ -7,7 +7,22 @@ from pathlib import Path
 
 import click
 
+from ohlora.config import load_chat_config
+from ohlora.datasets.csvfile import read_text
+from ohlora.datasets.sft import load_dataset, spread_rows
 from ohlora.errors import OhloraError
+from ohlora.evaluation.llm import (
+    markdown_table,
+    prompts_from_lines,
+    prompts_from_rows,
+    run_eval,
+    side_by_side,
+    summarize,
+    write_records,
+)
+from ohlora.paths import bundled, ensure_dir, home_dir
+from ohlora.persona import time_hinter
+from ohlora.runtime import build_runtime
 
 
 def parse_compare(spec: str) -> tuple[str, dict]:
@@ -23,17 +38,8 @@ def parse_compare(spec: str) -> tuple[str, dict]:
 
 def run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, samples, compare, output, as_json,
                  seed: int = 0):
+    # lazy: torch loads only when this runs
     import torch
-
-    from ohlora.config import load_chat_config
-    from ohlora.evaluation.llm import (markdown_table, prompts_from_lines, prompts_from_rows, run_eval, side_by_side,
-                                       summarize, write_records)
-    from ohlora.paths import ensure_dir, home_dir
-    from ohlora.persona import time_hinter
-    from ohlora.runtime import build_runtime
-    from ohlora.training.csvfile import read_text
-    from ohlora.training.data import load_dataset, spread_rows
-    from ohlora.training.llm_config import bundled
 
     if samples < 1:
         raise OhloraError("--samples must be >= 1")

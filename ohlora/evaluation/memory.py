@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ohlora.datasets.combinations import Pair
 from ohlora.evaluation.metrics import regression_metrics, retrieval_metrics
 from ohlora.memory.encoder import MemoryEncoder
 from ohlora.paths import ensure_dir
-from ohlora.training.memory_data import Pair
 
 
 def evaluate_memory(encoder: MemoryEncoder, pairs: list[Pair], threshold: float = 0.6,
@@ -44,9 +44,11 @@ def evaluate_memory(encoder: MemoryEncoder, pairs: list[Pair], threshold: float 
 
 
 def scatter(pred, true, path: Path, metrics: dict, title: str = "") -> Path:
+    # lazy: matplotlib loads only when this runs
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib loads only when this runs
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)

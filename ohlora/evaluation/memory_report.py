@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
+from ohlora.datasets.combinations import load_combs, make_pairs, read_pairs, read_pairs_from_rows
 from ohlora.errors import OhloraError
+from ohlora.evaluation.memory import evaluate_memory
+from ohlora.evaluation.recall import decision_latency, recall_report, split_scores
+from ohlora.memory.loading import load_memory_encoder, load_recall
+from ohlora.memory.synonyms import load_synonyms
+from ohlora.paths import bundled, home_dir
 
 ENCODER_ROWS = ("mse", "mae", "corr", "top1_accuracy", "rank1_accuracy", "false_recall", "n_pairs")
 RECALL_ROWS = ("top1_accuracy", "rank1_accuracy", "false_recall", "recall_at_1", "recall_at_3", "recall_at_5",
@@ -27,12 +33,6 @@ def table(metrics: dict, rows: tuple[str, ...]) -> str:
 
 def run_memory_eval(combs: Path | None, pairs: Path | None, encoder: str, base: str, threshold: float,
                     recall_threshold: float | None, output: Path | None, as_json: bool) -> dict:
-    from ohlora.evaluation.memory import evaluate_memory
-    from ohlora.evaluation.recall import decision_latency, recall_report, split_scores
-    from ohlora.memory.loading import load_memory_encoder, load_recall
-    from ohlora.paths import home_dir
-    from ohlora.training.llm_config import bundled
-    from ohlora.training.memory_data import load_combs, load_synonyms, make_pairs, read_pairs, read_pairs_from_rows
 
     if combs and pairs:
         raise OhloraError("give --combs or --pairs, not both")

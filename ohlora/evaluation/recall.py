@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ohlora.datasets.combinations import Comb, key_similarity
 from ohlora.evaluation.metrics import retrieval_metrics
 from ohlora.memory.encoder import MemoryEncoder
 from ohlora.memory.recall import Decider
-from ohlora.training.memory_data import Comb, key_similarity
 
 RECALL_KS = (1, 3, 5, 10)
 

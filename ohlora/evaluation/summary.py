@@ -12,12 +12,21 @@ Metrics (a dict, as sentence-transformers' evaluators return):
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 import sys
 from collections import Counter
 from pathlib import Path
 
+import click
+from tqdm import tqdm
+
+from ohlora.datasets.summaries import read_summary_rows
+from ohlora.errors import OhloraError
+from ohlora.memory.loading import attach_summarizer, shipped_summary_adapter
+from ohlora.models import load_base, resolve_base, set_cpu_threads
 from ohlora.parsing import normalize_space
+from ohlora.paths import bundled, ensure_dir, home_dir
 
 CASES_FILE = "summary_cases.csv"
 
@@ -47,7 +56,6 @@ def facts_found(text: str, facts) -> tuple[int, int]:
 
 
 def evaluate_summarizer(summarizer, rows, out_dir: Path | None = None, progress: bool = False) -> dict:
-    from tqdm import tqdm
 
     fmt = summarizer.fmt
     cases, valid, f1s, base_f1s, ms = [], 0, [], [], []
@@ -88,16 +96,6 @@ def evaluate_summarizer(summarizer, rows, out_dir: Path | None = None, progress:
 
 def run_summary_eval(which: str, base: str, file_: Path | None, output: Path | None, as_json: bool) -> dict:
     """`ohlora eval summary`: load the base and the summary adapter, evaluate, print, save the cases."""
-    import json
-
-    import click
-
-    from ohlora.errors import OhloraError
-    from ohlora.memory.loading import attach_summarizer, shipped_summary_adapter
-    from ohlora.models import load_base, resolve_base, set_cpu_threads
-    from ohlora.paths import ensure_dir, home_dir
-    from ohlora.training.llm_config import bundled
-    from ohlora.training.summary_data import read_summary_rows
 
     path = shipped_summary_adapter(base) if which == "default" else Path(which).expanduser()
     if path is None:

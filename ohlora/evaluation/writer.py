@@ -16,13 +16,15 @@ answers. precision_strict and recall_strict count exact values only. Every case 
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from ohlora.datasets.writer import WriterRow
 from ohlora.memory.writer import MemoryWriter, validate_tag
 from ohlora.parsing import MemoryTag
-from ohlora.training.writer_data import WriterRow
 
 
 def same_item(tag: MemoryTag, expected: str, synonyms: dict[str, str], strict: bool = False) -> bool:
@@ -42,9 +44,6 @@ def evaluate_writer(writer: MemoryWriter, rows: list[WriterRow], synonyms: dict[
     cases = []
     it = rows
     if progress:
-        import sys
-
-        from tqdm import tqdm
 
         it = tqdm(rows, desc="eval writer", file=sys.stderr)
     for r in it:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
 
+from ohlora.config import ChatConfig
+from ohlora.datasets.writer import read_writer_rows
 from ohlora.errors import OhloraError
+from ohlora.evaluation.writer import evaluate_writer
+from ohlora.memory.synonyms import load_synonyms
+from ohlora.memory.writer import ChatTagWriter, WriteResult
+from ohlora.paths import bundled, home_dir
+from ohlora.runtime import build_runtime
 
 METRIC_ROWS = ("precision", "recall", "false_store_rate", "dropped", "n_messages", "n_due", "n_nothing",
                "n_stored", "ms_mean", "ms_p95")
@@ -21,9 +29,6 @@ class ChatAnswerWriter:
         self.engine = engine
 
     def write(self, message: str, chat_tag=None):
-        import time
-
-        from ohlora.memory.writer import ChatTagWriter, WriteResult
 
         t = time.perf_counter()
         e = self.engine
@@ -34,15 +39,8 @@ class ChatAnswerWriter:
 
 
 def run_writer_eval(which: str, base: str, file_: Path | None, output: Path | None, as_json: bool) -> dict:
+    # lazy: torch loads only when this runs
     import torch
-
-    from ohlora.config import ChatConfig
-    from ohlora.evaluation.writer import evaluate_writer
-    from ohlora.paths import home_dir
-    from ohlora.runtime import build_runtime
-    from ohlora.training.llm_config import bundled
-    from ohlora.training.memory_data import load_synonyms
-    from ohlora.training.writer_data import read_writer_rows
 
     rows = read_writer_rows(file_ or Path(bundled("data", "writer", "test.csv")))
     if which == "chat":

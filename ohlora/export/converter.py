@@ -23,6 +23,7 @@ import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ohlora.errors import OhloraError
@@ -82,7 +83,6 @@ def converter_at(path: Path, where: str) -> Converter:
 
 
 def installed_llama_cpp_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version(SDIST)

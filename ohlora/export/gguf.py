@@ -13,6 +13,7 @@ Q8_0 and Q4_K_M are smaller and can differ now and then.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import os
 import shutil
@@ -25,7 +26,11 @@ from pathlib import Path
 from ohlora.errors import OhloraError
 from ohlora.export.converter import Converter, find_converter, run_converter
 from ohlora.export.modelfile import write_modelfile
+from ohlora.models import load_adapter, load_base, resolve_base
 from ohlora.paths import ensure_dir
+from ohlora.persona import FILENAME as PERSONA_FILE
+from ohlora.persona import PersonaCard
+from ohlora.prompt import PromptFormat
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 TERMS = ("GEMMA_TERMS.html", "NOTICE")
@@ -53,7 +58,7 @@ def output_path(out: Path, quant: str, name: str) -> Path:
 def quantizer():
     """llama.cpp's quantizer from llama-cpp-python, or a one-line error saying how to get it."""
     try:
-        import llama_cpp
+        import llama_cpp  # lazy: an optional extra
     except ImportError:
         raise OhloraError("--quant q4_k_m quantizes with llama.cpp's own quantizer: pip install 'ohlora[llamacpp]' "
                           "(or export f16 / q8_0, which need no extra)") from None
@@ -61,7 +66,6 @@ def quantizer():
 
 
 def quantize_q4_k_m(src: Path, dst: Path, threads: int | None = None) -> None:
-    import ctypes
 
     llama_cpp = quantizer()
     params = llama_cpp.llama_model_quantize_default_params()
@@ -74,7 +78,6 @@ def quantize_q4_k_m(src: Path, dst: Path, threads: int | None = None) -> None:
 
 def merged_model_dir(base: str, adapter_dir: Path | None, work: Path) -> tuple[Path, object]:
     """Save base + merged adapter (fp32) with its tokenizer to `work/hf`; returns (dir, BaseSpec)."""
-    from ohlora.models import load_adapter, load_base, resolve_base
 
     spec = resolve_base(base)
     model, tokenizer = load_base(spec, device="cpu")
@@ -88,9 +91,6 @@ def merged_model_dir(base: str, adapter_dir: Path | None, work: Path) -> tuple[P
 
 def prompt_parts(adapter_dir: Path | None, today: dt.date | None = None):
     """(PromptFormat, persona facts line or None) as the chat uses them for this adapter."""
-    from ohlora.persona import FILENAME as PERSONA_FILE
-    from ohlora.persona import PersonaCard
-    from ohlora.prompt import PromptFormat
 
     if adapter_dir is None:
         return PromptFormat.few_shot(), None  # what the chat shows a bare base model

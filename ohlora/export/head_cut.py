@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ohlora.errors import OhloraError
 
 HEAD_IDS_KEY = "ohlora.head_ids"
@@ -31,8 +33,8 @@ DROPPED: tuple[str, ...] = ()
 
 def cut_head(src: Path, dst: Path, ids: list[int]) -> Path:
     """Write `dst`: `src` with its vocabulary cut to `ids` (full-vocabulary ids, kept in this order)."""
+    # lazy: gguf loads only when this runs
     import gguf
-    import numpy as np
 
     reader = gguf.GGUFReader(str(src))
     tokens = reader.get_field("tokenizer.ggml.tokens")
@@ -86,6 +88,7 @@ def cut_head(src: Path, dst: Path, ids: list[int]) -> Path:
 
 def head_ids_of(path: Path) -> list[int] | None:
     """The full-vocabulary ids a cut file was made for (None: a file with its full vocabulary)."""
+    # lazy: gguf loads only when this runs
     import gguf
 
     field = gguf.GGUFReader(str(path)).get_field(HEAD_IDS_KEY)

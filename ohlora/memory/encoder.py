@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from ohlora.errors import OhloraError
+from ohlora.models import use_adapter
 
 POOLINGS = ("mean", "mean_all", "last", "lastmean")
 
@@ -81,9 +84,8 @@ def load_sentence_head(model_dir):
     768 -> 3072 -> 768, no bias, identity activation) as one frozen torch module, or None.
 
     Read from its modules.json without importing sentence-transformers."""
-    import json
-    from pathlib import Path
 
+    # lazy: safetensors, torch load only when this runs
     import torch
     from safetensors.torch import load_file
 
@@ -140,6 +142,7 @@ def pooled_states(model, tokenizer, prompts: list[str], pooling: str = "mean", l
     trained with it in, keeps it). `head` (a sentence-transformers Dense stack) maps the pooled
     vector, (N, H) -> (N, H').
     """
+    # lazy: torch loads only when this runs
     import torch
 
     ids = [tokenizer(p).input_ids for p in prompts]
@@ -196,9 +199,8 @@ class HiddenStateEncoder:
         return self._encode([self.fmt.query_template.format(t) for t in texts])
 
     def _encode(self, prompts: list[str]) -> np.ndarray:
+        # lazy: torch loads only when this runs
         import torch
-
-        from ohlora.models import use_adapter
 
         if not prompts:
             return np.zeros((0, 0), dtype=np.float32)

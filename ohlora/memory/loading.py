@@ -11,14 +11,28 @@ directory.
 from __future__ import annotations
 
 import hashlib
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
+from ohlora.decoding.fast import FastGenerator
+from ohlora.decoding.head import load_head_vocab
 from ohlora.errors import OhloraError
+from ohlora.memory.backbone import (
+    ENCODER_FILE,
+    load_encoder_backbone,
+    resolve_encoder_base,
+    sentence_transformers_format,
+)
 from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
+from ohlora.memory.recall import Decider, KeyBank, RecallPolicy
+from ohlora.memory.summarizer import AdapterSummarizer, SummaryFormat
+from ohlora.memory.synonyms import load_synonyms
+from ohlora.memory.writer import AdapterWriter, WriterFormat
+from ohlora.memory.writer_decode import POLICY_FILE, ConstrainedWriter, WriterPolicy
+from ohlora.models import load_adapter
 
-ENCODER_FILE = "memory_encoder.yaml"
 ADAPTER_NAME = "memory"
 
 
@@ -28,7 +42,6 @@ SUMMARY_NAME = "summary"
 
 
 def _shipped(name: str) -> Path | None:
-    from importlib.resources import files
 
     path = Path(str(files("ohlora").joinpath("assets", "adapters", name)))
     return path if (path / "adapter_config.json").is_file() else None
@@ -49,15 +62,10 @@ def shipped_summary_adapter(base_name: str) -> Path | None:
 
 def attach_summarizer(model, tokenizer, adapter_dir: Path, weights: str = "auto", kernel: str = "torch"):
     """Load the summary adapter beside the chat's on the same model; returns (model, AdapterSummarizer)."""
-    from ohlora.fast_generation import load_head_vocab
-    from ohlora.memory.summarizer import AdapterSummarizer, SummaryFormat
-    from ohlora.models import load_adapter
-    from ohlora.training.summary import summary_generator
 
     fmt = SummaryFormat.load(adapter_dir)
     model = load_adapter(model, adapter_dir, name=SUMMARY_NAME)
-    return model, AdapterSummarizer(summary_generator(model, tokenizer, load_head_vocab(adapter_dir), SUMMARY_NAME,
-                                                      weights, kernel), fmt)
+    return model, AdapterSummarizer(task_generator(model, tokenizer, adapter_dir, SUMMARY_NAME, weights, kernel), fmt)
 
 
 def resolve_memory_encoder(which: str, chat_base: str) -> Path | str | None:
@@ -97,7 +105,6 @@ def read_meta(adapter_dir: Path) -> dict:
 
 def attach_memory_adapter(model, tokenizer, base_name: str, adapter_dir: Path, head=None):
     """Add the memory adapter beside any chat adapter on the same model; returns (model, encoder)."""
-    from ohlora.models import load_adapter
 
     meta = read_meta(adapter_dir)
     model = load_adapter(model, adapter_dir, name=ADAPTER_NAME)
@@ -111,7 +118,6 @@ def attach_memory_adapter(model, tokenizer, base_name: str, adapter_dir: Path, h
 def load_adapter_encoder(adapter_dir: Path):
     """A memory adapter on its own base model (loaded here): for an adapter whose base is not the
     chat model's (EmbeddingGemma), and for evaluation and tools."""
-    from ohlora.training.memory import load_encoder_backbone
 
     meta = read_meta(adapter_dir)
     model, tok, _, head = load_encoder_backbone(meta["base"])
@@ -128,8 +134,6 @@ def load_recall(encoder):
 def load_decider(adapter_dir: Path | None):
     """Stage 2 for an encoder: the recall policy (and its bank) saved beside the adapter; the
     plain cosine policy (the original design) when there is none."""
-    from ohlora.memory.recall import Decider, KeyBank, RecallPolicy
-    from ohlora.training.memory_data import load_synonyms
 
     policy = RecallPolicy.load(adapter_dir)
     bank = KeyBank.load(adapter_dir, load_synonyms()) if policy.needs_bank else None
@@ -153,7 +157,6 @@ def untrained_encoder(base: str) -> HiddenStateEncoder:
     """A base model's pooled states without a memory adapter: mean pooling for a causal LM; for a
     sentence-transformers directory (EmbeddingGemma) the pooling, prompts and Dense layers it was
     trained with, i.e. its own zero-shot embeddings."""
-    from ohlora.training.memory import load_encoder_backbone, resolve_encoder_base, sentence_transformers_format
 
     model, tok, kind, head = load_encoder_backbone(base)
     fmt = EncoderFormat.from_dict(sentence_transformers_format(resolve_encoder_base(base))) if kind == "encoder" else None
@@ -173,15 +176,17 @@ def attach_writer(model, tokenizer, adapter_dir: Path, weights: str = "auto", ke
     """Load the writer adapter beside the chat's on the same model; returns (model, writer): a
     ConstrainedWriter with the schema and thresholds saved beside it (writer_policy.yaml), or the
     plain greedy AdapterWriter for an adapter without them."""
-    from ohlora.fast_generation import load_head_vocab
-    from ohlora.memory.writer import AdapterWriter, WriterFormat
-    from ohlora.memory.writer_decode import POLICY_FILE, ConstrainedWriter, WriterPolicy
-    from ohlora.models import load_adapter
-    from ohlora.training.writer import writer_generator
 
     fmt = WriterFormat.load(adapter_dir)
     model = load_adapter(model, adapter_dir, name=WRITER_NAME)
-    gen = writer_generator(model, tokenizer, load_head_vocab(adapter_dir), WRITER_NAME, weights, kernel)
+    gen = task_generator(model, tokenizer, adapter_dir, WRITER_NAME, weights, kernel)
     if (Path(adapter_dir) / POLICY_FILE).is_file():
         return model, ConstrainedWriter(gen, tokenizer, fmt, WriterPolicy.load(adapter_dir))
     return model, AdapterWriter(gen, fmt)
+
+
+def task_generator(model, tokenizer, adapter_dir: Path, adapter: str, weights: str, kernel: str):
+    """Greedy generation for a helper task (the writer, the summarizer): FastGenerator with the
+    task adapter's own restricted head (its head_vocab.json)."""
+
+    return FastGenerator(model, tokenizer, load_head_vocab(adapter_dir), adapter=adapter, weights=weights, kernel=kernel)

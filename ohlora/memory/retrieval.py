@@ -17,7 +17,7 @@ import numpy as np
 from ohlora.errors import OhloraError
 from ohlora.memory.encoder import MemoryEncoder
 from ohlora.memory.recall import Decider, RecallPolicy
-from ohlora.memory.store import MemoryItem, MemoryStore
+from ohlora.store.memories import MemoryItem, MemoryStore
 
 DEFAULT_THRESHOLD = 0.6
 

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-
+from ohlora.decoding.generator import Generator
 from ohlora.errors import OhloraError
 from ohlora.formats import load_format, save_format
-from ohlora.generation import Generator
 from ohlora.parsing import is_looped, normalize_space
 
 FORMAT_FILE = "summary_format.yaml"

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-
+from ohlora.decoding.generator import Generator
 from ohlora.errors import OhloraError
 from ohlora.formats import load_format, save_format
-from ohlora.generation import Generator
 from ohlora.parsing import TAG_RE, MemoryTag, normalize_space, tag_problem
 
 FORMAT_FILE = "writer_format.yaml"

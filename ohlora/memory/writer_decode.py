@@ -113,6 +113,7 @@ class ConstrainedWriter:
 
     def decide(self, message: str) -> Decision:
         """Decode the answer (no thresholds applied) with its two probabilities."""
+        # lazy: torch loads only when this runs
         import torch
 
         fmt = self.fmt

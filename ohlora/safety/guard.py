@@ -17,9 +17,10 @@ from typing import Callable
 import yaml
 
 from ohlora.errors import OhloraError
-from ohlora.memory.store import MemoryStore, validate_user
+from ohlora.paths import bundled
 from ohlora.safety.classifier import GuardClassifier, Verdict
-from ohlora.training.llm_config import bundled
+from ohlora.store.guard_events import GuardLog
+from ohlora.store.memories import MemoryStore, validate_user
 
 EXCERPT_CHARS = 80
 
@@ -67,35 +68,6 @@ class GuardDecision:
         return {"action": self.action, "category": self.category, "level": self.level,
                 "blocked_until": self.blocked_until.isoformat(timespec="seconds") if self.blocked_until else None,
                 "retry_after": self.retry_after, "score": round(self.verdict.score, 4) if self.verdict else None}
-
-
-class GuardLog:
-    """The append-only `guard_events` table of the memory database."""
-
-    def __init__(self, store: MemoryStore):
-        self.store = store
-
-    def append(self, user: str, category: str, action: str, level: int, now: datetime, score: float | None = None,
-               blocked_until: datetime | None = None, excerpt: str | None = None) -> None:
-        with self.store.lock, self.store.db:
-            self.store.db.execute(
-                "INSERT INTO guard_events (user, category, action, score, level, blocked_until, excerpt, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (user, category, action, score, level, blocked_until.isoformat() if blocked_until else None,
-                 excerpt, now.isoformat()))
-
-    def events(self, user: str) -> list[dict]:
-        with self.store.lock:
-            rows = self.store.db.execute("SELECT * FROM guard_events WHERE user = ? ORDER BY id", (user,)).fetchall()
-        return [dict(r) for r in rows]
-
-    def unblock(self, user: str, now: datetime) -> None:
-        self.append(validate_user(user), "*", "unblock", 0, now)
-
-    def since_unblock(self, user: str) -> list[dict]:
-        events = self.events(user)
-        last = max((i for i, e in enumerate(events) if e["action"] == "unblock"), default=-1)
-        return events[last + 1:]
 
 
 def load_messages(path: Path | None = None) -> dict:

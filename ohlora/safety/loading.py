@@ -6,6 +6,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from ohlora.errors import OhloraError
+from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
+from ohlora.memory.loading import untrained_encoder
 from ohlora.safety.classifier import POLICY_FILE, GuardClassifier, GuardHead, GuardPolicy
 
 
@@ -30,7 +32,6 @@ def classifier_encoder(shared, policy, purpose: str = "guard", batch_size: int =
     """A classifier's encoder on a loaded sentence encoder `shared` of `policy.base` (the memory's
     EmbeddingGemma, or one loaded for the purpose): same model, pooling and Dense head, no
     adapter, the policy's classification prompt (`policy.query_template`)."""
-    from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
 
     fmt = EncoderFormat(pooling=shared.fmt.pooling, item_template=shared.fmt.item_template,
                         query_template=policy.query_template)
@@ -41,7 +42,6 @@ def classifier_encoder(shared, policy, purpose: str = "guard", batch_size: int =
 def classification_encoder(base: str, batch_size: int = 32):
     """`base` loaded on its own (its zero-shot sentence setup) with the classification prompt: for
     training and evaluating the guard and expression heads outside the chat."""
-    from ohlora.memory.loading import untrained_encoder
 
     return classifier_encoder(untrained_encoder(base), GuardPolicy(base=base), batch_size=batch_size)
 
@@ -54,7 +54,6 @@ def load_guard_classifier(which: str, shared=None) -> GuardClassifier | None:
         return None
     policy, head = GuardPolicy.load(path), GuardHead.load(path)
     if shared is None:
-        from ohlora.memory.loading import untrained_encoder
 
         shared = untrained_encoder(policy.base)
     return GuardClassifier(classifier_encoder(shared, policy), head, policy)

@@ -26,12 +26,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ohlora.chat import ChatEngine, TurnResult
 from ohlora.errors import OhloraError
-from ohlora.memory.accounts import Accounts
-from ohlora.memory.conversations import ConversationStore, Turn
-from ohlora.memory.store import MemoryStore, validate_user
 from ohlora.parsing import read_tag
-from ohlora.server.guard import Guard, error_body
+from ohlora.server.middleware import Guard, error_body
 from ohlora.server.worker import GenerationWorker, Job, QueueFull, TurnCancelled
+from ohlora.store.accounts import Accounts
+from ohlora.store.conversations import ConversationStore, Turn
+from ohlora.store.memories import MemoryStore, validate_user
 
 MAX_SQLITE_ID = 2**63 - 1
 

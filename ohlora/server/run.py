@@ -14,6 +14,8 @@ from dataclasses import replace
 
 from ohlora.config import ChatConfig
 from ohlora.errors import OhloraError
+from ohlora.runtime import build_runtime, open_store
+from ohlora.store.accounts import Accounts
 
 
 def is_loopback(host: str) -> bool:
@@ -49,11 +51,10 @@ def check_port_free(host: str, port: int) -> None:
 
 def serve(cfg: ChatConfig, host: str, port: int, api_key: str | None, allow_origins: tuple[str, ...] = (),
           max_queue: int = 16) -> None:
+    # lazy: fastapi, starlette, uvicorn load only when this runs
     import uvicorn
 
-    from ohlora.memory.accounts import Accounts
-    from ohlora.runtime import build_runtime, open_store
-    from ohlora.server.app import ServerSettings, create_app, check_api_key
+    from ohlora.server.app import ServerSettings, check_api_key, create_app
 
     check_api_key(api_key)
     store = open_store()

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ohlora.datasets.labelled import guard_split, load_guard_csv
 from ohlora.errors import OhloraError
-from ohlora.safety.classifier import CATEGORIES, NORMAL, GuardHead, GuardPolicy, decide
-from ohlora.training.llm_config import bundled as package_file
-from ohlora.training.softmax_head import embed, fit_head, read_labelled  # noqa: F401  (fit_head: this module's API)
-
+from ohlora.evaluation.guard import metrics
+from ohlora.safety.classifier import CATEGORIES, CLASSIFY_TEMPLATE, NORMAL, GuardClassifier, GuardHead, GuardPolicy
+from ohlora.safety.loading import classification_encoder
+from ohlora.training.softmax_head import embed, fit_head
 
 
 @dataclass(frozen=True)
@@ -45,17 +46,6 @@ class GuardTrainConfig:
             raise OhloraError("min_threshold must be in (0, 1)")
         if self.l2 < 0 or self.steps < 1:
             raise OhloraError("l2 must be >= 0 and steps >= 1")
-
-
-def bundled(split: str) -> Path:
-    """The bundled guard CSV of a split (train, valid, test)."""
-    return Path(package_file("data", "guard", f"{split}.csv"))
-
-
-def load_guard_csv(path: Path, categories=CATEGORIES) -> tuple[list[str], np.ndarray, list[str]]:
-    """(texts, (N,) class indices, variants); every problem is one clear error with its line."""
-    texts, labels, rows = read_labelled(path, "text", "category", tuple(categories), "guard CSV")
-    return texts, labels, [(r.get("variant") or "plain").strip() or "plain" for r in rows]
 
 
 def calibrate(probs: np.ndarray, y: np.ndarray, categories=CATEGORIES, max_false_positive: float = 0.01,
@@ -96,36 +86,15 @@ def calibrate(probs: np.ndarray, y: np.ndarray, categories=CATEGORIES, max_false
     return {categories[j]: round(th[j], 6) for j in cats}
 
 
-def metrics(probs: np.ndarray, y: np.ndarray, policy: GuardPolicy, variants: list[str] | None = None) -> dict:
-    """Accuracy, per-category precision/recall, false-positive rate on normal messages."""
-    cats = policy.categories
-    pred = np.array([cats.index(v.category) for v in decide(probs, policy)])
-    out: dict = {"n": int(len(y)), "accuracy": float((pred == y).mean())}
-    normal = cats.index(NORMAL)
-    out["false_positive_rate"] = float((pred[y == normal] != normal).mean()) if (y == normal).any() else 0.0
-    per = {}
-    for j, c in enumerate(cats):
-        tp = int(((pred == j) & (y == j)).sum())
-        per[c] = {"precision": tp / max(1, int((pred == j).sum())), "recall": tp / max(1, int((y == j).sum())),
-                  "n": int((y == j).sum())}
-    out["per_category"] = per
-    if variants is not None:
-        v = np.array(variants)
-        out["accuracy_by_variant"] = {k: float((pred[v == k] == y[v == k]).mean()) for k in sorted(set(variants))}
-    return out
-
-
 def train_guard(cfg: GuardTrainConfig, output: Path, encoder=None, log=print) -> dict:
     """Fit, calibrate and save a guard into `output`; returns the validation metrics."""
-    from ohlora.safety.classifier import CLASSIFY_TEMPLATE, GuardClassifier
 
-    train_x, train_y, _ = load_guard_csv(Path(cfg.train_file) if cfg.train_file else bundled("train"))
-    valid_x, valid_y, valid_v = load_guard_csv(Path(cfg.valid_file) if cfg.valid_file else bundled("valid"))
+    train_x, train_y, _ = load_guard_csv(Path(cfg.train_file) if cfg.train_file else guard_split("train"))
+    valid_x, valid_y, valid_v = load_guard_csv(Path(cfg.valid_file) if cfg.valid_file else guard_split("valid"))
     missing = [c for j, c in enumerate(CATEGORIES) if not (train_y == j).any()]
     if missing:
         raise OhloraError(f"the training split has no rows of {missing}: every category needs examples")
     if encoder is None:
-        from ohlora.safety.loading import classification_encoder
 
         encoder = classification_encoder(cfg.base)
     policy = GuardPolicy(base=cfg.base, query_template=CLASSIFY_TEMPLATE)

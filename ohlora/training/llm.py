@@ -16,9 +16,19 @@ from pathlib import Path
 
 import yaml
 
+from ohlora.datasets.sft import load_dataset, load_dialogue_rows, spread_rows
+from ohlora.datasets.summaries import read_summary_rows
+from ohlora.decoding.generator import HFGenerator
+from ohlora.decoding.head import build_head_vocab, save_head_vocab
 from ohlora.errors import OhloraError
+from ohlora.models import GEMMA_NOTICE, add_lora, load_base, quiet_peft_wrap, resolve_base, set_cpu_threads
+from ohlora.parsing import parse_answer
 from ohlora.paths import move_aside
+from ohlora.persona import PersonaCard
+from ohlora.prompt import PromptFormat
 from ohlora.training.llm_config import LLMTrainConfig
+from ohlora.training.plots import plot_loss
+from ohlora.training.sft_batches import collate, encode_row
 
 LOG_FILE = "train_log.csv"
 SAMPLES_FILE = "samples.txt"
@@ -26,6 +36,7 @@ LOG_FIELDS = ["step", "epoch", "loss", "eval_loss", "learning_rate", "elapsed_s"
 
 
 def make_trainer_class():
+    # lazy: torch, transformers load only when this runs
     from transformers import Trainer
 
     from ohlora.training.losses import answer_only_loss, full_logits_loss, lm_head_of
@@ -48,6 +59,7 @@ def make_trainer_class():
 
 
 def make_save_callback():
+    # lazy: transformers loads only when this runs
     from transformers import TrainerCallback
 
     class SaveAtEpochEnd(TrainerCallback):
@@ -68,10 +80,8 @@ def make_save_callback():
 
 
 def make_callbacks(out: Path, sample_rows, tokenizer, fmt, card, t0: float):
+    # lazy: transformers loads only when this runs
     from transformers import TrainerCallback
-
-    from ohlora.generation import HFGenerator
-    from ohlora.parsing import parse_answer
 
     class LogAndSample(TrainerCallback):
         """Appends every log to train_log.csv; after each evaluation answers a few validation prompts."""
@@ -165,19 +175,13 @@ def trim_log(path: Path, step: int) -> None:
 def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False, command: str = "",
               extra_callbacks: list | None = None) -> Path:
     """Run the fine-tune; returns the adapter directory."""
+    # lazy: datasets, peft, torch, transformers load only when this runs
     import torch
+    from datasets import Dataset
     from peft import LoraConfig
     from transformers import TrainingArguments, set_seed
 
-    from datasets import Dataset
-    from ohlora.models import add_lora, load_base, resolve_base, set_cpu_threads
-    from ohlora.persona import PersonaCard
-    from ohlora.prompt import PromptFormat
-    from ohlora.training.data import load_dataset, load_dialogue_rows, spread_rows
     from ohlora.training.losses import check_answer_only_path
-    from ohlora.fast_generation import build_head_vocab, save_head_vocab
-    from ohlora.training.plots import plot_loss
-    from ohlora.training.sft_batches import collate, encode_row
 
     cfg = cfg.resolved()
     out = Path(cfg.output)
@@ -199,7 +203,6 @@ def train_llm(cfg: LLMTrainConfig, resume: bool = False, overwrite: bool = False
         count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         summaries = ()
         if cfg.summaries_file.lower() != "none":
-            from ohlora.training.summary_data import read_summary_rows
 
             summaries = read_summary_rows(Path(cfg.summaries_file))
         dialogue_rows = load_dialogue_rows(Path(cfg.dialogues_file), fmt, count, cfg.history_tokens, summaries)
@@ -302,9 +305,8 @@ PERSONA_TEMPLATE = "({facts})\n"
 
 def load_trainable_adapter(model, adapter_dir: Path):
     """The base with `adapter_dir`'s LoRA weights loaded trainable (its own rank and targets)."""
+    # lazy: peft loads only when this runs
     from peft import PeftModel
-
-    from ohlora.models import quiet_peft_wrap
 
     with quiet_peft_wrap():
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
@@ -318,7 +320,6 @@ def head_vocab_texts(rows, fmt, card) -> list[str]:
 
 def _copy_licence(spec, out: Path) -> None:
     """An adapter trained on Gemma is a Gemma derivative: it carries the Gemma Terms of Use."""
-    from ohlora.models import GEMMA_NOTICE
 
     src = Path(spec.location)
     if "gemma" in spec.name.lower() or (src / "GEMMA_TERMS.html").exists():

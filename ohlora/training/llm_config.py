@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from importlib.resources import files
 from pathlib import Path
 
-
+from ohlora.config import read_settings
 from ohlora.errors import OhloraError
-
-
-def bundled(*parts: str) -> str:
-    """A file shipped in the package (datasets, persona card)."""
-    return str(files("ohlora").joinpath("assets", *parts))
+from ohlora.models import PRESETS
+from ohlora.paths import adapters_dir, bundled
 
 
 @dataclass(frozen=True)
@@ -95,8 +91,6 @@ class LLMTrainConfig:
 
     def resolved(self) -> "LLMTrainConfig":
         """Fill the defaults that depend on other fields."""
-        from ohlora.models import PRESETS
-        from ohlora.paths import adapters_dir
 
         name = self.name or f"ohlora-{Path(self.base).name}"
         preset = PRESETS.get(self.base)
@@ -134,7 +128,6 @@ TRAIN_PRESETS: dict[str, dict] = {
 
 def load_train_config(path: Path | None = None, **overrides) -> LLMTrainConfig:
     """Preset for the chosen base, then the YAML file, then every override that is not None."""
-    from ohlora.config import read_settings
 
     data = read_settings(path, "train_llm", LLMTrainConfig)
     flags = {k: v for k, v in overrides.items() if v is not None}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ohlora.decoding.head import lm_head_of
 from ohlora.training.sft_batches import IGNORE
 
 
@@ -36,13 +37,6 @@ def answer_only_loss(model, batch: dict, head: torch.nn.Module, softcap: float |
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     return F.cross_entropy(logits, target[keep])
-
-
-def lm_head_of(model) -> tuple[torch.nn.Module, float | None]:
-    """The output head and final-logit softcap of a (PEFT-wrapped) causal LM."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
-    return inner.get_output_embeddings(), getattr(config, "final_logit_softcapping", None)
 
 
 def check_answer_only_path(model, batch: dict) -> float:

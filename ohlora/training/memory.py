@@ -19,16 +19,33 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from types import SimpleNamespace
 
 import yaml
+from tqdm import tqdm
 
+from ohlora.config import read_settings
+from ohlora.datasets.combinations import key_similarity, load_combs, make_pairs, read_pairs_from_rows
 from ohlora.errors import OhloraError
-from ohlora.paths import move_aside
-
-ENCODER_FILE = "memory_encoder.yaml"
-CAUSAL_ITEM_TEMPLATE = '{}\n이 기억의 종류: "'
-CAUSAL_QUERY_TEMPLATE = '{}\n이 말과 관련된 기억의 종류: "'
+from ohlora.evaluation.memory import evaluate_memory
+from ohlora.evaluation.recall import recall_report, split_scores
+from ohlora.memory.backbone import (
+    CAUSAL_ITEM_TEMPLATE,
+    CAUSAL_QUERY_TEMPLATE,
+    ENCODER_FILE,
+    load_encoder_backbone,
+    resolve_encoder_base,
+    sentence_transformers_format,
+)
+from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
+from ohlora.memory.loading import reference_encoder
+from ohlora.memory.recall import Decider
+from ohlora.memory.synonyms import load_synonyms
+from ohlora.models import add_lora, set_cpu_threads
+from ohlora.paths import adapters_dir, bundled, move_aside
+from ohlora.training.llm import _copy_licence
+from ohlora.training.memory_embed import TrainEmbedder
+from ohlora.training.recall_fit import check_valid_combs, fit_recall, save_recall
 
 
 @dataclass(frozen=True)
@@ -110,7 +127,6 @@ class MemoryTrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise OhloraError(f"memory train config: {msg}")
-        from ohlora.memory.encoder import EncoderFormat
 
         EncoderFormat(self.pooling or "mean", self.item_template or "{}", self.query_template or "{}")  # checks them
 
@@ -129,13 +145,10 @@ class MemoryTrainConfig:
         )
 
     def encoder_format(self):
-        from ohlora.memory.encoder import EncoderFormat
 
         return EncoderFormat(self.pooling, self.item_template, self.query_template)
 
     def resolved(self) -> "MemoryTrainConfig":
-        from ohlora.paths import adapters_dir
-        from ohlora.training.llm_config import bundled
 
         return replace(
             self,
@@ -156,7 +169,6 @@ MEMORY_PRESETS: dict[str, dict] = {
 
 def load_memory_train_config(path: Path | None = None, **overrides) -> MemoryTrainConfig:
     """The preset for the chosen base, then the YAML file, then every override that is not None."""
-    from ohlora.config import read_settings
 
     data = read_settings(path, "train_memory", MemoryTrainConfig)
     flags = {k: v for k, v in overrides.items() if v is not None}
@@ -168,65 +180,6 @@ def load_memory_train_config(path: Path | None = None, **overrides) -> MemoryTra
     if "lora_targets" in merged:
         merged["lora_targets"] = tuple(merged["lora_targets"])
     return MemoryTrainConfig(**merged)
-
-
-class Backbone(NamedTuple):
-    model: object
-    tokenizer: object
-    kind: str
-    """"causal-lm" or "encoder"."""
-    head: object = None
-    """A sentence-transformers directory's Dense layers, applied after pooling (or None)."""
-
-
-def resolve_encoder_base(base: str) -> str:
-    """A local directory or hub id for from_pretrained; EmbeddingGemma is prepared on first use."""
-    from ohlora.memory.embeddinggemma import NAME, prepare_embeddinggemma
-    from ohlora.models import resolve_base
-
-    if base.strip() == NAME:
-        return str(prepare_embeddinggemma())
-    return resolve_base(base).location
-
-
-def load_encoder_backbone(base: str) -> Backbone:
-    """The model for a causal LM preset/id/dir, or an encoder (BERT-like, or a sentence-transformers
-    directory such as EmbeddingGemma, whose Dense layers come along as `head`)."""
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    from ohlora.memory.encoder import load_sentence_head
-    from ohlora.models import load_base, resolve_base
-
-    location = resolve_encoder_base(base)
-    config = AutoConfig.from_pretrained(location)
-    if getattr(config, "is_decoder", False) or any(a.endswith("ForCausalLM") for a in (config.architectures or [])):
-        model, tok = load_base(resolve_base(base), device="cpu", dtype=torch.float32)
-        return Backbone(model, tok, "causal-lm")
-    tok = AutoTokenizer.from_pretrained(location)
-    model = AutoModel.from_pretrained(location, dtype=torch.float32)
-    head = load_sentence_head(location) if Path(location).is_dir() else None
-    return Backbone(model, tok, "encoder", head)
-
-
-def sentence_transformers_format(location: str) -> dict:
-    """Pooling and prompts of a sentence-transformers directory ({} if it is not one): mean pooling
-    with special tokens in becomes "mean_all"; its "document"/"query" prompts become the templates."""
-    import json
-
-    root = Path(location)
-    out: dict = {}
-    pool = root / "1_Pooling" / "config.json"
-    if pool.is_file() and json.loads(pool.read_text(encoding="utf-8")).get("pooling_mode_mean_tokens"):
-        out["pooling"] = "mean_all"
-    st = root / "config_sentence_transformers.json"
-    if st.is_file():
-        prompts = json.loads(st.read_text(encoding="utf-8")).get("prompts") or {}
-        if prompts.get("document"):
-            out["item_template"] = prompts["document"] + "{}"
-        if prompts.get("query"):
-            out["query_template"] = prompts["query"] + "{}"
-    return out
 
 
 def default_targets(model) -> list[str]:
@@ -243,10 +196,6 @@ def fit_and_save_recall(encoder, train, valid_path: Path, test_path: Path, synon
                         target_false_recall: float = 0.10, reference=None) -> dict:
     """Fit the second recall stage on the validation split, save it beside the adapter, and
     return the shipped pipeline's metrics on the test split."""
-    from ohlora.evaluation.recall import recall_report, split_scores
-    from ohlora.memory.recall import Decider
-    from ohlora.training.memory_data import load_combs
-    from ohlora.training.recall_fit import fit_recall, save_recall
 
     policy, bank, _ = fit_recall(encoder, train, load_combs(valid_path), synonyms, target_false_recall, log=log,
                                  reference=reference)
@@ -261,6 +210,7 @@ def fit_and_save_recall(encoder, train, valid_path: Path, test_path: Path, synon
 def info_nce(sims, positive, temperature: float):
     """Multi-positive InfoNCE over rows: sims (Q, I) cosines, positive (Q, I) bool; rows without a
     positive are skipped. -log(sum over positives of softmax(sims / t))."""
+    # lazy: torch loads only when this runs
     import torch
 
     logits = sims / temperature
@@ -276,7 +226,6 @@ class MatrixSampler:
     the memories so that every step sees positives, not only the 0 and 1/3 of random pairs."""
 
     def __init__(self, combs, synonyms, k: int, positive_share: float, seed: int, grouped: bool = False):
-        from ohlora.training.memory_data import key_similarity
 
         self.combs, self.k, self.share = combs, k, positive_share
         self.sim = lambda a, b: key_similarity(a, b, synonyms)
@@ -340,17 +289,11 @@ def check_train_combs(cfg: MemoryTrainConfig, train: list, synonyms: dict[str, s
 
 def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:
     """Train, evaluate on the test combinations, save the adapter; returns (dir, test metrics)."""
+    # lazy: peft, torch, transformers load only when this runs
     import torch
     import torch.nn.functional as F
     from peft import LoraConfig
-    from tqdm import tqdm
     from transformers import set_seed
-
-    from ohlora.evaluation.memory import evaluate_memory
-    from ohlora.memory.encoder import HiddenStateEncoder
-    from ohlora.models import add_lora, set_cpu_threads
-    from ohlora.training.memory_embed import TrainEmbedder
-    from ohlora.training.memory_data import load_combs, load_synonyms, make_pairs, read_pairs_from_rows
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     cfg = cfg.resolved()
@@ -361,7 +304,6 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     check_train_combs(cfg, train, synonyms)
     test_pairs = read_pairs_from_rows(make_pairs(load_combs(Path(cfg.test_combs)), synonyms))
     if cfg.fit_recall:
-        from ohlora.training.recall_fit import check_valid_combs
 
         check_valid_combs(load_combs(Path(cfg.valid_combs)), cfg.valid_combs,
                           hint=" (or pass --no-recall-fit to skip that stage)")
@@ -416,9 +358,6 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     minutes = (time.perf_counter() - t0) / 60
     model.eval()
     model.save_pretrained(out)
-    from types import SimpleNamespace
-
-    from ohlora.training.llm import _copy_licence
 
     _copy_licence(SimpleNamespace(name=cfg.base, location=resolve_encoder_base(cfg.base)), out)  # Gemma terms
     meta = {"base": cfg.base, "kind": kind, "format": fmt.as_dict(), "layer": cfg.layer,
@@ -429,7 +368,6 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     metrics = evaluate_memory(encoder, test_pairs, cfg.threshold, out, title=f"{out.name} (test)")
     meta["test_metrics"] = metrics
     if cfg.fit_recall:
-        from ohlora.memory.loading import reference_encoder
 
         encoder.adapter_dir = out
         reference = reference_encoder(encoder) if kind == "encoder" else None  # see recall_fit.reference_for

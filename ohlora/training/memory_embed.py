@@ -20,6 +20,7 @@ class TrainEmbedder:
                  head=None):
         """`keys`: the training keys, to build the key loss's vocabulary (None: no key loss).
         `head`: a sentence-transformers Dense stack applied after pooling (kept frozen)."""
+        # lazy: torch loads only when this runs
         import torch
 
         self.model, self.tok, self.fmt, self.layer, self.pool_head = model, tokenizer, fmt, layer, head
@@ -38,6 +39,7 @@ class TrainEmbedder:
     def __call__(self, texts: list[str], side: str, keys: list[str] | None = None):
         """(N, H) unit vectors of items (side "item") or messages ("query"), and the key loss for
         `keys` (0.0 when keys is None or the embedder was built without training keys)."""
+        # lazy: torch loads only when this runs
         import torch
         import torch.nn.functional as F
 

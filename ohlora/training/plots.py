@@ -8,9 +8,11 @@ from pathlib import Path
 
 def plot_loss(log_csv: Path, out_png: Path, title: str = "") -> Path | None:
     """Training loss per step and validation loss per epoch from train_log.csv."""
+    # lazy: matplotlib loads only when this runs
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib loads only when this runs
     import matplotlib.pyplot as plt
 
     if not Path(log_csv).exists():

@@ -20,11 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ohlora.datasets.combinations import Comb, load_combs
 from ohlora.errors import OhloraError
 from ohlora.evaluation.metrics import retrieval_metrics
+from ohlora.evaluation.recall import split_scores, substores
 from ohlora.memory.encoder import MemoryEncoder
-from ohlora.memory.recall import Decider, KeyBank, RecallPolicy, candidate_features, sigmoid
-from ohlora.training.memory_data import Comb
+from ohlora.memory.loading import adapter_fingerprint, load_adapter_encoder, read_meta, reference_encoder
+from ohlora.memory.recall import BANK_FILE, Decider, KeyBank, RecallPolicy, candidate_features, sigmoid
+from ohlora.memory.synonyms import load_synonyms
+from ohlora.paths import bundled
 
 DEFAULT_FEATURES = ("cos", "knn", "known", "gap", "cos_known", "knn_known")
 REFERENCE_FEATURES = ("cos_ref", "gap_ref")
@@ -99,7 +103,6 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
     of stored items: it is chosen for stores of the size it is tested on. With a `reference`
     encoder its cosine and gap join the features (`reference: base` in the policy).
     """
-    from ohlora.evaluation.recall import split_scores, substores
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     check_valid_combs(valid)
@@ -161,7 +164,6 @@ def _round(v):
 
 
 def save_recall(directory: Path, policy: RecallPolicy, bank: KeyBank) -> None:
-    from ohlora.memory.loading import adapter_fingerprint
 
     policy.save(directory)
     bank.save(directory, adapter_fingerprint(directory))
@@ -171,16 +173,12 @@ def reference_for(adapter_dir: Path, encoder: MemoryEncoder) -> MemoryEncoder | 
     """The reference encoder a memory adapter's policy is fit with: its base with the adapter off,
     for a sentence encoder (EmbeddingGemma: a retrieval model before it was fine-tuned); none for a
     causal LM, whose untrained pooled states give every pair a cosine of 0.8-0.95."""
-    from ohlora.memory.loading import read_meta, reference_encoder
 
     return reference_encoder(encoder) if read_meta(adapter_dir).get("kind") == "encoder" else None
 
 
 def saved_bank(directory: Path, train: list[Comb], synonyms: dict[str, str]) -> KeyBank | None:
     """The bank saved beside an adapter if it was built from exactly these training lines' keys."""
-    from ohlora.memory.recall import BANK_FILE
-
-    from ohlora.memory.loading import adapter_fingerprint
 
     if not (Path(directory) / BANK_FILE).is_file():
         return None
@@ -192,9 +190,6 @@ def saved_bank(directory: Path, train: list[Comb], synonyms: dict[str, str]) -> 
 def refit_recall(encoder_dir: Path, train_combs: Path | None = None, valid_combs: Path | None = None,
                  target_false_recall: float = 0.10, shortlist: int = 10) -> dict:
     """`ohlora train recall`: fit and save the second stage for an existing memory adapter."""
-    from ohlora.memory.loading import load_adapter_encoder
-    from ohlora.training.llm_config import bundled
-    from ohlora.training.memory_data import load_combs, load_synonyms
 
     encoder_dir = Path(encoder_dir)
     try:

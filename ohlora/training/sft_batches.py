@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ohlora.datasets.sft import SFTRow
 from ohlora.persona import PersonaCard
 from ohlora.prompt import PromptFormat
-from ohlora.training.data import SFTRow
 
 IGNORE = -100
 
@@ -27,6 +27,7 @@ def encode_row(row: SFTRow, tokenizer, fmt: PromptFormat, card: PersonaCard, max
 
 def collate(features: list[dict], pad_id: int) -> dict:
     """Right-pad to the longest row: input_ids, attention_mask, labels, each (B, T)."""
+    # lazy: torch loads only when this runs
     import torch
 
     T = max(len(f["input_ids"]) for f in features)

@@ -4,17 +4,15 @@ classifier are trained with."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+from tqdm import tqdm
 
-from ohlora.errors import OhloraError
 from ohlora.safety.classifier import GuardHead
-from ohlora.training.csvfile import read_csv
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 200) -> GuardHead:
     """Class-weighted multinomial logistic regression on (N, D) embeddings."""
+    # lazy: torch loads only when this runs
     import torch
 
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
@@ -36,27 +34,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, ste
 
 def embed(encoder, texts: list[str], what: str, chunk: int = 64) -> np.ndarray:
     """encode_query in chunks, with a progress bar (minutes on a busy CPU)."""
-    from tqdm import tqdm
 
     parts = [encoder.encode_query(texts[i:i + chunk])
              for i in tqdm(range(0, len(texts), chunk), desc=f"embedding {what}", unit="chunk", leave=False)]
     return np.concatenate(parts)
-
-
-def read_labelled(path: Path, text_col: str, label_col: str, labels: tuple[str, ...], what: str):
-    """(texts, (N,) label indices, the rows) of a labelled CSV; every bad row is named by its line."""
-    rows = read_csv(Path(path), (text_col, label_col), what)
-    texts, ys, kept, bad = [], [], [], []
-    for line, row in rows:
-        text, label = (row.get(text_col) or "").strip(), (row.get(label_col) or "").strip()
-        if not text or label not in labels:
-            bad.append(f"line {line}: " + (f"empty {text_col}" if not text else f"unknown {label_col} {label[:30]!r}"))
-            continue
-        texts.append(text)
-        ys.append(labels.index(label))
-        kept.append(row)
-    if bad:
-        raise OhloraError(f"{path}: {len(bad)} bad row(s): " + "; ".join(bad[:5]) + f" ({label_col}: {', '.join(labels)})")
-    if not texts:
-        raise OhloraError(f"{path}: no rows")
-    return texts, np.asarray(ys), kept

@@ -19,8 +19,17 @@ from pathlib import Path
 
 import yaml
 
+from ohlora.config import read_settings
+from ohlora.datasets.summaries import read_summary_rows, split_valid
+from ohlora.decoding.fast import FastGenerator
+from ohlora.decoding.head import build_head_vocab, save_head_vocab
 from ohlora.errors import OhloraError
-from ohlora.paths import move_aside
+from ohlora.evaluation.summary import evaluate_summarizer
+from ohlora.memory.summarizer import AdapterSummarizer, SummaryFormat, grounding, kept
+from ohlora.models import PRESETS
+from ohlora.paths import adapters_dir, bundled, move_aside
+from ohlora.training.llm import _copy_licence
+from ohlora.training.task_lora import batches, encode_task_row, fit_task_lora, task_model, write_train_log
 
 META_FILE = "summary_train.yaml"
 EVAL_FILE = "summary_eval.json"
@@ -62,9 +71,6 @@ class SummaryTrainConfig:
                 raise OhloraError(f"summary train config: {msg}")
 
     def resolved(self) -> "SummaryTrainConfig":
-        from ohlora.models import PRESETS
-        from ohlora.paths import adapters_dir
-        from ohlora.training.llm_config import bundled
 
         preset = PRESETS.get(self.base)
         return replace(
@@ -77,7 +83,6 @@ class SummaryTrainConfig:
 
 
 def load_summary_train_config(path: Path | None = None, **overrides) -> SummaryTrainConfig:
-    from ohlora.config import read_settings
 
     data = read_settings(path, "train_summary", SummaryTrainConfig)
     merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
@@ -91,7 +96,6 @@ def load_summary_train_config(path: Path | None = None, **overrides) -> SummaryT
 
 def calibrated_format(rows, fmt=None):
     """The format with the check's thresholds set so that PASS_SHARE of the reference summaries pass."""
-    from ohlora.memory.summarizer import SummaryFormat, grounding, kept
 
     fmt = fmt or SummaryFormat()
 
@@ -106,21 +110,8 @@ def calibrated_format(rows, fmt=None):
     return replace(fmt, min_grounded=low(g), min_kept=low(k), max_chars=max(fmt.max_chars, longest + 10))
 
 
-def summary_generator(model, tokenizer, vocab, adapter: str | None, weights: str = "auto", kernel: str = "torch"):
-    """Greedy generation for the summary: FastGenerator with the summary adapter's restricted head."""
-    from ohlora.fast_generation import FastGenerator
-
-    return FastGenerator(model, tokenizer, vocab, adapter=adapter, weights=weights, kernel=kernel)
-
-
 def train_summary(cfg: SummaryTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:
     """Train, keep the best epoch by validation loss, set the check, evaluate on the test split, save."""
-    from ohlora.evaluation.summary import evaluate_summarizer
-    from ohlora.fast_generation import build_head_vocab, save_head_vocab
-    from ohlora.memory.summarizer import AdapterSummarizer, SummaryFormat
-    from ohlora.training.llm import _copy_licence
-    from ohlora.training.summary_data import read_summary_rows, split_valid
-    from ohlora.training.task_lora import batches, encode_task_row, fit_task_lora, task_model, write_train_log
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     cfg = cfg.resolved()
@@ -155,7 +146,7 @@ def train_summary(cfg: SummaryTrainConfig, command: str = "", log=None) -> tuple
     save_head_vocab(vocab, out)
     _copy_licence(spec, out)
     write_train_log(out, fit.log_rows)
-    summarizer = AdapterSummarizer(summary_generator(model, tok, vocab, model.active_adapter), fmt)
+    summarizer = AdapterSummarizer(FastGenerator(model, tok, vocab, adapter=model.active_adapter), fmt)
     valid_metrics = evaluate_summarizer(summarizer, valid_rows, progress=True) if valid_rows else {}
     metrics = evaluate_summarizer(summarizer, test_rows, out, progress=True)
     meta = {"base": cfg.base, "command": command, "config": {**asdict(cfg), "lora_targets": list(cfg.lora_targets)},

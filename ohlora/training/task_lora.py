@@ -14,7 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ohlora.errors import OhloraError
+from ohlora.models import add_lora, load_base, resolve_base, set_cpu_threads
+from ohlora.training.sft_batches import IGNORE, collate
 
 
 @dataclass
@@ -27,7 +31,6 @@ class TaskFit:
 
 def encode_task_row(prompt: str, target: str, tokenizer) -> dict:
     """input_ids = prompt + target + EOS; labels IGNORE over the prompt (tokenized on its own, as at inference)."""
-    from ohlora.training.sft_batches import IGNORE
 
     p = tokenizer(prompt)["input_ids"]
     a = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -51,11 +54,10 @@ def batches(feats: list[dict], batch_size: int, rng: random.Random | None):
 
 def task_model(base: str, rank: int, alpha: int, dropout: float, targets, seed: int, threads: int = 0):
     """(spec, model with a fresh LoRA, tokenizer) for training on CPU in fp32."""
+    # lazy: peft, torch, transformers load only when this runs
     import torch
     from peft import LoraConfig
     from transformers import set_seed
-
-    from ohlora.models import add_lora, load_base, resolve_base, set_cpu_threads
 
     set_seed(seed)
     set_cpu_threads(threads or None)
@@ -74,11 +76,10 @@ def fit_task_lora(model, tok, train_feats: list[dict], valid_feats: list[dict], 
                   learning_rate: float, batch_size: int, seed: int, name: str, log=None) -> TaskFit:
     """AdamW with a short warm-up and linear decay; saves the adapter at every new best
     validation loss and reloads the best one at the end (the model is left in eval mode)."""
+    # lazy: torch loads only when this runs
     import torch
-    from tqdm import tqdm
 
     from ohlora.training.losses import answer_only_loss, lm_head_of
-    from ohlora.training.sft_batches import collate
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     head, softcap = lm_head_of(model)
@@ -125,6 +126,7 @@ def fit_task_lora(model, tok, train_feats: list[dict], valid_feats: list[dict], 
             best = (vl, epoch)
             model.save_pretrained(out)  # the best epoch so far is what is kept
     if best[1] != epochs:
+        # lazy: peft, safetensors load only when this runs
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 

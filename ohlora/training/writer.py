@@ -20,8 +20,21 @@ from pathlib import Path
 
 import yaml
 
+from ohlora.config import read_settings
+from ohlora.datasets.writer import read_writer_rows, sft_writer_rows, split_valid
+from ohlora.decoding.fast import FastGenerator
+from ohlora.decoding.head import build_head_vocab, load_head_vocab, save_head_vocab
 from ohlora.errors import OhloraError
-from ohlora.paths import move_aside
+from ohlora.evaluation.writer import evaluate_writer
+from ohlora.memory.loading import WRITER_NAME
+from ohlora.memory.synonyms import load_synonyms
+from ohlora.memory.writer import WriterFormat, validate_tag
+from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy
+from ohlora.models import PRESETS, load_adapter, load_base, resolve_base, set_cpu_threads
+from ohlora.paths import adapters_dir, bundled, move_aside
+from ohlora.training.llm import _copy_licence
+from ohlora.training.task_lora import batches, encode_task_row, fit_task_lora, task_model, write_train_log
+from ohlora.training.writer_fit import fit_writer_policy
 
 META_FILE = "writer_train.yaml"
 EVAL_FILE = "writer_eval.json"
@@ -66,9 +79,6 @@ class WriterTrainConfig:
                 raise OhloraError(f"writer train config: {msg}")
 
     def resolved(self) -> "WriterTrainConfig":
-        from ohlora.models import PRESETS
-        from ohlora.paths import adapters_dir
-        from ohlora.training.llm_config import bundled
 
         preset = PRESETS.get(self.base)
         return replace(
@@ -83,7 +93,6 @@ class WriterTrainConfig:
 
 
 def load_writer_train_config(path: Path | None = None, **overrides) -> WriterTrainConfig:
-    from ohlora.config import read_settings
 
     data = read_settings(path, "train_writer", WriterTrainConfig)
     merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
@@ -96,13 +105,11 @@ def load_writer_train_config(path: Path | None = None, **overrides) -> WriterTra
 
 
 def encode_writer_row(row, tokenizer, fmt) -> dict:
-    from ohlora.training.task_lora import encode_task_row
 
     return encode_task_row(fmt.render(row.message), fmt.target(row.tag), tokenizer)
 
 
 def training_rows(cfg: WriterTrainConfig):
-    from ohlora.training.writer_data import read_writer_rows, sft_writer_rows, split_valid
 
     rows = read_writer_rows(Path(cfg.train_file))
     if cfg.sft_file.lower() != "none":
@@ -117,29 +124,12 @@ def training_rows(cfg: WriterTrainConfig):
 
 def schema_keys(rows) -> tuple[str, ...]:
     """The keys of the writer's training rows: the schema its decoding is held to."""
-    from ohlora.memory.writer import validate_tag
 
     return tuple(sorted({validate_tag(r.tag).tag.key for r in rows if r.due}))
 
 
-def writer_generator(model, tokenizer, vocab, adapter: str | None, weights: str = "auto", kernel: str = "torch"):
-    """Greedy generation for the writer: FastGenerator with the writer's restricted head."""
-    from ohlora.fast_generation import FastGenerator
-
-    return FastGenerator(model, tokenizer, vocab, adapter=adapter, weights=weights, kernel=kernel)
-
-
 def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[Path, dict]:
     """Train, keep the best epoch by validation loss, evaluate on the test split, save."""
-    from ohlora.evaluation.writer import evaluate_writer
-    from ohlora.fast_generation import build_head_vocab, save_head_vocab
-    from ohlora.memory.writer import WriterFormat
-    from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy
-    from ohlora.training.llm import _copy_licence
-    from ohlora.training.memory_data import load_synonyms
-    from ohlora.training.task_lora import batches, fit_task_lora, task_model, write_train_log
-    from ohlora.training.writer_data import read_writer_rows
-    from ohlora.training.writer_fit import fit_writer_policy
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     cfg = cfg.resolved()
@@ -173,7 +163,7 @@ def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[P
     write_train_log(out, fit.log_rows)
     synonyms = load_synonyms(Path(cfg.synonyms))
     policy = WriterPolicy(schema_keys(train_rows + valid_rows))
-    writer = ConstrainedWriter(writer_generator(model, tok, vocab, model.active_adapter), tok, fmt, policy)
+    writer = ConstrainedWriter(FastGenerator(model, tok, vocab, adapter=model.active_adapter), tok, fmt, policy)
     if valid_rows:
         writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log, out_dir=out)
     writer.policy.save(out)
@@ -192,15 +182,6 @@ def calibrate_writer(cfg: WriterTrainConfig, log=None) -> dict:
     """`ohlora train writer --calibrate-only`: for the writer adapter at cfg.output, choose the
     store thresholds on the validation split again (the same hash split of the same training
     files), save writer_policy.yaml and evaluate on the test split."""
-    from ohlora.evaluation.writer import evaluate_writer
-    from ohlora.fast_generation import load_head_vocab
-    from ohlora.memory.loading import WRITER_NAME
-    from ohlora.memory.writer import WriterFormat
-    from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy
-    from ohlora.models import load_adapter, load_base, resolve_base, set_cpu_threads
-    from ohlora.training.memory_data import load_synonyms
-    from ohlora.training.writer_data import read_writer_rows
-    from ohlora.training.writer_fit import fit_writer_policy
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     cfg = cfg.resolved()
@@ -214,7 +195,7 @@ def calibrate_writer(cfg: WriterTrainConfig, log=None) -> dict:
     model, tok = load_base(resolve_base(cfg.base))
     model = load_adapter(model, out, name=WRITER_NAME)
     fmt = WriterFormat.load(out)
-    gen = writer_generator(model, tok, load_head_vocab(out), WRITER_NAME)
+    gen = FastGenerator(model, tok, load_head_vocab(out), adapter=WRITER_NAME)
     writer = ConstrainedWriter(gen, tok, fmt, WriterPolicy(schema_keys(train_rows + valid_rows)))
     synonyms = load_synonyms(Path(cfg.synonyms))
     writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log, out_dir=out)

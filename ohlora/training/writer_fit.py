@@ -10,14 +10,17 @@ one) among those within the false-store target. Nothing here looks at the test s
 
 from __future__ import annotations
 
+import csv
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from ohlora.datasets.writer import WriterRow
 from ohlora.evaluation.writer import same_item
 from ohlora.memory.writer_decode import ConstrainedWriter, Decision, judge
-from ohlora.training.writer_data import WriterRow
 
 GRID = tuple(np.round(np.linspace(0, 0.95, 20), 3))
 
@@ -52,10 +55,6 @@ def fit_writer_policy(writer: ConstrainedWriter, rows: list[WriterRow], synonyms
                       log=None, out_dir=None):
     """Returns (policy with thresholds, report); with `out_dir`, every validation decision goes to
     writer_valid_decisions.csv there."""
-    import csv
-    from pathlib import Path
-
-    from tqdm import tqdm
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     decisions = [writer.decide(r.message) for r in tqdm(rows, desc="calibrate writer", file=sys.stderr)]

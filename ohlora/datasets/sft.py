@@ -17,11 +17,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ohlora.datasets.csvfile import read_csv
 from ohlora.errors import OhloraError
 from ohlora.parsing import TAG_RE, parse_tag, split_tag
 from ohlora.persona import PersonaCard, needs_time_hint
 from ohlora.prompt import PromptFormat
-from ohlora.training.csvfile import read_csv
+from ohlora.store.conversations import Turn
 
 REQUIRED = ("input", "output")
 OPTIONAL = ("memory", "today", "category")
@@ -152,7 +153,6 @@ def load_dialogue_rows(path: Path, fmt: PromptFormat, count, budget: int, summar
     dialogues (their `source` is the dialogue's id). For each, the dialogue's later turns are
     added again with that reference summary in the prompt and only the turns after the folded
     ones as history, so the chat learns to answer from a summary of what left its prompt."""
-    from ohlora.memory.conversations import Turn
 
     by_source: dict[str, list] = {}
     for s in summaries:

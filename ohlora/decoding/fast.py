@@ -12,47 +12,13 @@ model's top-1 token lies in the subset; `ohlora bench chat` measures how often t
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
-
+import inspect
 from contextlib import contextmanager
 
-from ohlora.generation import GenerationResult
-from ohlora.threads import decode_threads
-
-VOCAB_FILE = "head_vocab.json"
-HANGUL = re.compile(r"[가-힣ㄱ-ㅎㅏ-ㅣ]")
-
-
-def build_head_vocab(tokenizer, texts: list[str], short_ascii: int = 2) -> list[int]:
-    """Token ids the persona can use: Hangul, symbols/digits/emoji, ASCII pieces of at most
-    `short_ascii` characters (any word can still be spelled), special tokens, and every token of `texts`."""
-    keep = set(tokenizer.all_special_ids)
-    for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
-        s = (piece or "").replace("\u2581", " ").strip()
-        if not s:
-            keep.add(i)  # whitespace tokens
-        elif HANGUL.search(s) or not any(c.isalpha() for c in s):
-            keep.add(i)  # Korean, or no letters at all: digits, punctuation, emoji, symbols
-        elif s.isascii() and len(s) <= short_ascii:
-            keep.add(i)
-    for t in texts:
-        keep.update(tokenizer(t, add_special_tokens=False)["input_ids"])
-    return sorted(keep)
-
-
-def save_head_vocab(ids: list[int], directory: Path) -> Path:
-    path = Path(directory) / VOCAB_FILE
-    path.write_text(json.dumps({"size": len(ids), "ids": ids}), encoding="utf-8")
-    return path
-
-
-def load_head_vocab(directory: Path) -> list[int] | None:
-    path = Path(directory) / VOCAB_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))["ids"]
+from ohlora.decoding.generator import GenerationResult
+from ohlora.decoding.head import lm_head_of
+from ohlora.decoding.threads import decode_threads
+from ohlora.models import use_adapter
 
 
 class HeadDecodeLoop:
@@ -62,6 +28,7 @@ class HeadDecodeLoop:
     or None for the full head) and `_row` (full id -> head row)."""
 
     def _pick(self, logits, temperature: float, generator=None) -> int:
+        # lazy: torch loads only when this runs
         import torch
 
         if temperature <= 0:
@@ -111,21 +78,21 @@ class FastGenerator(HeadDecodeLoop):
 
     def __init__(self, model, tokenizer, vocab_ids: list[int] | None, adapter: str | None = None, top_k: int = 50,
                  decode_threads: int | str | None = 1, weights: str = "auto", kernel: str = "torch", log=None):
+        # lazy: torch loads only when this runs
         import torch
 
-        from ohlora.lean_gemma3 import decoder_weight_dtype
-
-        from ohlora.training.losses import lm_head_of
+        from ohlora.decoding.lean_gemma3 import decoder_weight_dtype
 
         self.model, self.tokenizer, self.adapter, self.top_k = model, tokenizer, adapter, top_k
         # Threads per generated token: a number, "auto" (the cores free when an answer starts, see
-        # ohlora/threads.py) or None (as many as the prompt). The prompt keeps every thread.
+        # ohlora/decoding/threads.py) or None (as many as the prompt). The prompt keeps every thread.
         self.decode_threads = decode_threads
         # A named dtype is checked now; "auto" is chosen only when the lean decoder is first built.
         self._weight_dtype = None if weights == "auto" else decoder_weight_dtype(weights)
         # The one-token step: "torch" (LeanGemma3 in PyTorch), "native" (the C step of
-        # ohlora/native_decoder.py, built once per machine) or "auto" (native where it builds).
-        from ohlora.native_decoder import native_library
+        # ohlora/decoding/native_step.py, built once per machine) or "auto" (native where it builds).
+        # lazy: torch loads only when this runs
+        from ohlora.decoding.native_step import native_library
 
         self.kernel = kernel
         self._lib = native_library(kernel, log)
@@ -146,7 +113,6 @@ class FastGenerator(HeadDecodeLoop):
         self._prefix = None  # (token ids in the cache, cache) of the last call, for prefix reuse
         self.reused_tokens = 0
         """Prompt tokens the last call took from the previous call's cache instead of running."""
-        import inspect
 
         # transformers 5.2x renames `past_key_values` to `cache`; use whichever this version has.
         self.cache_kw = "cache" if "cache" in inspect.signature(self.backbone.forward).parameters else "past_key_values"
@@ -161,9 +127,10 @@ class FastGenerator(HeadDecodeLoop):
     def weight_dtype(self):
         """The lean decoder's matrix dtype: the one asked for; for "auto" fp16 with the native
         step (it converts in registers: half the bytes on any CPU), else the fastest on this CPU."""
+        # lazy: torch loads only when this runs
         import torch
 
-        from ohlora.lean_gemma3 import fastest_half_dtype
+        from ohlora.decoding.lean_gemma3 import fastest_half_dtype
 
         if self._weight_dtype is None:
             self._weight_dtype = torch.float16 if self._lib is not None else fastest_half_dtype()
@@ -171,7 +138,8 @@ class FastGenerator(HeadDecodeLoop):
 
     def native(self):
         """The NativeStep over the lean decoder, or None (PyTorch steps)."""
-        from ohlora.native_decoder import NativeStep, NativeUnavailable
+        # lazy: torch loads only when this runs
+        from ohlora.decoding.native_step import NativeStep, NativeUnavailable
 
         lean = self.lean()
         if lean is None or self._lib is None:
@@ -190,7 +158,8 @@ class FastGenerator(HeadDecodeLoop):
 
     def lean(self):
         """The LeanGemma3 decoder (chat adapter merged) if this is a Gemma 3 text model on CPU, else None."""
-        from ohlora.lean_gemma3 import LeanGemma3
+        # lazy: torch loads only when this runs
+        from ohlora.decoding.lean_gemma3 import LeanGemma3
 
         if self._lean is None:
             ok = getattr(self.backbone.config, "model_type", "") == "gemma3_text" and self.weight.device.type == "cpu"
@@ -199,6 +168,7 @@ class FastGenerator(HeadDecodeLoop):
 
     def _steps(self, ids, max_new_tokens):
         """(logits (1, V') for the first new token, step(token) -> the next logits)."""
+        # lazy: torch, transformers load only when this runs
         import torch
         from transformers import DynamicCache
 
@@ -232,6 +202,7 @@ class FastGenerator(HeadDecodeLoop):
     @contextmanager
     def _decode_threads(self, on_cpu: bool):
         """Threads for the generated tokens (the prompt ran with every thread)."""
+        # lazy: torch loads only when this runs
         import torch
 
         threads = torch.get_num_threads()
@@ -252,7 +223,6 @@ class FastGenerator(HeadDecodeLoop):
         """(cache, start): the last call's cache with its keys and values kept for the longest
         common prefix of token ids (a chat's persona and the turns already shown), so only
         `ids[start:]` is run; a new cache when nothing is shared or it is too small."""
-        import torch
 
         lean = self.lean()
         if self._prefix is not None:
@@ -280,9 +250,8 @@ class FastGenerator(HeadDecodeLoop):
         """A custom decode loop over this generator (the memory writer's constrained decoding):
         yields a `DecodeSession` whose `logits()` are over the head's tokens (`vocab`, full ids)
         for the next position and whose `advance(token_id)` feeds one token."""
+        # lazy: torch loads only when this runs
         import torch
-
-        from ohlora.models import use_adapter
 
         ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"].to(self.weight.device)  # (1, T)
         with torch.inference_mode(), use_adapter(self.model, self.adapter):
@@ -291,9 +260,8 @@ class FastGenerator(HeadDecodeLoop):
                 yield DecodeSession(self, logits, step)
 
     def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None, loop_guard=None):
+        # lazy: torch loads only when this runs
         import torch
-
-        from ohlora.models import use_adapter
 
         ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"].to(self.weight.device)  # (1, T)
         with torch.inference_mode(), use_adapter(self.model, self.adapter):

@@ -1,6 +1,6 @@
 """`ohlora bench`: the original's time/memory comparison table, for our stack.
 
-Each cell runs in its own child process (`python -m ohlora.bench_table VARIANT`), because peak
+Each cell runs in its own child process (`python -m ohlora.bench.table VARIANT`), because peak
 memory of a process only ever grows: a baseline and an optimized run in one process could not be
 told apart. Rows: inference (25 answers) and fine-tuning (20 pairs x 3 epochs, batch 4), each with
 the plain Hugging Face path and ohlora's path; memory is peak RSS on CPU, max allocated on CUDA.
@@ -19,7 +19,17 @@ from pathlib import Path
 
 import click
 
-from ohlora.bench_report import report
+from ohlora.bench.report import report
+from ohlora.config import ChatConfig
+from ohlora.datasets.sft import load_dataset
+from ohlora.decoding.generator import HFGenerator
+from ohlora.models import add_lora, load_base, resolve_base, set_cpu_threads
+from ohlora.paths import bundled
+from ohlora.persona import PersonaCard
+from ohlora.prompt import PromptFormat
+from ohlora.runtime import build_runtime
+from ohlora.training.llm_config import load_train_config
+from ohlora.training.sft_batches import collate, encode_row
 
 VARIANTS = {
     "infer-baseline": "inference, 25 answers: HF generate, full head",
@@ -30,6 +40,7 @@ VARIANTS = {
 
 
 def peak_memory_mb() -> float:
+    # lazy: torch loads only when this runs
     import torch
 
     if torch.cuda.is_available():
@@ -38,18 +49,12 @@ def peak_memory_mb() -> float:
 
 
 def run_variant(variant: str, base: str, adapter: str) -> dict:
+    # lazy: torch loads only when this runs
     import torch
-
-    from ohlora.models import set_cpu_threads
-    from ohlora.training.data import load_dataset
-    from ohlora.training.llm_config import bundled
 
     set_cpu_threads()
     valid = load_dataset(Path(bundled("data", "sft", "valid.csv")))
     if variant.startswith("infer"):
-        from ohlora.config import ChatConfig
-        from ohlora.generation import HFGenerator
-        from ohlora.runtime import build_runtime
 
         rt = build_runtime(ChatConfig(base=base, adapter=adapter, memory_encoder="base",
                                       generator="hf" if variant == "infer-baseline" else "fast"), log=lambda m: None)
@@ -62,14 +67,10 @@ def run_variant(variant: str, base: str, adapter: str) -> dict:
             tokens += gen.generate(r.prompt(fmt, rt.card), stop_phrase=fmt.stop_phrase, max_new_tokens=80,
                                    temperature=0).n_tokens
         return {"seconds": time.perf_counter() - t, "tokens": tokens, "peak_mb": peak_memory_mb()}
+    # lazy: peft, torch load only when this runs
     from peft import LoraConfig
 
-    from ohlora.models import add_lora, load_base, resolve_base
-    from ohlora.persona import PersonaCard
-    from ohlora.prompt import PromptFormat
-    from ohlora.training.llm_config import load_train_config
     from ohlora.training.losses import answer_only_loss, full_logits_loss, lm_head_of
-    from ohlora.training.sft_batches import collate, encode_row
 
     cfg = load_train_config(base=base).resolved()
     model, tok = load_base(resolve_base(base), device="cuda" if torch.cuda.is_available() else "cpu",
@@ -98,6 +99,7 @@ def run_variant(variant: str, base: str, adapter: str) -> dict:
 
 
 def run_table(base: str, adapter: str, as_json: bool, out: Path | None) -> dict:
+    # lazy: torch loads only when this runs
     import torch
 
     device = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else \
@@ -105,13 +107,13 @@ def run_table(base: str, adapter: str, as_json: bool, out: Path | None) -> dict:
     results = {}
     for variant in VARIANTS:
         click.echo(f"running {variant} ...", err=True)
-        proc = subprocess.run([sys.executable, "-m", "ohlora.bench_table", variant, base, adapter],
+        proc = subprocess.run([sys.executable, "-m", "ohlora.bench.table", variant, base, adapter],
                               capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
         if proc.returncode != 0:
             raise click.ClickException(f"{variant} failed: {proc.stderr.strip().splitlines()[-1:]}")
         results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
     try:
-        import unsloth  # noqa: F401
+        import unsloth  # lazy: an optional GPU library, probed  # noqa: F401
         unsloth_note = "Unsloth is installed but not wired in as a variant yet."
     except Exception:
         unsloth_note = "Unsloth: not installed here (it needs CUDA), so no Unsloth row."

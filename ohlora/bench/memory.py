@@ -7,9 +7,15 @@ import time
 from pathlib import Path
 
 import click
-
-from ohlora.bench_report import report
 import numpy as np
+
+from ohlora.bench.report import report
+from ohlora.datasets.combinations import load_combs
+from ohlora.memory.loading import load_memory_encoder, load_recall
+from ohlora.memory.retrieval import Retriever
+from ohlora.models import set_cpu_threads
+from ohlora.paths import bundled
+from ohlora.store.memories import MemoryStore
 
 
 def fill_store(store, user: str, n: int, combs) -> None:
@@ -21,12 +27,6 @@ def fill_store(store, user: str, n: int, combs) -> None:
 
 def run_memory_bench(encoder_name: str, base: str, sizes: list[int], queries: int, as_json: bool,
                      out: Path | None = None) -> list[dict]:
-    from ohlora.memory.loading import load_memory_encoder, load_recall
-    from ohlora.memory.retrieval import Retriever
-    from ohlora.memory.store import MemoryStore
-    from ohlora.models import set_cpu_threads
-    from ohlora.training.llm_config import bundled
-    from ohlora.training.memory_data import load_combs
 
     set_cpu_threads()
     encoder = load_memory_encoder(encoder_name, base)

@@ -1,4 +1,4 @@
-"""The native decode step: LeanGemma3's one-token forward in C (ohlora/native/gemma3_step.c).
+"""The native decode step: LeanGemma3's one-token forward in C (ohlora/decoding/gemma3_step.c).
 
 Why: on CPU a generated token of Gemma 3 270M reads ~220 MB of fp16 weights, ~10 ms at a
 single core's copy bandwidth, but PyTorch spends as much again on ~700 small operations and
@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,6 @@ def _cpu_flags() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
 
     return platform.processor() or platform.machine()
 
@@ -92,7 +92,7 @@ def build_library(log=None) -> Path:
     cc = compiler()
     if cc is None:
         raise NativeUnavailable("no C compiler (cc, gcc or clang) on PATH")
-    source = resources.files("ohlora.native").joinpath(SOURCE).read_bytes()
+    source = resources.files("ohlora.decoding").joinpath(SOURCE).read_bytes()
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:

@@ -14,42 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from ohlora.loop_guard import LoopGuard
+from ohlora.models import use_adapter
+
 OnText = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class LoopGuard:
-    """No n-gram of `ngram` generated tokens may occur more than `max_count` times: a token that
-    would complete one more occurrence is masked. HF's no_repeat_ngram_size is max_count=1; 2 lets
-    an answer echo its tag's value (`[좋아하는 꽃: 해바라기] 해바라기 보면...`), which 1 would forbid."""
-
-    ngram: int = 0
-    """0: off."""
-    max_count: int = 2
-
-    def tracker(self) -> "NgramTracker | None":
-        return NgramTracker(self.ngram, self.max_count) if self.ngram > 0 else None
-
-
-class NgramTracker:
-    """The n-grams of one generation so far; `banned()` lists the token ids masked at the next step."""
-
-    def __init__(self, n: int, max_count: int):
-        self.n, self.max_count = n, max_count
-        self.ids: list[int] = []
-        self.next: dict[tuple[int, ...], dict[int, int]] = {}  # (n-1)-gram -> {next token: count}
-
-    def push(self, token: int) -> None:
-        self.ids.append(int(token))
-        if len(self.ids) >= self.n:
-            after = self.next.setdefault(tuple(self.ids[len(self.ids) - self.n:-1]), {})
-            after[self.ids[-1]] = after.get(self.ids[-1], 0) + 1
-
-    def banned(self) -> list[int]:
-        if len(self.ids) < self.n - 1:
-            return []
-        after = self.next.get(tuple(self.ids[len(self.ids) - self.n + 1:]), {})
-        return [t for t, c in after.items() if c >= self.max_count]
 
 
 @dataclass(frozen=True)
@@ -84,6 +52,7 @@ class HFGenerator:
         """The PEFT adapter generation runs with (None: the bare base model)."""
 
     def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None, loop_guard=None):
+        # lazy: torch, transformers load only when this runs
         import torch
         from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
@@ -118,7 +87,6 @@ class HFGenerator:
         processors = LogitsProcessorList([GuardLoops(tracker)] if tracker else [])
         streamer = _TextStreamer(decode, on_text) if on_text else None
         sampling = dict(do_sample=True, temperature=temperature) if temperature > 0 else dict(do_sample=False)
-        from ohlora.models import use_adapter
 
         with torch.inference_mode(), use_adapter(self.model, self.adapter):
             out = self.model.generate(

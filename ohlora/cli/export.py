@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 
-from ohlora.export.gguf import QUANTS
+from ohlora.errors import OhloraError
+from ohlora.export.gguf import QUANTS, export_gguf
+from ohlora.runtime import resolve_adapter
 
 
 @click.group("export")
@@ -45,9 +47,6 @@ def export_gguf_cmd(adapter, base, quant, output, converter):
     Gemma 3 is provided under and subject to the Gemma Terms of Use
     (https://ai.google.dev/gemma/terms); the exported model carries the same terms.
     """
-    from ohlora.export.gguf import export_gguf
-    from ohlora.runtime import resolve_adapter
-    from ohlora.errors import OhloraError
 
     adapter_dir = resolve_adapter(adapter, base)
     if adapter == "default" and adapter_dir is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ohlora.errors import OhloraError
-from ohlora.memory.store import MemoryStore, _now, validate_user
+from ohlora.store.memories import MemoryStore, _now, validate_user
 
 TITLE_CHARS = 40
 

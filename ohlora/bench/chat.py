@@ -16,6 +16,7 @@ measured here on the same number of threads.
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from contextlib import contextmanager
@@ -24,7 +25,18 @@ from pathlib import Path
 
 import click
 
-from ohlora.bench_report import report
+from ohlora.bench.report import report
+from ohlora.config import ChatConfig
+from ohlora.datasets.sft import load_dataset, spread_rows
+from ohlora.decoding.fast import FastGenerator
+from ohlora.decoding.generator import HFGenerator
+from ohlora.decoding.llamacpp import LlamaCppGenerator
+from ohlora.evaluation.conversation import load_dialogues
+from ohlora.export.engine_file import engine_gguf
+from ohlora.models import resolve_base, use_adapter
+from ohlora.paths import bundled
+from ohlora.runtime import build_runtime, resolve_adapter
+from ohlora.store.conversations import Turn
 
 
 @dataclass
@@ -45,6 +57,7 @@ class DecodePath:
 def read_bandwidth(threads: int, mbytes: int = 512, reps: int = 5) -> float:
     """Bytes per second one pass of reading a large fp32 buffer reaches here on `threads`
     threads (the best of `reps`): what a matrix-vector product can at most stream."""
+    # lazy: torch loads only when this runs
     import torch
 
     old = torch.get_num_threads()
@@ -84,6 +97,7 @@ def hf_bytes(model, adapter: str | None) -> int:
 
 def gguf_bytes(path: Path) -> int:
     """Every tensor of a GGUF is read once per token (Gemma's token_embd is also its output head)."""
+    # lazy: gguf loads only when this runs
     import gguf
 
     return sum(int(t.n_bytes) for t in gguf.GGUFReader(str(path)).tensors)
@@ -155,9 +169,8 @@ def llamacpp_forced(gen):
 
 def reference_top1(model, tok, adapter, prompt_ids: list[int], answer_ids: list[int]) -> list[int]:
     """The full fp32 model's top-1 before each answer token (HF forward, full head)."""
+    # lazy: torch loads only when this runs
     import torch
-
-    from ohlora.models import use_adapter
 
     with torch.inference_mode(), use_adapter(model, adapter):
         ids = torch.tensor([prompt_ids + answer_ids])
@@ -186,10 +199,9 @@ def agreement(paths: list[DecodePath], model, tok, adapter, rows, fmt, card) -> 
 def llamacpp_paths(adapter_dir, base_name, ids, tok, embed, threads: int, log) -> tuple[list[DecodePath], str]:
     """The llama.cpp anchors, or none and a note why."""
     try:
-        import llama_cpp  # noqa: F401
+        import llama_cpp  # lazy: an optional extra, probed  # noqa: F401
     except ImportError:
         return [], "llama.cpp: skipped (llama-cpp-python is not installed: pip install 'ohlora[llamacpp]')"
-    from ohlora.llamacpp_generator import LlamaCppGenerator, engine_gguf
 
     out = []
     for label, quant, cut in (("llama.cpp F16, full vocabulary (exported file)", "f16", False),
@@ -205,15 +217,8 @@ def llamacpp_paths(adapter_dir, base_name, ids, tok, embed, threads: int, log) -
 def run_chat_bench(base: str, adapter: str, prompts: int, max_new_tokens: int, as_json: bool,
                    out: Path | None = None, weights: str = "auto", threads: int = 1, llamacpp: bool = True,
                    agreement_rows: int | None = None) -> dict:
+    # lazy: torch loads only when this runs
     import torch
-
-    from ohlora.config import ChatConfig
-    from ohlora.fast_generation import FastGenerator
-    from ohlora.generation import HFGenerator
-    from ohlora.runtime import build_runtime, resolve_adapter
-    from ohlora.models import resolve_base
-    from ohlora.training.data import load_dataset, spread_rows
-    from ohlora.training.llm_config import bundled
 
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     rt = build_runtime(ChatConfig(base=base, adapter=adapter, memory_encoder="base", weights=weights,
@@ -300,7 +305,6 @@ def summarize(paths, bandwidth, threads, warm, cold) -> dict:
 
 
 def table(paths, result, rt, n_prompts, max_new_tokens, threads, notes, gen, warm, cold) -> list[str]:
-    import platform
 
     cpu = _cpu_name() or platform.processor() or platform.machine()
     lines = [
@@ -362,8 +366,6 @@ def first_token_by_turn(engine, turns, facts: str | None, reuse: bool, max_new_t
 
 def ten_turns():
     """Ten turns of the bundled held-out dialogues, one conversation after another."""
-    from ohlora.evaluation.conversation import load_dialogues
-    from ohlora.memory.conversations import Turn
 
     turns = [Turn(t["user"], t["answer"]) for d in load_dialogues() for t in d["turns"]]
     return turns[:10]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ohlora.errors import OhloraError
-from ohlora.memory.conversations import Turn
+from ohlora.store.conversations import Turn
 
 
 @dataclass(frozen=True)

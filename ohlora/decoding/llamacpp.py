@@ -1,9 +1,9 @@
 """LlamaCppGenerator: `--engine llamacpp`, chat decoding in llama.cpp (llama-cpp-python) with
 ohlora's restricted output head.
 
-The engine file is the chat adapter merged into the base and converted by llama.cpp's own
-converter (`ohlora export gguf`, F16 by default so greedy answers stay ohlora's), then cut to the
-head's tokens (`export/head_cut.py`) and cached under `$OHLORA_HOME/engines/`. llama.cpp's token
+The engine file (built by export/engine_file.py; the runtime hands its path here) is the chat
+adapter merged into the base and converted by llama.cpp's own converter (F16 by default so greedy
+answers stay ohlora's), then cut to the head's tokens and cached under `$OHLORA_HOME/engines/`. llama.cpp's token
 k is full-vocabulary token `ids[k]`, so its logits (V',) are already the restricted head's and the
 sampling loop is FastGenerator's own (`HeadDecodeLoop`). Every input token, prompt or generated,
 goes in as an embedding row: the row of the full embedding times sqrt(H), which is what Gemma 3's
@@ -12,7 +12,7 @@ the head still reads as itself.
 
 The KV cache of the last call is kept and its longest common prefix with the next prompt reused
 (the persona and the turns already shown), as FastGenerator does. Threads: the prompt uses every
-core, the decode `decode_threads` ("auto": the free cores, see ohlora/threads.py).
+core, the decode `decode_threads` ("auto": the free cores, see ohlora/decoding/threads.py).
 
 A file with its full vocabulary (`ids=None`: the plain `ohlora export gguf` output) is decoded
 from token ids, as any llama.cpp program would: that is `bench chat`'s llama.cpp anchor.
@@ -21,67 +21,27 @@ from token ids, as any llama.cpp program would: that is `bench chat`'s llama.cpp
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import sys
+import os
 from pathlib import Path
 
+import numpy as np
+
+from ohlora.decoding.fast import HeadDecodeLoop
+from ohlora.decoding.threads import decode_threads
 from ohlora.errors import OhloraError
-from ohlora.fast_generation import HeadDecodeLoop
-from ohlora.paths import ensure_dir, home_dir
 
 ENGINE_QUANTS = ("f16", "q8_0")
+"""The engine file's weights: f16 answers as ohlora does, q8_0 is faster."""
 INSTALL_HINT = "pip install 'ohlora[llamacpp]' (builds llama.cpp from source, ~10 min)"
 
 
 def import_llama_cpp():
     """llama_cpp, or a one-line error saying how to get it."""
     try:
-        import llama_cpp
+        import llama_cpp  # lazy: an optional extra
     except ImportError:
         raise OhloraError(f"--engine llamacpp needs llama-cpp-python: {INSTALL_HINT}") from None
     return llama_cpp
-
-
-def engine_file_name(adapter_dir: Path | None, base: str, ids: list[int] | None, quant: str) -> str:
-    """`<adapter>-<quant>-<digest>.gguf`: the digest covers the base, the adapter's weights and
-    the head, so a retrained adapter or a new head builds a new file."""
-    h = hashlib.sha256(f"{base}|{quant}|".encode())
-    h.update(",".join(map(str, ids)).encode() if ids is not None else b"full")
-    if adapter_dir is not None:
-        for name in ("adapter_model.safetensors", "adapter_config.json"):
-            p = Path(adapter_dir) / name
-            if p.is_file():
-                h.update(p.read_bytes())
-    name = Path(adapter_dir).name if adapter_dir is not None else Path(base).name
-    return f"{name}-{quant}-{h.hexdigest()[:12]}.gguf"
-
-
-def engine_gguf(adapter_dir: Path | None, base: str, ids: list[int] | None, quant: str = "f16", log=None,
-                export=None) -> Path:
-    """The cut engine file for this base + adapter + head, built once (merge, llama.cpp's
-    converter, head cut: ~30 s) and cached under $OHLORA_HOME/engines/; `ids=None`: the full
-    vocabulary, uncut."""
-    import tempfile
-
-    from ohlora.export.head_cut import cut_head
-
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    if quant not in ENGINE_QUANTS:
-        raise OhloraError(f"llama.cpp engine weights {quant!r}: choose one of {', '.join(ENGINE_QUANTS)}")
-    target = ensure_dir(home_dir() / "engines") / engine_file_name(adapter_dir, base, ids, quant)
-    if target.is_file():
-        return target
-    if export is None:
-        from ohlora.export.gguf import export_gguf as export
-    head = f"head of {len(ids)} tokens" if ids is not None else "full vocabulary"
-    log(f"Building the llama.cpp engine file once ({quant}, {head}) -> {target}")
-    with tempfile.TemporaryDirectory(prefix="ohlora-engine-", dir=target.parent) as tmp:
-        full = export(adapter_dir, quant, Path(tmp) / "full.gguf", base=base, log=log).gguf
-        if ids is None:
-            full.replace(target)
-        else:
-            cut_head(full, target, ids)
-    return target
 
 
 class LlamaCppGenerator(HeadDecodeLoop):
@@ -91,9 +51,6 @@ class LlamaCppGenerator(HeadDecodeLoop):
                  top_k: int = 50, decode_threads="auto", n_ctx: int = 4096, n_batch: int = 512):
         """`embed`: the full input embedding (V, H) of the same model (needed with `ids`); `ids`:
         the head's full-vocabulary ids the file was cut to (None: a full-vocabulary file)."""
-        import os
-
-        import numpy as np
 
         L = import_llama_cpp()
         self.L, self.np = L, np
@@ -103,6 +60,7 @@ class LlamaCppGenerator(HeadDecodeLoop):
         self.ids = None
         self._row = None
         if ids is not None:
+            # lazy: torch loads only when this runs
             import torch
 
             if embed is None:
@@ -165,6 +123,7 @@ class LlamaCppGenerator(HeadDecodeLoop):
     def _feed(self, tokens: list[int], p0: int, all_logits: bool = False):
         """Run full-vocabulary tokens at positions p0.. in chunks of n_batch; returns the logits
         (1, V') of the last one, or of every one (T, V') with `all_logits`."""
+        # lazy: torch loads only when this runs
         import torch
 
         L, np = self.L, self.np
@@ -222,7 +181,6 @@ class LlamaCppGenerator(HeadDecodeLoop):
 
     # -- the generator interface -------------------------------------------------------------------
     def generate(self, prompt, *, stop_phrase, max_new_tokens, temperature, on_text=None, loop_guard=None):
-        from ohlora.threads import decode_threads
 
         ids = self.tokenizer(prompt)["input_ids"]
         first = self._start(ids, max_new_tokens)  # the prompt, with every core

@@ -15,26 +15,26 @@ from __future__ import annotations
 import random
 import statistics
 import time
-
 from pathlib import Path
 
 import click
 
-from ohlora.bench_report import report
+from ohlora.bench.report import report
+from ohlora.datasets.sft import load_dataset
+from ohlora.models import add_lora, load_base, resolve_base, set_cpu_threads
+from ohlora.persona import PersonaCard
+from ohlora.prompt import PromptFormat
+from ohlora.training.llm_config import load_train_config
+from ohlora.training.sft_batches import collate, encode_row
 
 
 def run_train_bench(base: str, batch_size: int, steps: int, threads: int | None, as_json: bool,
                     out: Path | None = None) -> dict:
+    # lazy: peft, torch load only when this runs
     import torch
     from peft import LoraConfig
 
-    from ohlora.models import add_lora, load_base, resolve_base, set_cpu_threads
-    from ohlora.persona import PersonaCard
-    from ohlora.prompt import PromptFormat
-    from ohlora.training.data import load_dataset
-    from ohlora.training.llm_config import load_train_config
     from ohlora.training.losses import answer_only_loss, check_answer_only_path, full_logits_loss, lm_head_of
-    from ohlora.training.sft_batches import collate, encode_row
 
     set_cpu_threads(threads)
     cfg = load_train_config(base=base).resolved()

@@ -1,0 +1,25 @@
+"""Synonym groups of memory keys (좋아하는 아이돌 = 좋아하는 가수): keys of one group count as the
+same key, for recall's key bank and for the similarity of training pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ohlora.errors import OhloraError
+from ohlora.paths import bundled
+
+
+def load_synonyms(path: Path | None = None) -> dict[str, str]:
+    """key -> canonical key (the first of its group)."""
+    if path is None:
+        path = Path(bundled("memory_synonyms.yaml"))
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (FileNotFoundError, yaml.YAMLError) as e:
+        raise OhloraError(f"synonym file {path}: {e}") from e
+    groups = data.get("groups", []) if isinstance(data, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
+        raise OhloraError(f"synonym file {path} must hold `groups:` as a list of lists of keys")
+    return {" ".join(str(k).split()): " ".join(str(g[0]).split()) for g in groups for k in g}

@@ -1,1 +1,0 @@
-"""C sources of the native decode step (built by ohlora/native_decoder.py)."""
