@@ -7,18 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from ohlora.decoding.llamacpp import ENGINE_QUANTS
+from ohlora.decoding.choices import DECODE_KERNELS, ENGINE_QUANTS, ENGINES, WEIGHTS
 from ohlora.errors import OhloraError
 from ohlora.paths import home_dir
-
-WEIGHTS = ("auto", "fp32", "bf16", "fp16")
-"""Choices for ChatConfig.weights (and the --weights flags)."""
-ENGINES = ("torch", "llamacpp")
-"""Choices for ChatConfig.engine (and the --engine flags)."""
-LLAMACPP_WEIGHTS = ENGINE_QUANTS
-"""Choices for ChatConfig.llamacpp_weights."""
-DECODE_KERNELS = ("auto", "native", "torch")
-"""Choices for ChatConfig.decode_kernel (ohlora/decoding/native_step.py)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +94,7 @@ class ChatConfig:
             (self.weights in WEIGHTS, f"weights must be one of {', '.join(WEIGHTS)}"),
             (self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}"),
             (self.decode_kernel in DECODE_KERNELS, f"decode_kernel must be one of {', '.join(DECODE_KERNELS)}"),
-            (self.llamacpp_weights in LLAMACPP_WEIGHTS, f"llamacpp_weights must be one of {', '.join(LLAMACPP_WEIGHTS)}"),
+            (self.llamacpp_weights in ENGINE_QUANTS, f"llamacpp_weights must be one of {', '.join(ENGINE_QUANTS)}"),
             (self.decode_threads == "auto" or (_is_int(self.decode_threads) and 1 <= self.decode_threads <= 256),
              "decode_threads must be 'auto' or a number of threads"),
             (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5, "temperature must be in [0, 5]"),

@@ -1,4 +1,4 @@
-"""`ohlora export ...`: the export commands (added to the main group in ohlora/cli.py).
+"""`ohlora export ...`: the export commands (loaded by the main group in ohlora/cli/__init__.py).
 
 The main group turns an OhloraError raised here into its one `error:` line; help options and
 widths are inherited from it."""

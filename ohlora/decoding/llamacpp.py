@@ -30,8 +30,6 @@ from ohlora.decoding.fast import HeadDecodeLoop
 from ohlora.decoding.threads import decode_threads
 from ohlora.errors import OhloraError
 
-ENGINE_QUANTS = ("f16", "q8_0")
-"""The engine file's weights: f16 answers as ohlora does, q8_0 is faster."""
 INSTALL_HINT = "pip install 'ohlora[llamacpp]' (builds llama.cpp from source, ~10 min)"
 
 

@@ -29,12 +29,11 @@ from pathlib import Path
 
 import torch
 
+from ohlora.decoding.choices import DECODE_KERNELS
 from ohlora.errors import OhloraError
 from ohlora.paths import ensure_dir, home_dir
 
 ABI = 1
-KERNELS = ("auto", "native", "torch")
-"""Choices for ChatConfig.decode_kernel: auto = native where it builds, else torch."""
 SOURCE = "gemma3_step.c"
 FLAGS = ("-O3", "-fPIC", "-shared", "-std=gnu11")
 ARCH_FLAGS = ("-march=native",)
@@ -136,8 +135,8 @@ def load_library(path: Path):
 def native_library(kernel: str, log=None):
     """The loaded library for `kernel` ("auto", "native" or "torch"): None for "torch", or for
     "auto" where it cannot be had (said once through `log`); "native" raises OhloraError there."""
-    if kernel not in KERNELS:
-        raise OhloraError(f"decode kernel {kernel!r}: choose one of {', '.join(KERNELS)}")
+    if kernel not in DECODE_KERNELS:
+        raise OhloraError(f"decode kernel {kernel!r}: choose one of {', '.join(DECODE_KERNELS)}")
     if kernel == "torch":
         return None
     try:

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ohlora.decoding.llamacpp import ENGINE_QUANTS
+from ohlora.decoding.choices import ENGINE_QUANTS
 from ohlora.errors import OhloraError
 from ohlora.export.gguf import export_gguf
 from ohlora.export.head_cut import cut_head

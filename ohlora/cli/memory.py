@@ -1,0 +1,101 @@
+"""`ohlora memory ...`: list, add, remove, probe or clear a user's stored memories."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ohlora.cli.options import CONTEXT, OhloraGroup, chat_options, check_message_early, open_home_store, user_option
+from ohlora.config import load_chat_config
+from ohlora.errors import OhloraError
+from ohlora.parsing import read_tag
+from ohlora.runtime import build_runtime
+from ohlora.store.memories import validate_user
+
+
+@click.group(cls=OhloraGroup, context_settings=CONTEXT)
+def memory():
+    """List, add, remove or clear a user's stored memories."""
+
+
+
+@memory.command("list")
+@user_option
+@click.option("--json", "as_json", is_flag=True, help="Print the items as a JSON list.")
+def memory_list(user, as_json):
+    """List the user's memories."""
+    store = open_home_store()
+    items = store.list(user)
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in items], ensure_ascii=False, indent=2))
+    elif not items:
+        click.echo(f"(no memories for {user})")
+    else:
+        for i in items:
+            click.echo(f"{i.id}\t{i.text}\t{i.updated_at}")
+
+
+@memory.command("add")
+@user_option
+@click.argument("item", nargs=-1, required=True)
+def memory_add(user, item):
+    """Store ITEM, written "[key: value]" or "key: value"."""
+
+    tag = read_tag(" ".join(item))  # the one tag rule; says what is wrong, quoting at most 60 characters
+    result = open_home_store().add_tag(user, tag)
+    extra = f" (was: {result.previous})" if result.previous else ""
+    click.echo(f"{result.status}: {result.item.text}{extra}")
+
+
+@memory.command("rm")
+@user_option
+@click.argument("id_or_key", nargs=-1, required=True)
+def memory_rm(user, id_or_key):
+    """Remove one memory by its id or its key (kept in the history table)."""
+    target = " ".join(id_or_key)
+    gone = open_home_store().delete(user, target)
+    if gone is None:
+        raise OhloraError(f"no memory {target!r} for user {user}")
+    click.echo(f"removed: {gone.text}")
+
+
+@memory.command("probe")
+@user_option
+@chat_options
+@click.argument("message")
+def memory_probe(user, message, config_path, **overrides):
+    """Score every stored item of the user against MESSAGE and show which would be recalled."""
+
+    user = validate_user(user)
+    cfg = load_chat_config(config_path, **overrides)
+    if cfg.memory_encoder == "none":
+        raise OhloraError("--memory-encoder none: there is nothing to probe")
+    message = check_message_early(cfg, message)
+    rt = build_runtime(cfg)
+    retriever = rt.engine.retriever
+    ranked = retriever.scores(user, message)
+    if not ranked:
+        click.echo(f"(no memories for {user})")
+    t = retriever.threshold
+    if retriever.calibrated:
+        click.echo(f"stage 2: calibrated probability (recalled if >= {t:.3f}) | stage 1: cosine")
+    for i, r in enumerate(ranked):
+        mark = "  <- recalled" if i == 0 and r.score >= t else ""
+        stage1 = f"  cos {r.cosine:+.4f}" if r.cosine is not None else ""
+        click.echo(f"{r.score:+.4f}{stage1}  {r.item.text}{mark}")
+    if ranked and ranked[0].score < t:
+        click.echo(f"(nothing reaches the threshold {t:.3f}: no memory would be recalled)")
+
+
+@memory.command("clear")
+@user_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def memory_clear(user, yes):
+    """Remove all memories of the user (they stay in the history table)."""
+
+    user = validate_user(user)
+    if not yes:
+        click.confirm(f"Remove all memories of {user}?", abort=True)
+    n = open_home_store().clear(user)
+    click.echo(f"cleared {n} memories of {user}")
