@@ -141,7 +141,7 @@ def measure(paths: list[DecodePath], texts: list[str], stop: str, max_new_tokens
 def fast_forced(gen):
     """Top-1 ids along a forced answer through a FastGenerator's own one-token step."""
     def forced(prompt: str, answer_ids: list[int]) -> list[int]:
-        gen._prefix = None
+        gen.prefix.clear()
         out = []
         with gen.session(prompt, len(answer_ids) + 1) as s:
             for t in answer_ids:
@@ -244,7 +244,7 @@ def run_chat_bench(base: str, adapter: str, prompts: int, max_new_tokens: int, a
         return FastGenerator(model, tok, ids, adapter=name, weights=weights, decode_threads=threads, kernel=kernel)
 
     def reset(g):
-        return lambda: setattr(g, "_prefix", None)
+        return g.prefix.clear
 
     paths = [DecodePath("HF generate, fp32, full head (baseline)", HFGenerator(model, tok, adapter=name),
                         hf_bytes(model, name), threads=hf_threads)]
@@ -355,7 +355,7 @@ def first_token_by_turn(engine, turns, facts: str | None, reuse: bool, max_new_t
     for k, t in enumerate(turns):
         prompt = fmt.render(t.user, history=engine.fit_history(turns[:k]), facts=facts)
         if not reuse:
-            gen._prefix = None
+            gen.prefix.clear()
         first: list[float] = []
         t0 = time.perf_counter()
         gen.generate(prompt, stop_phrase=fmt.stop_phrase, max_new_tokens=max_new_tokens, temperature=0,

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from ohlora.decoding.generator import GenerationResult
 from ohlora.decoding.head import lm_head_of
+from ohlora.decoding.prefix_cache import PrefixCache
 from ohlora.decoding.threads import decode_threads
 from ohlora.models import use_adapter
 
@@ -110,9 +111,7 @@ class FastGenerator(HeadDecodeLoop):
         self._row = None if vocab_ids is None else {int(t): r for r, t in enumerate(vocab_ids)}  # full id -> head row
         self.eos = tokenizer.eos_token_id
         self._lean = None  # LeanGemma3, built on first use for Gemma 3 text models
-        self._prefix = None  # (token ids in the cache, cache) of the last call, for prefix reuse
-        self.reused_tokens = 0
-        """Prompt tokens the last call took from the previous call's cache instead of running."""
+        self.prefix = PrefixCache()  # the last call's KV cache, reused for the next prompt's shared prefix
 
         # transformers 5.2x renames `past_key_values` to `cache`; use whichever this version has.
         self.cache_kw = "cache" if "cache" in inspect.signature(self.backbone.forward).parameters else "past_key_values"
@@ -174,7 +173,7 @@ class FastGenerator(HeadDecodeLoop):
 
         lean = self.lean()
         if lean is not None:
-            cache, start = self._reuse(ids[0], ids.shape[1] + max_new_tokens)
+            cache, start = self.prefix.take(ids[0].tolist(), ids.shape[1] + max_new_tokens, lean.new_cache)
             first = lean.forward(ids[0, start:], cache)[None]
             native = self.native()
             half_steps = lean.weight_dtype == torch.float16 and native is None  # activations cast to fp16
@@ -183,10 +182,10 @@ class FastGenerator(HeadDecodeLoop):
                 # Some activation left fp16's range (max 65504) for this model/adapter: go back to
                 # fp32 matrices for good and run the prompt again. (The native step keeps its
                 # activations in fp32, so its fp16 weights stay.)
-                self._weight_dtype, self._lean, self._prefix = torch.float32, None, None
+                self._weight_dtype, self._lean = torch.float32, None
+                self.prefix.clear()
                 return self._steps(ids, max_new_tokens)
-            seen = ids[0].tolist()
-            self._prefix = (seen, cache)
+            seen = self.prefix.hold(ids[0].tolist(), cache)
 
             def step(nxt):
                 seen.append(nxt)  # the cache now holds this token too
@@ -219,31 +218,10 @@ class FastGenerator(HeadDecodeLoop):
             if native is not None:
                 native.threads(1)  # idle workers would spin
 
-    def _reuse(self, ids, need: int):
-        """(cache, start): the last call's cache with its keys and values kept for the longest
-        common prefix of token ids (a chat's persona and the turns already shown), so only
-        `ids[start:]` is run; a new cache when nothing is shared or it is too small."""
-
-        lean = self.lean()
-        if self._prefix is not None:
-            seen, cache = self._prefix
-            new = ids.tolist()
-            n = 0
-            for a, b in zip(seen[:cache["len"]], new):
-                if a != b:
-                    break
-                n += 1
-            n = min(n, len(new) - 1)  # at least one token runs, for the next hidden state
-            if n > 0:
-                if cache["k"].shape[2] < need:
-                    bigger = lean.new_cache(need)
-                    bigger["k"][:, :, :n], bigger["v"][:, :, :n] = cache["k"][:, :, :n], cache["v"][:, :, :n]
-                    cache = bigger
-                cache["len"] = n
-                self.reused_tokens = n
-                return cache, n
-        self.reused_tokens = 0
-        return lean.new_cache(max(need, 256)), 0
+    @property
+    def reused_tokens(self) -> int:
+        """Prompt tokens the last call took from the previous call's cache instead of running."""
+        return self.prefix.reused
 
     @contextmanager
     def session(self, prompt: str, max_new_tokens: int):

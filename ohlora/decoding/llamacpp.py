@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ohlora.decoding.fast import HeadDecodeLoop
+from ohlora.decoding.prefix_cache import shared_prefix
 from ohlora.decoding.threads import decode_threads
 from ohlora.errors import OhloraError
 
@@ -155,12 +156,7 @@ class LlamaCppGenerator(HeadDecodeLoop):
         if len(ids) + max_new_tokens > self.n_ctx:
             raise OhloraError(f"prompt of {len(ids)} tokens + {max_new_tokens} new exceeds the llama.cpp "
                               f"context ({self.n_ctx})")
-        n = 0
-        for a, b in zip(self._seen, ids):
-            if a != b:
-                break
-            n += 1
-        n = min(n, len(ids) - 1)  # at least one token runs, for the next logits
+        n = shared_prefix(self._seen, ids)
         mem = L.llama_get_memory(self.ctx)
         if n == 0 or not L.llama_memory_seq_rm(mem, 0, n, -1):
             L.llama_memory_clear(mem, True)
