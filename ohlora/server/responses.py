@@ -1,0 +1,94 @@
+"""The answer of /v1/chat/completions in OpenAI's formats: one `chat.completion` body, or
+server-sent `chat.completion.chunk` events ending with [DONE]; both carry ohlora's own
+`ohlora` block (recalled and stored memories, guard, expression, ...).
+
+`until_done` and `stream_events` also cancel the turn when the client hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import Request
+
+from ohlora.chat import TurnResult
+from ohlora.server.errors import ApiError
+from ohlora.server.middleware import error_body
+from ohlora.server.worker import Job, TurnCancelled
+
+
+async def until_done(request: Request, job: Job, future) -> TurnResult:
+    """Wait for a non-streamed turn, cancelling it if the client hangs up meanwhile."""
+    while True:
+        done, _ = await asyncio.wait({future}, timeout=0.25)
+        if done:
+            break
+        if await request.is_disconnected():
+            job.cancel()
+            break
+    try:
+        return await future
+    except (TurnCancelled, asyncio.CancelledError):
+        raise ApiError(499, "the client closed the request; the turn was cancelled") from None
+
+
+def finish_reason(turn: TurnResult) -> str:
+    return "length" if turn.finish_reason == "length" else "stop"
+
+
+def ohlora_extra(turn: TurnResult) -> dict:
+    d = turn.as_dict()
+    return {"recalled": d["recalled"], "stored": d["stored"], "finish_reason": turn.finish_reason, "tries": turn.tries,
+            "writer": d["writer"], "guard": d["guard"], "conversation": d["conversation"],
+            "history_turns": d["history_turns"], "expression": d["expression"]}
+
+
+def completion_body(cid: str, created: int, model: str, turn: TurnResult) -> dict:
+    return {
+        "id": cid, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": turn.answer},
+                     "finish_reason": finish_reason(turn)}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": turn.n_tokens, "total_tokens": turn.n_tokens},
+        "ohlora": ohlora_extra(turn),
+    }
+
+
+def _chunk(cid, created, model, delta: dict, finish=None, extra=None) -> str:
+    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if extra is not None:
+        body["ohlora"] = extra
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+async def stream_events(cid, created, model, chunks: asyncio.Queue, future, job: Job):
+    """Server-sent events in OpenAI's chunk format, ending with [DONE]. If the client hangs up,
+    Starlette cancels this generator: the turn is cancelled with it (dropped if still queued)."""
+    try:
+        async for event in _events(cid, created, model, chunks, future):
+            yield event
+    finally:
+        if not future.done():
+            job.cancel()
+
+
+async def _events(cid, created, model, chunks: asyncio.Queue, future):
+    yield _chunk(cid, created, model, {"role": "assistant", "content": ""})
+    while True:
+        getter = asyncio.ensure_future(chunks.get())
+        done, _ = await asyncio.wait({getter, future}, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            yield _chunk(cid, created, model, {"content": getter.result()})
+            continue
+        getter.cancel()
+        break
+    while not chunks.empty():  # text queued just before the turn ended
+        yield _chunk(cid, created, model, {"content": chunks.get_nowait()})
+    try:
+        turn = future.result()
+    except Exception as e:  # the stream has started: report in-band, OpenAI style
+        yield f"data: {json.dumps(error_body(str(e), 'server_error'), ensure_ascii=False)}\n\n"
+    else:
+        yield _chunk(cid, created, model, {}, finish_reason(turn), ohlora_extra(turn))
+    yield "data: [DONE]\n\n"
