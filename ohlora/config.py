@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import yaml
 
 from ohlora.decoding.choices import DECODE_KERNELS, ENGINE_QUANTS, ENGINES, WEIGHTS
 from ohlora.errors import OhloraError
 from ohlora.paths import home_dir
+from ohlora.settings import load_config
 
 
 @dataclass(frozen=True)
@@ -131,35 +130,9 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def read_settings(path: Path | None, section: str, cls) -> dict:
-    """The settings for dataclass `cls` in a YAML file: its `section:` mapping, or the top level.
-    Unknown names and malformed files are one-line errors. No file: no settings."""
-    if path is None:
-        return {}
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as e:
-        raise OhloraError(f"config file {path} not found") from e
-    except yaml.YAMLError as e:
-        raise OhloraError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
-    except ValueError as e:  # e.g. an impossible date
-        raise OhloraError(f"config file {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise OhloraError(f"config file {path} must hold a mapping of settings")
-    data = data.get(section, data)
-    if not isinstance(data, dict):
-        raise OhloraError(f"config file {path}: `{section}` must hold a mapping of settings")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise OhloraError(f"config file {path}: unknown settings {unknown}; known: {sorted(known)}")
-    return data
-
-
 def load_chat_config(path: Path | None = None, **overrides) -> ChatConfig:
     """Defaults, then the YAML file (a `chat:` section or top-level keys), then every override that is not None."""
     if path is None:
         default = home_dir() / "config.yaml"
         path = default if default.exists() else None
-    cfg = ChatConfig(**read_settings(path, "chat", ChatConfig))
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return load_config(ChatConfig, path, "chat", **overrides)

@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from ohlora.errors import OhloraError
+from ohlora.formats import read_yaml
 from ohlora.safety.classifier import GuardHead
 from ohlora.safety.loading import classifier_encoder
 
@@ -85,13 +86,8 @@ class ExpressionPolicy:
     @classmethod
     def load(cls, directory: Path) -> "ExpressionPolicy":
         path = Path(directory) / POLICY_FILE
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise OhloraError(f"{path} is missing: not an expression directory") from None
-        except yaml.YAMLError as e:
-            raise OhloraError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(data, dict) or set(data) - set(cls.__dataclass_fields__):
+        data = read_yaml(path, "expression policy", missing="not an expression directory")
+        if set(data) - set(cls.__dataclass_fields__):
             raise OhloraError(f"{path}: unknown fields")
         return cls(**data)
 

@@ -1,4 +1,5 @@
-"""The one home directory for models, adapters and databases (OHLORA_HOME overrides it)."""
+"""The one home directory for models, adapters and databases (OHLORA_HOME overrides it), the
+files shipped in the package, and the directory a "default|none|DIR" setting names."""
 
 from __future__ import annotations
 
@@ -73,3 +74,17 @@ def move_aside(path: Path) -> Path:
 def bundled(*parts: str) -> str:
     """A file shipped in the package (datasets, persona card, adapters): assets/<parts>."""
     return str(files("ohlora").joinpath("assets", *parts))
+
+
+def resolve_named(which: str | None, shipped: Path | None, what: str) -> Path | None:
+    """The directory a "default|none|DIR" setting names: "default" -> `shipped` (None when nothing
+    is shipped), "none" (any case) or None -> None, else the directory DIR, which must exist
+    ("<what> directory DIR not found"). Other special names are the caller's to handle first."""
+    if which is None or which.lower() == "none":
+        return None
+    if which == "default":
+        return shipped
+    path = Path(which).expanduser()
+    if not path.is_dir():
+        raise OhloraError(f"{what} directory {path} not found")
+    return path

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ohlora.errors import OhloraError
+from ohlora.formats import read_yaml
 
 WEEKDAYS = ["월요일", "화요일", "수요일", "목요일", "금요일", "토요일", "일요일"]
 # A message containing any of these gets the time hint (the dataset's `today` rule uses the same list).
@@ -39,15 +40,8 @@ class PersonaCard:
     @classmethod
     def load(cls, path: Path | None = None) -> "PersonaCard":
         path = Path(path) if path else default_card_path()
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as e:
-            raise OhloraError(f"persona card {path} not found") from e
-        except yaml.YAMLError as e:
-            raise OhloraError(f"persona card {path} is not valid YAML: {str(e).splitlines()[0]}") from e
-        except ValueError as e:  # YAML reads 2003-13-40 as a date and fails
-            raise OhloraError(f"persona card {path}: birthday must be YYYY-MM-DD ({e})") from e
-        if not isinstance(data, dict) or "name" not in data or "birthday" not in data:
+        data = read_yaml(path, "persona card")
+        if "name" not in data or "birthday" not in data:
             raise OhloraError(f"persona card {path} needs at least `name` and `birthday` (YYYY-MM-DD)")
         try:
             birthday = dt.date.fromisoformat(str(data["birthday"]))

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ohlora.errors import OhloraError
+from ohlora.formats import read_yaml
 from ohlora.loop_guard import LoopGuard
 
 FILENAME = "prompt_format.yaml"
@@ -160,14 +161,7 @@ class PromptFormat:
     @classmethod
     def load(cls, directory: Path) -> "PromptFormat":
         path = Path(directory) / FILENAME
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError as e:
-            raise OhloraError(f"{path} is missing: an adapter must carry its prompt format") from e
-        except yaml.YAMLError as e:
-            raise OhloraError(f"{path} is not valid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise OhloraError(f"{path} must hold a mapping of prompt format fields")
+        data = read_yaml(path, "prompt format", missing="an adapter must carry its prompt format")
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise OhloraError(f"{path}: unknown prompt format fields {sorted(unknown)}")

@@ -16,7 +16,6 @@ from ohlora.decoding.fast import FastGenerator
 from ohlora.decoding.generator import HFGenerator
 from ohlora.decoding.head import load_head_vocab
 from ohlora.decoding.llamacpp import LlamaCppGenerator, import_llama_cpp
-from ohlora.errors import OhloraError
 from ohlora.export.engine_file import engine_gguf
 from ohlora.expression import ExpressionPolicy, load_expressor, shipped_expression
 from ohlora.memory.encoder import HiddenStateEncoder
@@ -34,7 +33,7 @@ from ohlora.memory.loading import (
 from ohlora.memory.retrieval import Retriever
 from ohlora.memory.writer import ChatTagWriter
 from ohlora.models import load_adapter, load_base, resolve_base, set_cpu_threads, shipped_adapter
-from ohlora.paths import memory_db_path
+from ohlora.paths import memory_db_path, resolve_named
 from ohlora.persona import FILENAME as PERSONA_FILE
 from ohlora.persona import PersonaCard, time_hinter
 from ohlora.prompt import PromptFormat
@@ -60,14 +59,7 @@ def open_store(path: Path | None = None) -> MemoryStore:
 
 def resolve_adapter(adapter: str | None, base_name: str) -> Path | None:
     """"default" -> the adapter shipped for this base (if any); "none"/None -> no adapter; else a path."""
-    if adapter is None or adapter.lower() == "none":
-        return None
-    if adapter == "default":
-        return shipped_adapter(base_name)
-    path = Path(adapter).expanduser()
-    if not path.is_dir():
-        raise OhloraError(f"adapter directory {path} not found")
-    return path
+    return resolve_named(adapter, shipped_adapter(base_name), "adapter")
 
 
 def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
@@ -179,18 +171,14 @@ def build_expressor(retriever: Retriever | None):
 
 def build_summarizer(model, tokenizer, base_name: str, cfg: ChatConfig, log):
     """The running-summary model for cfg.summary_adapter; returns (model, summarizer or None)."""
-    if cfg.summary_adapter == "none" or cfg.history_tokens == 0:
+    if cfg.history_tokens == 0:
         return model, None
-    if cfg.summary_adapter == "default":
-        path = shipped_summary_adapter(base_name)
-        if path is None:
+    path = resolve_named(cfg.summary_adapter, shipped_summary_adapter(base_name), "summary adapter")
+    if path is None:
+        if cfg.summary_adapter == "default":
             log(f"(no summary model is shipped for {base_name}: turns that no longer fit are dropped; "
                 "train one with `ohlora train summary`)")
-            return model, None
-    else:
-        path = Path(cfg.summary_adapter).expanduser()
-        if not path.is_dir():
-            raise OhloraError(f"summary adapter directory {path} not found")
+        return model, None
     log(f"Loading summary model {path.name} ...")
     return attach_summarizer(model, tokenizer, path, cfg.weights, cfg.decode_kernel)
 
@@ -199,15 +187,11 @@ def build_writer(model, tokenizer, base_name: str, cfg: ChatConfig, log):
     """The memory writer for cfg.memory_writer; returns (model, writer)."""
     if cfg.memory_writer == "chat":
         return model, ChatTagWriter()
-    if cfg.writer_adapter == "default":
-        path = shipped_writer_adapter(base_name)
-        if path is None:
+    path = resolve_named(cfg.writer_adapter, shipped_writer_adapter(base_name), "writer adapter")
+    if path is None:
+        if cfg.writer_adapter == "default":
             log(f"(no memory writer is shipped for {base_name}: the chat's own tags are stored; "
                 "train one with `ohlora train writer`)")
-            return model, ChatTagWriter()
-    else:
-        path = Path(cfg.writer_adapter).expanduser()
-        if not path.is_dir():
-            raise OhloraError(f"writer adapter directory {path} not found")
+        return model, ChatTagWriter()
     log(f"Loading memory writer {path.name} ...")
     return attach_writer(model, tokenizer, path, cfg.weights, cfg.decode_kernel)

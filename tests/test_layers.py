@@ -20,7 +20,7 @@ ROOT = Path(ohlora.__file__).parent
 
 # Chat-time layers, lowest first: a module may import its own layer and the ones below.
 LAYERS = [
-    ("base", ("errors", "paths", "formats", "models")),
+    ("base", ("errors", "paths", "formats", "settings", "models")),
     ("text", ("loop_guard", "parsing", "prompt", "persona", "timecheck")),
     ("state", ("store",)),
     ("decoding", ("decoding",)),

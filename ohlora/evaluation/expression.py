@@ -13,7 +13,7 @@ from ohlora.datasets.labelled import load_expression_csv
 from ohlora.errors import OhloraError
 from ohlora.expression import EMOTIONS, POLICY_FILE, ExpressionPolicy, Expressor, load_expressor, shipped_expression
 from ohlora.memory.loading import untrained_encoder
-from ohlora.paths import bundled
+from ohlora.paths import bundled, resolve_named
 
 
 def scores(pred: np.ndarray, y: np.ndarray) -> dict:
@@ -48,7 +48,7 @@ def run_expression_eval(which: str, test_file: Path | None, cases: Path | None) 
     """`ohlora eval expression`: the shipped head ("default") or a trained directory, on its base
     loaded here, over the held-out file."""
 
-    path = shipped_expression() if which == "default" else Path(which)
+    path = resolve_named(which, shipped_expression(), "expression")
     if path is None or not (path / POLICY_FILE).is_file():
         raise OhloraError(f"no expression directory {which!r}: train one with `ohlora train expression`")
     base = ExpressionPolicy.load(path).base

@@ -26,7 +26,7 @@ from ohlora.errors import OhloraError
 from ohlora.memory.loading import attach_summarizer, shipped_summary_adapter
 from ohlora.models import load_base, resolve_base, set_cpu_threads
 from ohlora.parsing import normalize_space
-from ohlora.paths import bundled, ensure_dir, home_dir
+from ohlora.paths import bundled, ensure_dir, home_dir, resolve_named
 
 CASES_FILE = "summary_cases.csv"
 
@@ -97,9 +97,11 @@ def evaluate_summarizer(summarizer, rows, out_dir: Path | None = None, progress:
 def run_summary_eval(which: str, base: str, file_: Path | None, output: Path | None, as_json: bool) -> dict:
     """`ohlora eval summary`: load the base and the summary adapter, evaluate, print, save the cases."""
 
-    path = shipped_summary_adapter(base) if which == "default" else Path(which).expanduser()
-    if path is None:
+    path = resolve_named(which, shipped_summary_adapter(base), "summary adapter")
+    if path is None and which == "default":
         raise OhloraError(f"no summary model is shipped for {base}: pass --summary DIR (from `ohlora train summary`)")
+    if path is None:
+        raise OhloraError(f"--summary {which}: no summary model to evaluate; pass --summary default or DIR")
     if not (Path(path) / "adapter_config.json").is_file():
         raise OhloraError(f"{path} holds no summary adapter (no adapter_config.json)")
     rows = read_summary_rows(file_ or Path(bundled("data", "summaries", "test.jsonl")))

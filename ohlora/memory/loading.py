@@ -14,11 +14,10 @@ import hashlib
 from importlib.resources import files
 from pathlib import Path
 
-import yaml
-
 from ohlora.decoding.fast import FastGenerator
 from ohlora.decoding.head import load_head_vocab
 from ohlora.errors import OhloraError
+from ohlora.formats import read_yaml
 from ohlora.memory.backbone import (
     ENCODER_FILE,
     load_encoder_backbone,
@@ -32,6 +31,7 @@ from ohlora.memory.synonyms import load_synonyms
 from ohlora.memory.writer import AdapterWriter, WriterFormat
 from ohlora.memory.writer_decode import POLICY_FILE, ConstrainedWriter, WriterPolicy
 from ohlora.models import load_adapter
+from ohlora.paths import resolve_named
 
 ADAPTER_NAME = "memory"
 
@@ -70,20 +70,18 @@ def attach_summarizer(model, tokenizer, adapter_dir: Path, weights: str = "auto"
 
 def resolve_memory_encoder(which: str, chat_base: str) -> Path | str | None:
     """An adapter directory for "default"/"shared"/a path; "base" and "none" are returned as is."""
-    if which in ("base", "none"):
+    if which == "base":
         return which
-    if which == "default":
-        found = shipped_memory_adapter(DEFAULT_MEMORY_BASE) or shipped_memory_adapter(chat_base)
-        return found if found is not None else "base"
     if which == "shared":
         found = shipped_memory_adapter(chat_base)
         if found is None:
             raise OhloraError(f"no memory adapter is shipped for {chat_base}: use --memory-encoder default, "
                               "or train one with `ohlora train memory --base ...`")
         return found
-    path = Path(which).expanduser()
-    if not path.is_dir():
-        raise OhloraError(f"memory adapter directory {path} not found")
+    shipped = shipped_memory_adapter(DEFAULT_MEMORY_BASE) or shipped_memory_adapter(chat_base)
+    path = resolve_named(which, shipped, "memory adapter")
+    if path is None:  # "none", or "default" with nothing shipped: untrained pooling
+        return "base" if which == "default" else "none"
     return path
 
 
@@ -100,7 +98,7 @@ def read_meta(adapter_dir: Path) -> dict:
     path = Path(adapter_dir) / ENCODER_FILE
     if not path.is_file():
         raise OhloraError(f"{adapter_dir} is not a memory adapter (no {ENCODER_FILE})")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return read_yaml(path, "memory encoder file")
 
 
 def attach_memory_adapter(model, tokenizer, base_name: str, adapter_dir: Path, head=None):

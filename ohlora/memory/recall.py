@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from ohlora.errors import OhloraError
+from ohlora.formats import read_yaml
 
 POLICY_FILE = "recall.yaml"
 BANK_FILE = "recall_bank.npz"
@@ -97,11 +98,11 @@ class RecallPolicy:
         path = Path(directory) / POLICY_FILE if directory is not None else None
         if path is None or not path.is_file():
             return cls()
+        data = read_yaml(path, "recall policy", invalid="not a valid recall policy")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             return cls(**{**data, "features": tuple(data.get("features", ())),
                           "coef": tuple(float(c) for c in data.get("coef", ()))})
-        except (yaml.YAMLError, TypeError, ValueError) as e:
+        except (TypeError, ValueError) as e:
             raise OhloraError(f"{path}: not a valid recall policy ({e})") from e
 
 

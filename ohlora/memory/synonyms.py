@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from ohlora.errors import OhloraError
+from ohlora.formats import read_yaml
 from ohlora.paths import bundled
 
 
@@ -15,11 +14,8 @@ def load_synonyms(path: Path | None = None) -> dict[str, str]:
     """key -> canonical key (the first of its group)."""
     if path is None:
         path = Path(bundled("memory_synonyms.yaml"))
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (FileNotFoundError, yaml.YAMLError) as e:
-        raise OhloraError(f"synonym file {path}: {e}") from e
-    groups = data.get("groups", []) if isinstance(data, dict) else None
+    data = read_yaml(Path(path), "synonym file")
+    groups = data.get("groups", [])
     if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
         raise OhloraError(f"synonym file {path} must hold `groups:` as a list of lists of keys")
     return {" ".join(str(k).split()): " ".join(str(g[0]).split()) for g in groups for k in g}

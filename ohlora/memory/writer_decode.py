@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from ohlora.errors import OhloraError
+from ohlora.formats import read_yaml
 from ohlora.memory.writer import Validated, WriteResult, WriterFormat, validate_tag
 
 POLICY_FILE = "writer_policy.yaml"
@@ -53,10 +54,10 @@ class WriterPolicy:
         path = Path(directory) / POLICY_FILE
         if not path.is_file():
             return cls()
+        data = read_yaml(path, "writer policy", invalid="not a valid writer policy")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             return cls(**{**data, "keys": tuple(data.get("keys", ()))})
-        except (yaml.YAMLError, TypeError) as e:
+        except TypeError as e:
             raise OhloraError(f"{path}: not a valid writer policy ({e})") from e
 
 

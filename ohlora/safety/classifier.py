@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from ohlora.errors import OhloraError
+from ohlora.formats import read_yaml
 from ohlora.safety.normalize import normalize_for_guard
 
 CATEGORIES = ("normal", "love", "politics", "family_insult", "hate", "harmful")
@@ -60,15 +61,10 @@ class GuardPolicy:
     @classmethod
     def load(cls, directory: Path) -> "GuardPolicy":
         path = Path(directory) / POLICY_FILE
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise OhloraError(f"{path} is missing: not a guard directory (train one with `ohlora train guard`)")
-        except yaml.YAMLError as e:
-            raise OhloraError(f"{path} is not valid YAML: {e}") from None
+        data = read_yaml(path, "guard policy", missing="not a guard directory (train one with `ohlora train guard`)")
         known = {f for f in cls.__dataclass_fields__}
-        if not isinstance(data, dict) or set(data) - known:
-            raise OhloraError(f"{path}: unknown fields {sorted(set(data) - known) if isinstance(data, dict) else data}")
+        if set(data) - known:
+            raise OhloraError(f"{path}: unknown fields {sorted(set(data) - known)}")
         return cls(**data)
 
 

@@ -14,9 +14,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from ohlora.errors import OhloraError
+from ohlora.formats import read_yaml
 from ohlora.paths import bundled
 from ohlora.safety.classifier import GuardClassifier, Verdict
 from ohlora.store.guard_events import GuardLog
@@ -73,10 +72,7 @@ class GuardDecision:
 def load_messages(path: Path | None = None) -> dict:
     """Oh-LoRA's in-character replies per action and category (the persona's guard_messages.yaml)."""
     path = path or Path(bundled("persona", "guard_messages.yaml"))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise OhloraError(f"cannot read the guard's messages {path}: {e}") from None
+    data = read_yaml(path, "the guard's messages")
     for need in ("warn", "block", "blocked"):
         if not isinstance(data.get(need), dict):
             raise OhloraError(f"{path}: needs a {need!r} mapping of category -> message")

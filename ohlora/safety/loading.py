@@ -8,6 +8,7 @@ from pathlib import Path
 from ohlora.errors import OhloraError
 from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
 from ohlora.memory.loading import untrained_encoder
+from ohlora.paths import resolve_named
 from ohlora.safety.classifier import POLICY_FILE, GuardClassifier, GuardHead, GuardPolicy
 
 
@@ -18,11 +19,9 @@ def shipped_guard(base: str = "embeddinggemma-300m") -> Path | None:
 
 def resolve_guard(which: str) -> Path | None:
     """"default" -> the shipped guard (None if not shipped); "none" -> None; else a directory."""
-    if which == "none":
-        return None
-    if which == "default":
-        return shipped_guard()
-    path = Path(which).expanduser()
+    path = resolve_named(which, shipped_guard(), "guard")
+    if path is None or which == "default":
+        return path
     if not (path / POLICY_FILE).is_file():
         raise OhloraError(f"guard directory {path} not found or without {POLICY_FILE} (see `ohlora train guard`)")
     return path

@@ -6,10 +6,10 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from ohlora.config import read_settings
 from ohlora.errors import OhloraError
-from ohlora.models import PRESETS
 from ohlora.paths import adapters_dir, bundled
+from ohlora.settings import load_config
+from ohlora.training.task_config import lora_targets_for
 
 
 @dataclass(frozen=True)
@@ -93,12 +93,10 @@ class LLMTrainConfig:
         """Fill the defaults that depend on other fields."""
 
         name = self.name or f"ohlora-{Path(self.base).name}"
-        preset = PRESETS.get(self.base)
-        targets = self.lora_targets or (preset.lora_targets if preset else ("q_proj", "k_proj", "v_proj", "o_proj"))
         return replace(
             self,
             name=name,
-            lora_targets=tuple(targets),
+            lora_targets=tuple(lora_targets_for(self.base, self.lora_targets)),
             train_file=self.train_file or bundled("data", "sft", "train.csv"),
             valid_file=self.valid_file or bundled("data", "sft", "valid.csv"),
             persona=self.persona or bundled("persona", "ohlora.yaml"),
@@ -129,13 +127,4 @@ TRAIN_PRESETS: dict[str, dict] = {
 def load_train_config(path: Path | None = None, **overrides) -> LLMTrainConfig:
     """Preset for the chosen base, then the YAML file, then every override that is not None."""
 
-    data = read_settings(path, "train_llm", LLMTrainConfig)
-    flags = {k: v for k, v in overrides.items() if v is not None}
-    base = flags.get("base") or data.get("base") or LLMTrainConfig.base
-    merged = {**TRAIN_PRESETS.get(base, {}), **data, **flags, "base": base}
-    if "lora_targets" in merged:
-        merged["lora_targets"] = tuple(merged["lora_targets"])
-    try:
-        return LLMTrainConfig(**merged)
-    except TypeError as e:
-        raise OhloraError(f"train config: {e}") from e
+    return load_config(LLMTrainConfig, path, "train_llm", TRAIN_PRESETS, what="train config", **overrides)

@@ -24,7 +24,6 @@ from types import SimpleNamespace
 import yaml
 from tqdm import tqdm
 
-from ohlora.config import read_settings
 from ohlora.datasets.combinations import key_similarity, load_combs, make_pairs, read_pairs_from_rows
 from ohlora.errors import OhloraError
 from ohlora.evaluation.memory import evaluate_memory
@@ -43,6 +42,7 @@ from ohlora.memory.recall import Decider
 from ohlora.memory.synonyms import load_synonyms
 from ohlora.models import add_lora, set_cpu_threads
 from ohlora.paths import adapters_dir, bundled, move_aside
+from ohlora.settings import load_config
 from ohlora.training.llm import _copy_licence
 from ohlora.training.memory_embed import TrainEmbedder
 from ohlora.training.recall_fit import check_valid_combs, fit_recall, save_recall
@@ -167,19 +167,19 @@ MEMORY_PRESETS: dict[str, dict] = {
 }
 
 
+def memory_preset(base: str, chosen: dict) -> dict:
+    """MEMORY_PRESETS[base], without its InfoNCE term when the YAML or flags choose the pair loss
+    (the term belongs to the matrix loss)."""
+    preset = dict(MEMORY_PRESETS.get(base, {}))
+    if chosen.get("loss") == "pair":
+        preset.pop("contrastive", None)
+    return preset
+
+
 def load_memory_train_config(path: Path | None = None, **overrides) -> MemoryTrainConfig:
     """The preset for the chosen base, then the YAML file, then every override that is not None."""
 
-    data = read_settings(path, "train_memory", MemoryTrainConfig)
-    flags = {k: v for k, v in overrides.items() if v is not None}
-    base = flags.get("base") or data.get("base") or MemoryTrainConfig.base
-    preset = dict(MEMORY_PRESETS.get(base, {}))
-    if {**data, **flags}.get("loss") == "pair":
-        preset.pop("contrastive", None)  # the preset's InfoNCE term belongs to the matrix loss
-    merged = {**preset, **data, **flags, "base": base}
-    if "lora_targets" in merged:
-        merged["lora_targets"] = tuple(merged["lora_targets"])
-    return MemoryTrainConfig(**merged)
+    return load_config(MemoryTrainConfig, path, "train_memory", memory_preset, **overrides)
 
 
 def default_targets(model) -> list[str]:

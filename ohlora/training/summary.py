@@ -19,16 +19,16 @@ from pathlib import Path
 
 import yaml
 
-from ohlora.config import read_settings
 from ohlora.datasets.summaries import read_summary_rows, split_valid
 from ohlora.decoding.fast import FastGenerator
 from ohlora.decoding.head import build_head_vocab, save_head_vocab
 from ohlora.errors import OhloraError
 from ohlora.evaluation.summary import evaluate_summarizer
 from ohlora.memory.summarizer import AdapterSummarizer, SummaryFormat, grounding, kept
-from ohlora.models import PRESETS
-from ohlora.paths import adapters_dir, bundled, move_aside
+from ohlora.paths import move_aside
+from ohlora.settings import load_config
 from ohlora.training.llm import _copy_licence
+from ohlora.training.task_config import TaskTrainConfig
 from ohlora.training.task_lora import batches, encode_task_row, fit_task_lora, task_model, write_train_log
 
 META_FILE = "summary_train.yaml"
@@ -38,60 +38,17 @@ PASS_SHARE = 0.98
 
 
 @dataclass(frozen=True)
-class SummaryTrainConfig:
-    base: str = "gemma-3-270m"
-    train_file: str = ""
-    """Summary JSONL (default: bundled)."""
-    test_file: str = ""
-    """Held-out summary JSONL for the final evaluation (default: bundled)."""
-    output: str = ""
-    """Adapter directory (default: $OHLORA_HOME/adapters/summary-<base>)."""
-    epochs: int = 3
-    learning_rate: float = 3e-4
-    batch_size: int = 8
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] = ()
-    valid_share: float = 0.1
-    seed: int = 42
-    threads: int = 0
+class SummaryTrainConfig(TaskTrainConfig):
+    """The summarizer's settings (train_file, test_file: summary JSONL), all shared ones."""
 
-    def __post_init__(self) -> None:
-        checks = [
-            (isinstance(self.epochs, int) and 1 <= self.epochs <= 100, "epochs must be an integer in [1, 100]"),
-            (0 < self.learning_rate < 1, "learning_rate must be in (0, 1)"),
-            (self.batch_size >= 1 and self.lora_rank >= 1 and self.lora_alpha >= 1,
-             "batch_size, lora_rank and lora_alpha must be >= 1"),
-            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
-            (0 <= self.valid_share < 0.5, "valid_share must be in [0, 0.5)"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise OhloraError(f"summary train config: {msg}")
-
-    def resolved(self) -> "SummaryTrainConfig":
-
-        preset = PRESETS.get(self.base)
-        return replace(
-            self,
-            train_file=self.train_file or bundled("data", "summaries", "train.jsonl"),
-            test_file=self.test_file or bundled("data", "summaries", "test.jsonl"),
-            output=self.output or str(adapters_dir() / f"summary-{Path(self.base).name}"),
-            lora_targets=self.lora_targets or (preset.lora_targets if preset else ("q_proj", "k_proj", "v_proj", "o_proj")),
-        )
+    WHAT = "summary train config"
+    NAME = "summary"
+    BUNDLED = {"train_file": ("data", "summaries", "train.jsonl"), "test_file": ("data", "summaries", "test.jsonl")}
 
 
 def load_summary_train_config(path: Path | None = None, **overrides) -> SummaryTrainConfig:
 
-    data = read_settings(path, "train_summary", SummaryTrainConfig)
-    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
-    if "lora_targets" in merged:
-        merged["lora_targets"] = tuple(merged["lora_targets"])
-    try:
-        return SummaryTrainConfig(**merged)
-    except TypeError as e:
-        raise OhloraError(f"summary train config: {e}") from e
+    return load_config(SummaryTrainConfig, path, "train_summary", what=SummaryTrainConfig.WHAT, **overrides)
 
 
 def calibrated_format(rows, fmt=None):

@@ -15,24 +15,26 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
-from ohlora.config import read_settings
 from ohlora.datasets.writer import read_writer_rows, sft_writer_rows, split_valid
 from ohlora.decoding.fast import FastGenerator
 from ohlora.decoding.head import build_head_vocab, load_head_vocab, save_head_vocab
 from ohlora.errors import OhloraError
 from ohlora.evaluation.writer import evaluate_writer
+from ohlora.formats import read_yaml
 from ohlora.memory.loading import WRITER_NAME
 from ohlora.memory.synonyms import load_synonyms
 from ohlora.memory.writer import WriterFormat, validate_tag
 from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy
-from ohlora.models import PRESETS, load_adapter, load_base, resolve_base, set_cpu_threads
-from ohlora.paths import adapters_dir, bundled, move_aside
+from ohlora.models import load_adapter, load_base, resolve_base, set_cpu_threads
+from ohlora.paths import move_aside
+from ohlora.settings import load_config
 from ohlora.training.llm import _copy_licence
+from ohlora.training.task_config import TaskTrainConfig
 from ohlora.training.task_lora import batches, encode_task_row, fit_task_lora, task_model, write_train_log
 from ohlora.training.writer_fit import fit_writer_policy
 
@@ -41,67 +43,27 @@ EVAL_FILE = "writer_eval.json"
 
 
 @dataclass(frozen=True)
-class WriterTrainConfig:
-    base: str = "gemma-3-270m"
-    """Base model: the chat's (the writer adapter sits beside the chat adapter on it)."""
-    train_file: str = ""
-    """Writer CSV message,tag,also (default: bundled)."""
+class WriterTrainConfig(TaskTrainConfig):
+    """The writer's settings: the shared ones (base: the chat's, the writer adapter sits beside the
+    chat adapter on it; train_file: writer CSV message,tag,also; test_file: held-out writer CSV),
+    plus the SFT file and the synonym groups."""
+
+    WHAT = "writer train config"
+    NAME = "writer"
+    BUNDLED = {"train_file": ("data", "writer", "train.csv"), "sft_file": ("data", "sft", "train.csv"),
+               "test_file": ("data", "writer", "test.csv"), "synonyms": ("memory_synonyms.yaml",)}
+
     sft_file: str = ""
     """SFT CSV whose inputs and tags are writer rows too (default: bundled; "none": not used)."""
-    test_file: str = ""
-    """Held-out writer CSV for the final evaluation (default: bundled)."""
     synonyms: str = ""
-    output: str = ""
-    """Adapter directory (default: $OHLORA_HOME/adapters/writer-<base>)."""
-    epochs: int = 3
-    learning_rate: float = 3e-4
     batch_size: int = 16
     lora_rank: int = 8
     lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] = ()
-    """Default: the preset's (attention and MLP projections for Gemma)."""
-    valid_share: float = 0.1
-    seed: int = 42
-    threads: int = 0
-
-    def __post_init__(self) -> None:
-        checks = [
-            (isinstance(self.epochs, int) and 1 <= self.epochs <= 100, "epochs must be an integer in [1, 100]"),
-            (0 < self.learning_rate < 1, "learning_rate must be in (0, 1)"),
-            (self.batch_size >= 1 and self.lora_rank >= 1 and self.lora_alpha >= 1,
-             "batch_size, lora_rank and lora_alpha must be >= 1"),
-            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
-            (0 <= self.valid_share < 0.5, "valid_share must be in [0, 0.5)"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise OhloraError(f"writer train config: {msg}")
-
-    def resolved(self) -> "WriterTrainConfig":
-
-        preset = PRESETS.get(self.base)
-        return replace(
-            self,
-            train_file=self.train_file or bundled("data", "writer", "train.csv"),
-            sft_file=self.sft_file or bundled("data", "sft", "train.csv"),
-            test_file=self.test_file or bundled("data", "writer", "test.csv"),
-            synonyms=self.synonyms or bundled("memory_synonyms.yaml"),
-            output=self.output or str(adapters_dir() / f"writer-{Path(self.base).name}"),
-            lora_targets=self.lora_targets or (preset.lora_targets if preset else ("q_proj", "k_proj", "v_proj", "o_proj")),
-        )
 
 
 def load_writer_train_config(path: Path | None = None, **overrides) -> WriterTrainConfig:
 
-    data = read_settings(path, "train_writer", WriterTrainConfig)
-    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
-    if "lora_targets" in merged:
-        merged["lora_targets"] = tuple(merged["lora_targets"])
-    try:
-        return WriterTrainConfig(**merged)
-    except TypeError as e:
-        raise OhloraError(f"writer train config: {e}") from e
+    return load_config(WriterTrainConfig, path, "train_writer", what=WriterTrainConfig.WHAT, **overrides)
 
 
 def encode_writer_row(row, tokenizer, fmt) -> dict:
@@ -203,7 +165,7 @@ def calibrate_writer(cfg: WriterTrainConfig, log=None) -> dict:
     metrics = evaluate_writer(writer, read_writer_rows(Path(cfg.test_file)), synonyms, out, progress=True)
     (out / EVAL_FILE).write_text(json.dumps(metrics, indent=1), encoding="utf-8")
     meta_path = out / META_FILE
-    meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    meta = read_yaml(meta_path, "training record", missing_ok=True)
     meta["test_metrics"] = metrics
     meta_path.write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False), encoding="utf-8")
     log("test: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
