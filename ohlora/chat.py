@@ -22,7 +22,7 @@ from ohlora.errors import OhloraError
 from ohlora.expression import NEUTRAL
 from ohlora.memory.retrieval import Recall, Retriever
 from ohlora.memory.writer import ChatTagWriter, MemoryWriter, WriteResult
-from ohlora.parsing import StreamFilter, is_looped, normalize_space, parse_answer
+from ohlora.parsing import StreamFilter, check_message, is_looped, normalize_space, parse_answer
 from ohlora.prompt import PromptFormat
 from ohlora.store.conversations import ConversationStore, Turn
 from ohlora.store.memories import AddResult, MemoryStore, validate_user
@@ -124,15 +124,6 @@ class ChatEngine:
         self._summaries: OrderedDict[str, str] = OrderedDict()
         """Running summaries of client-held histories, by the digest of the turns they cover."""
 
-    def check_message(self, message: str) -> str:
-        message = normalize_space(message)
-        if not message:
-            raise OhloraError("empty message: type something to say to Oh-LoRA")
-        limit = self.config.max_message_chars
-        if len(message) > limit:
-            raise OhloraError(f"message too long ({len(message)} characters; the limit is {limit})")
-        return message
-
     def turn(self, user: str, message: str, on_text: OnText | None = None, store: bool = True,
              temperature: float | None = None, max_new_tokens: int | None = None,
              history: list[Turn] | None = None, conversation: int | None = None) -> TurnResult:
@@ -141,7 +132,7 @@ class ChatEngine:
         turns (oldest first), or `conversation`: a stored conversation of this user, whose turns
         are the history and which this turn is appended to."""
         user = validate_user(user)
-        message = self.check_message(message)
+        message = check_message(message, self.config.max_message_chars)
         history, summary, covered = list(history or []), "", 0
         if conversation is not None:
             if self.conversations is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from ohlora.decoding.choices import DECODE_KERNELS, ENGINE_QUANTS, ENGINES, WEIGHTS
 from ohlora.errors import OhloraError
 from ohlora.paths import home_dir
+from ohlora.safety.guard import EscalationPolicy
 from ohlora.settings import load_config
 
 
@@ -99,9 +100,10 @@ class ChatConfig:
             (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5, "temperature must be in [0, 5]"),
             (_is_int(self.max_new_tokens) and 1 <= self.max_new_tokens <= 4096, "max_new_tokens must be in [1, 4096]"),
             (_is_int(self.max_tries) and 1 <= self.max_tries <= 50, "max_tries must be in [1, 50]"),
+            # its range depends on the recall policy (probability or cosine): the Retriever checks it
             (self.memory_threshold is None or (isinstance(self.memory_threshold, (int, float))
-                                               and -1 <= self.memory_threshold <= 1),
-             "memory_threshold must be in [-1, 1] (or null: the recall policy's own)"),
+                                               and not isinstance(self.memory_threshold, bool)),
+             "memory_threshold must be a number (or null: the recall policy's own)"),
             (self.memory_writer in ("adapter", "chat"), "memory_writer must be 'adapter' or 'chat'"),
             (isinstance(self.writer_adapter, str) and self.writer_adapter.strip() != "",
              "writer_adapter must be 'default' or a directory"),
@@ -114,13 +116,15 @@ class ChatConfig:
             (_is_int(self.history_align) and 1 <= self.history_align <= 64, "history_align must be in [1, 64]"),
             (_is_int(self.date_retries) and 0 <= self.date_retries <= 10, "date_retries must be in [0, 10]"),
             (isinstance(self.guard, str) and self.guard.strip() != "", "guard must be 'default', 'none' or a directory"),
-            (isinstance(self.guard_blocks, (list, tuple)) and len(self.guard_blocks) > 0
-             and all(_is_int(b) and b >= 0 for b in self.guard_blocks),
-             "guard_blocks must be a non-empty list of seconds (integers >= 0)"),
+            (isinstance(self.guard_blocks, (list, tuple)), "guard_blocks must be a list of seconds"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise OhloraError(f"config: {msg}")
+        try:  # the escalation's own rule for its table of blocks
+            EscalationPolicy(blocks=tuple(self.guard_blocks))
+        except OhloraError as e:
+            raise OhloraError(f"config: {e}") from None
 
     def as_dict(self) -> dict:
         return asdict(self)

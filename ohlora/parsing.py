@@ -69,6 +69,24 @@ def normalize_space(s: str) -> str:
     return " ".join(s.split())
 
 
+class Message(str):
+    """A user message that passed `check_message`: checked once where it comes in (a command, a
+    request), then passed down as it is."""
+
+
+def check_message(message: str, max_chars: int) -> Message:
+    """The one rule for a user's message: spaces normalized, not empty, at most `max_chars`
+    characters (ChatConfig.max_message_chars); a Message is returned as it is."""
+    if isinstance(message, Message):
+        return message
+    message = normalize_space(message)
+    if not message:
+        raise OhloraError("empty message: type something to say to Oh-LoRA")
+    if len(message) > max_chars:
+        raise OhloraError(f"message too long ({len(message)} characters; the limit is {max_chars})")
+    return Message(message)
+
+
 def echo(text: str, limit: int = MAX_ECHO_CHARS) -> str:
     """`text` quoted for an error message, cut to `limit` characters."""
     text = str(text)

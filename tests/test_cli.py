@@ -91,12 +91,12 @@ def test_ask_json_with_a_tiny_local_model(run, tiny_model_dir):
 def test_ask_reads_stdin_lines_and_reports_bad_ones(run, tiny_model_dir):
     run("memory", "add", "-u", "kim", "[오늘 일정: 발표]")
     long = "가" * 10_000
-    r = run("ask", "--base", str(tiny_model_dir), "--json", "--max-new-tokens", "4", "--threshold", "-1",
+    r = run("ask", "--base", str(tiny_model_dir), "--json", "--max-new-tokens", "4", "--threshold", "0",
             "-u", "kim", "-", input=f"안녕\n\n{long}\n나 떨려\n")
     assert r.exit_code == 2  # one message was rejected
     lines = [json.loads(x) for x in r.output.splitlines() if x.startswith("{")]
     assert len(lines) == 3 and "too long" in lines[1]["error"]
-    # threshold -1: the only stored item is always recalled, from the stored embedding cache
+    # threshold 0 on the calibrated probability: the only stored item is always recalled, from the stored embedding cache
     assert lines[0]["recalled"]["text"] == "[오늘 일정: 발표]" and lines[2]["recalled"] is not None
 
 

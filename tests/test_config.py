@@ -48,5 +48,7 @@ def test_missing_config_file(tmp_path):
 
 def test_flags_are_validated_too():
     with pytest.raises(OhloraError, match="memory_threshold"):
-        load_chat_config(memory_threshold=2.0)
+        load_chat_config(memory_threshold="high")
+    with pytest.raises(OhloraError, match="guard_blocks"):
+        load_chat_config(guard_blocks=[0, -5])
     assert ChatConfig(temperature=0).temperature == 0

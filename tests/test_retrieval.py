@@ -1,5 +1,7 @@
+import pytest
 from conftest import KeywordEncoder
 
+from ohlora.errors import OhloraError
 from ohlora.memory.retrieval import Retriever
 from ohlora.store.memories import MemoryStore
 
@@ -63,3 +65,10 @@ def test_vectors_are_reused_in_memory_until_the_store_changes(keyword_encoder, t
     other.add("kim", "오늘 날씨", "비")
     other.close()
     assert r.best("kim", "우산 있어?").item.key == "오늘 날씨" and len(calls) == 1
+
+
+def test_the_threshold_is_checked_against_the_policy_that_gives_it_meaning(keyword_encoder, tmp_path):
+    store = MemoryStore(tmp_path / "m.sqlite3")
+    assert Retriever(keyword_encoder, store, threshold=-0.5).threshold == -0.5  # a cosine may be negative
+    with pytest.raises(OhloraError, match=r"memory_threshold must be in \[-1, 1\] for this encoder's cosine"):
+        Retriever(keyword_encoder, store, threshold=2.0)

@@ -10,7 +10,7 @@ from ohlora.bench.chat import run_chat_bench
 from ohlora.bench.memory import run_memory_bench
 from ohlora.bench.table import run_table
 from ohlora.bench.train import run_train_bench
-from ohlora.cli.options import CONTEXT, OhloraGroup
+from ohlora.cli.options import CONTEXT, OhloraGroup, threads_option
 from ohlora.decoding.choices import WEIGHTS
 from ohlora.errors import OhloraError
 from ohlora.paths import home_dir
@@ -36,7 +36,7 @@ def bench(ctx, base, adapter, as_json):
 @click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Rows per step.")
 @click.option("--steps", type=int, default=8, show_default=True, help="Measured steps per path (after 1 warm-up).")
-@click.option("--threads", type=int, default=None, help="CPU threads [all cores, max 8].")
+@threads_option()
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table here [default: $OHLORA_HOME/bench/train.md].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line.")

@@ -6,11 +6,12 @@ import sys
 
 import click
 
-from ohlora.cli.options import chat_options, check_message_early, load_runtime, open_conversations, user_option
+from ohlora.cli.options import chat_options, load_runtime, open_conversations, user_option
 from ohlora.config import load_chat_config
 from ohlora.errors import OhloraError
 from ohlora.memory.backbone import resolve_encoder_base
 from ohlora.models import resolve_base
+from ohlora.parsing import check_message
 from ohlora.paths import home_dir
 from ohlora.runtime import build_runtime
 from ohlora.server.run import serve as run_server
@@ -66,7 +67,7 @@ def ask(user, as_json, message, config_path, **overrides):
         if not messages:
             raise OhloraError("no message on stdin: write one message per line")
     else:
-        messages = [check_message_early(cfg, message)]
+        messages = [check_message(message, cfg.max_message_chars)]
     rt = build_runtime(cfg)
     try:
         failures = ask_messages(rt.engine, user, messages, as_json)

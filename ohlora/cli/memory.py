@@ -6,10 +6,10 @@ import json
 
 import click
 
-from ohlora.cli.options import CONTEXT, OhloraGroup, chat_options, check_message_early, open_home_store, user_option
+from ohlora.cli.options import CONTEXT, OhloraGroup, chat_options, open_home_store, user_option
 from ohlora.config import load_chat_config
 from ohlora.errors import OhloraError
-from ohlora.parsing import read_tag
+from ohlora.parsing import check_message, read_tag
 from ohlora.runtime import build_runtime
 from ohlora.store.memories import validate_user
 
@@ -71,7 +71,7 @@ def memory_probe(user, message, config_path, **overrides):
     cfg = load_chat_config(config_path, **overrides)
     if cfg.memory_encoder == "none":
         raise OhloraError("--memory-encoder none: there is nothing to probe")
-    message = check_message_early(cfg, message)
+    message = check_message(message, cfg.max_message_chars)
     rt = build_runtime(cfg)
     retriever = rt.engine.retriever
     ranked = retriever.scores(user, message)

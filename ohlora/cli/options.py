@@ -7,15 +7,12 @@ from pathlib import Path
 
 import click
 
-from ohlora.chat import ChatEngine
 from ohlora.config import load_chat_config
 from ohlora.decoding.choices import DECODE_KERNELS, ENGINE_QUANTS, ENGINES, WEIGHTS
 from ohlora.errors import OhloraError
 from ohlora.runtime import build_runtime, open_store
 from ohlora.store.accounts import Accounts
 from ohlora.store.conversations import ConversationStore
-
-CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 
 DEFAULT_USER = "default"
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
@@ -40,7 +37,7 @@ def user_option(f):
 
 
 class ThreadsParam(click.ParamType):
-    """'auto' or a positive number of threads."""
+    """'auto' or a whole number of threads, passed on as given: ChatConfig checks its range."""
 
     name = "auto|N"
 
@@ -48,12 +45,14 @@ class ThreadsParam(click.ParamType):
         if isinstance(value, int) or value == "auto":
             return value
         try:
-            n = int(value)
+            return int(value)
         except ValueError:
-            n = 0
-        if n < 1:
             self.fail(f"{value!r}: give 'auto' or a positive number of threads", param, ctx)
-        return n
+
+
+def threads_option(default=None, help="CPU threads [all cores, max 8]."):
+    """--threads N for the offline commands (training, evaluation, benchmarks)."""
+    return click.option("--threads", type=int, default=default, show_default=default is not None, help=help)
 
 
 def chat_options(f):
@@ -77,7 +76,7 @@ def chat_options(f):
         click.option("--memory-writer", type=click.Choice(["adapter", "chat"]), default=None,
                      help="What decides what is stored: the memory writer adapter, or the chat model's own "
                           "tag [default: adapter]."),
-        click.option("--history-tokens", type=click.IntRange(0, 4096), default=None,
+        click.option("--history-tokens", type=int, default=None,
                      help="Earlier turns shown before each message, up to this many tokens (0: none) [160]."),
         click.option("--guard", default=None,
                      help="Ethics guard: 'default' (shipped, on the memory's EmbeddingGemma), 'none' or a "
@@ -107,31 +106,16 @@ def chat_options(f):
 
 
 def load_runtime(config_path, **overrides):
-
     return build_runtime(load_chat_config(config_path, **overrides))
 
 
-def check_message_early(cfg, message: str) -> str:
-    """The chat engine's own rule (empty, too long), applied before the seconds-long model load.
-    The engine only keeps its collaborators, so one without any can judge a message."""
-
-    engine = ChatEngine(generator=None, retriever=None, store=None, prompt_format=None, config=cfg)
-    return engine.check_message(message)
-
-
-
 def open_home_store():
-
     return open_store()
 
 
-
 def open_conversations():
-
     return ConversationStore(open_home_store())
 
 
-
 def open_accounts():
-
     return Accounts(open_home_store())

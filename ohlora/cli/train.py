@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ohlora.cli.options import CONTEXT, OhloraGroup
+from ohlora.cli.options import CONTEXT, OhloraGroup, threads_option
 from ohlora.evaluation.expression import dump
 from ohlora.memory.backbone import CAUSAL_ITEM_TEMPLATE, CAUSAL_QUERY_TEMPLATE
 from ohlora.paths import home_dir
@@ -45,7 +45,7 @@ def train():
 @click.option("--lora-dropout", type=float, default=None, help="LoRA dropout [preset].")
 @click.option("--lora-targets", default=None, help="Comma-separated linear layer names [preset].")
 @click.option("--max-length", type=int, default=None, help="Max tokens per row [192].")
-@click.option("--threads", type=int, default=None, help="CPU threads [all cores, max 8].")
+@threads_option()
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--full-logits", is_flag=True, default=False, help="Use the plain full-logits loss path (slower).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -120,7 +120,7 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
 @click.option("--contrastive", type=float, default=None,
               help="Weight of an added InfoNCE term on the matrix loss's cosines (ranks the right item "
                    "first) [0.01 EmbeddingGemma, 0 Gemma].")
-@click.option("--threads", type=int, default=None, help="CPU threads.")
+@threads_option()
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML with settings (a `train_memory:` section or top-level keys).")
@@ -165,7 +165,7 @@ def train_recall_cmd(encoder_dir, train_combs, valid_combs, target_false_recall,
 @click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [3e-4].")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=None, help="Rows per step [16].")
 @click.option("--lora-rank", type=click.IntRange(1, 1024), default=None, help="LoRA rank [8].")
-@click.option("--threads", type=int, default=None, help="CPU threads.")
+@threads_option()
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML with settings (a `train_writer:` section or top-level keys).")
@@ -198,7 +198,7 @@ def train_writer_cmd(config_path, calibrate_only, **flags):
 @click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [3e-4].")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=None, help="Rows per step [8].")
 @click.option("--lora-rank", type=click.IntRange(1, 1024), default=None, help="LoRA rank [16].")
-@click.option("--threads", type=int, default=None, help="CPU threads.")
+@threads_option()
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML with settings (a `train_summary:` section or top-level keys).")

@@ -62,11 +62,9 @@ def free_cores(stat_path: str = "/proc/stat", task_dir: str = "/proc/self/task")
 
 
 def decode_threads(setting, stat_path: str = "/proc/stat", task_dir: str = "/proc/self/task") -> int:
-    """Threads for one answer's decode: an integer as given (at most the cores), or for "auto"
-    the free cores now, at most MAX_DECODE_THREADS."""
+    """Threads for one answer's decode: a number as given (at most the cores), or for "auto" the
+    free cores now, at most MAX_DECODE_THREADS. (ChatConfig.decode_threads is where the setting
+    is checked: "auto" or 1-256.)"""
     if setting == "auto":
         return max(1, min(free_cores(stat_path, task_dir), MAX_DECODE_THREADS))
-    n = int(setting)
-    if n < 1:
-        raise ValueError("decode threads must be 'auto' or a positive integer")
-    return min(n, cores())
+    return min(int(setting), cores())

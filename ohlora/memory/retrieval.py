@@ -49,6 +49,11 @@ class Retriever:
             raise OhloraError("the recall policy needs its reference encoder (the memory adapter's base)")
         self.threshold = self.decider.policy.threshold if threshold is None else threshold
         """On the decision score: the policy's own (chosen on the validation split) unless given."""
+        lo = 0.0 if self.calibrated else -1.0  # a probability, or a cosine
+        if threshold is not None and not lo <= threshold <= 1:
+            what = "calibrated probability" if self.calibrated else "cosine"
+            raise OhloraError(f"memory_threshold must be in [{lo:g}, 1] for this encoder's {what} "
+                              f"(or null: its policy's own, {self.decider.policy.threshold:g})")
         self._cache: dict[tuple[str, str], tuple] = {}  # (user, encoder id) -> (store version, items, (N, D))
 
     @property

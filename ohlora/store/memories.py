@@ -24,13 +24,22 @@ from ohlora.store.migrations import migrate
 USER_RE = re.compile(r"^[\w.\-@]{1,64}$")  # \w covers Hangul
 
 
-def validate_user(user: str) -> str:
+class UserId(str):
+    """A user id that passed `validate_user`. Ids are parsed once where they come in (a command's
+    --user, a request's path or token) and passed down as UserId; every table still takes a plain
+    str (tests, tools) and checks that one."""
+
+
+def validate_user(user: str) -> UserId:
+    """The id as a UserId, or a one-line OhloraError; a UserId is returned as it is."""
+    if isinstance(user, UserId):
+        return user
     user = user.strip()
     if not USER_RE.match(user):
         raise OhloraError(
             f"invalid user id {user!r}: use 1-64 letters, digits, Hangul, '_', '-', '.' or '@'"
         )
-    return user
+    return UserId(user)
 
 
 @dataclass(frozen=True)

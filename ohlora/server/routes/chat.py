@@ -23,6 +23,7 @@ from fastapi.responses import StreamingResponse
 from ohlora.chat import TurnResult
 from ohlora.config import ChatConfig
 from ohlora.errors import OhloraError
+from ohlora.parsing import check_message
 from ohlora.server.auth import Principal, acting_as, principal
 from ohlora.server.errors import ApiError
 from ohlora.server.inputs import read_json
@@ -50,7 +51,7 @@ async def chat_completions(request: Request, who: Principal = Depends(principal)
     if not isinstance(stream, bool):
         raise ApiError(400, "stream must be true or false", param="stream")
     try:
-        message = engine.check_message(message)
+        message = check_message(message, engine.config.max_message_chars)  # a Message: the turn does not check again
     except OhloraError as e:
         raise ApiError(400, str(e), param="messages") from None
     temperature, max_tokens = overrides(engine.config, req)
