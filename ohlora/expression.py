@@ -19,8 +19,7 @@ import yaml
 
 from ohlora.errors import OhloraError
 from ohlora.formats import read_yaml
-from ohlora.safety.classifier import GuardHead
-from ohlora.safety.loading import classifier_encoder
+from ohlora.safety.heads import SoftmaxHead, classifier_encoder
 
 EMOTIONS = ("neutral", "happy", "excited", "sad", "worried", "surprised", "embarrassed", "annoyed")
 FACES = {  # emotion: (eyes, mouth, head_turn, emoji)
@@ -95,7 +94,7 @@ class ExpressionPolicy:
 class Expressor:
     """answer text -> Expression. `encoder.encode_query(texts)` -> (N, D) on the policy's base."""
 
-    def __init__(self, encoder, head: GuardHead, policy: ExpressionPolicy):
+    def __init__(self, encoder, head: SoftmaxHead, policy: ExpressionPolicy):
         self.encoder, self.head, self.policy = encoder, head, policy
 
     def probs(self, answers: list[str]) -> np.ndarray:
@@ -125,5 +124,5 @@ def shipped_expression(base: str = "embeddinggemma-300m") -> Path | None:
 def load_expressor(directory: Path, shared) -> Expressor:
     """The expression head at `directory` on an already loaded encoder of its base (`shared`)."""
 
-    policy, head = ExpressionPolicy.load(directory), GuardHead.load(directory)
+    policy, head = ExpressionPolicy.load(directory), SoftmaxHead.load(directory)
     return Expressor(classifier_encoder(shared, policy, "expression"), head, policy)

@@ -11,7 +11,7 @@ from ohlora.errors import OhloraError
 from ohlora.evaluation.expression import evaluate_expression
 from ohlora.expression import EMOTIONS, FACES, NEUTRAL, Expression, ExpressionPolicy, Expressor
 from ohlora.prompt import PromptFormat
-from ohlora.safety.classifier import GuardHead
+from ohlora.safety.heads import SoftmaxHead
 from ohlora.store.memories import MemoryStore
 from ohlora.training.expression import train_expression
 
@@ -43,7 +43,7 @@ def test_train_and_evaluate_the_expression_head(tmp_path):
     out = tmp_path / "expr"
     result = train_expression(out, write_csv(tmp_path / "train.csv"), encoder=Enc(WORDS), log=lambda m: None)
     assert result["valid"]["accuracy"] == 1.0
-    policy, head = ExpressionPolicy.load(out), GuardHead.load(out)
+    policy, head = ExpressionPolicy.load(out), SoftmaxHead.load(out)
     expressor = Expressor(Enc(WORDS), head, policy)
     assert expressor.express("우와 대박이다!").emotion == "excited" and expressor.express("").emotion == "neutral"
     m = evaluate_expression(expressor, write_csv(tmp_path / "test.csv", 2), tmp_path / "cases.csv")
@@ -51,7 +51,7 @@ def test_train_and_evaluate_the_expression_head(tmp_path):
 
 
 def test_an_unsure_head_gives_the_neutral_face():
-    head = GuardHead(np.zeros((len(EMOTIONS), len(WORDS) + 1)), np.zeros(len(EMOTIONS)))  # uniform: 1/8 each
+    head = SoftmaxHead(np.zeros((len(EMOTIONS), len(WORDS) + 1)), np.zeros(len(EMOTIONS)))  # uniform: 1/8 each
     x = Expressor(Enc(WORDS), head, ExpressionPolicy(min_confidence=0.35)).express("좋아!")
     assert x.emotion == "neutral" and x.confidence == pytest.approx(1 / len(EMOTIONS))
 
@@ -70,7 +70,7 @@ class Boom:
 
 def test_every_answer_carries_an_expression_and_a_failing_head_is_neutral():
     gen = FakeGenerator(["우와 대박! (답변 종료)", "응 (답변 종료)"])
-    head = GuardHead(np.eye(len(EMOTIONS), len(WORDS) + 1) * 10, np.zeros(len(EMOTIONS)))
+    head = SoftmaxHead(np.eye(len(EMOTIONS), len(WORDS) + 1) * 10, np.zeros(len(EMOTIONS)))
     eng = ChatEngine(gen, None, MemoryStore(), PromptFormat(), ChatConfig(),
                      expressor=Expressor(Enc(WORDS), head, ExpressionPolicy()))
     assert eng.turn("kim", "나 합격했어").as_dict()["expression"]["emotion"] == "excited"

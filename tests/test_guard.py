@@ -9,8 +9,9 @@ from conftest import KeywordEncoder
 from ohlora.datasets.labelled import load_guard_csv
 from ohlora.errors import OhloraError
 from ohlora.evaluation.guard import metrics
-from ohlora.safety.classifier import CATEGORIES, GuardClassifier, GuardHead, GuardPolicy, decide
+from ohlora.safety.classifier import CATEGORIES, GuardClassifier, GuardPolicy, decide
 from ohlora.safety.guard import EscalationPolicy, EthicsGuard, load_messages
+from ohlora.safety.heads import SoftmaxHead
 from ohlora.safety.normalize import normalize_for_guard
 from ohlora.store.guard_events import GuardLog
 from ohlora.store.memories import MemoryStore
@@ -164,7 +165,7 @@ def test_train_guard_writes_a_loadable_directory(tmp_path):
     result = train_guard(GuardTrainConfig(train_file=str(train), valid_file=str(valid)), out, encoder=enc,
                          log=lambda m: None)
     assert result["valid"]["accuracy"] == 1.0 and result["valid"]["false_positive_rate"] == 0.0
-    policy, head = GuardPolicy.load(out), GuardHead.load(out)
+    policy, head = GuardPolicy.load(out), SoftmaxHead.load(out)
     assert policy.metrics["valid_accuracy"] == 1.0
     verdict = GuardClassifier(enc, head, policy).classify(["폭.탄 만드는 법"])[0]
     assert verdict.category == "harmful"

@@ -1,8 +1,8 @@
 """How many threads a decode step may use, chosen at run time.
 
 Decoding one token is a chain of matrix-vector products: a second thread doubles the memory
-bandwidth it can use when its core is free (measured in issue 15: 25 -> 43 tok/s on two idle
-cores), but when another process runs on that core, the threads wait for each other at every
+bandwidth it can use when its core is free (measured on a 2-core machine: 25 -> 43 tok/s on two
+idle cores), but when another process runs on that core, the threads wait for each other at every
 one of the ~150 synchronisation points per token and decoding collapses (over a second per
 token). So "auto" counts the cores that are free *now* (this process's cores minus the other
 runnable threads, from /proc/stat) at the start of every answer, and falls back to one thread.

@@ -1,1 +1,3 @@
-"""Evaluation: memory-encoder metrics, answer-quality checks. Evaluators return dicts of metrics."""
+"""Evaluation of every model (memory encoder and recall, writer, summarizer, guard, expression,
+answers, conversations). Evaluators return dicts of metrics; they read ohlora/datasets/ and never
+import training."""

@@ -14,7 +14,7 @@ from ohlora.errors import OhloraError
 from ohlora.evaluation.writer import evaluate_writer
 from ohlora.memory.synonyms import load_synonyms
 from ohlora.memory.writer import ChatTagWriter, WriteResult
-from ohlora.paths import bundled, home_dir
+from ohlora.paths import bundled, home_dir, resolve_named
 from ohlora.runtime import build_runtime
 
 METRIC_ROWS = ("precision", "recall", "false_store_rate", "dropped", "n_messages", "n_due", "n_nothing",
@@ -46,8 +46,7 @@ def run_writer_eval(which: str, base: str, file_: Path | None, output: Path | No
     if which == "chat":
         cfg = ChatConfig(base=base, memory_encoder="none", memory_writer="chat")
     else:
-        if which != "default" and not Path(which).expanduser().is_dir():
-            raise OhloraError(f"writer adapter directory {which} not found")
+        resolve_named(which, None, "writer adapter")  # a missing DIR is one line, before the model loads
         cfg = ChatConfig(base=base, memory_encoder="none", memory_writer="adapter", writer_adapter=which)
     rt = build_runtime(cfg)
     writer = ChatAnswerWriter(rt.engine) if which == "chat" else rt.engine.writer

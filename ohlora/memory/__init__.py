@@ -1,1 +1,3 @@
-"""Long-term memory: a SQLite store of [key: value] items per user, encoders and retrieval."""
+"""Long-term memory, its models only: the memory writer (what to store), the encoder and the
+two-stage recall (what to bring back), the running summary, and loading them by name. The
+items themselves live in ohlora/store/."""

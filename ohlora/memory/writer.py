@@ -1,6 +1,6 @@
 """The memory writer: what (if anything) to store from one user message, apart from the answer.
 
-The chat model's own leading tag used to be what got stored. It is often wrong (`나 고양이 키워` ->
+Why not store the chat model's own leading tag (`memory_writer: chat`)? It is often wrong (`나 고양이 키워` ->
 `[반려동물: 고양이 고양이]`) and, once a recalled item sits in its prompt, it re-emits that item
 instead of the new fact. The writer is the same base model with its own small LoRA adapter
 (`ohlora train writer`), trained on message -> one `[key: value]` or `없음` (nothing). It reads the

@@ -18,12 +18,12 @@ import yaml
 
 from ohlora.errors import OhloraError
 from ohlora.formats import read_yaml
+from ohlora.safety.heads import SoftmaxHead
 from ohlora.safety.normalize import normalize_for_guard
 
 CATEGORIES = ("normal", "love", "politics", "family_insult", "hate", "harmful")
 NORMAL = "normal"
 POLICY_FILE = "guard.yaml"
-HEAD_FILE = "head.npz"
 CLASSIFY_TEMPLATE = "task: classification | query: {}"
 
 
@@ -69,31 +69,6 @@ class GuardPolicy:
 
 
 @dataclass(frozen=True)
-class GuardHead:
-    """Linear softmax: (N, D) embeddings -> (N, C) probabilities."""
-
-    weight: np.ndarray  # (C, D)
-    bias: np.ndarray  # (C,)
-
-    def probs(self, x: np.ndarray) -> np.ndarray:
-        logits = np.asarray(x, dtype=np.float32) @ self.weight.T + self.bias  # (N, C)
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        return e / e.sum(axis=1, keepdims=True)
-
-    def save(self, directory: Path) -> None:
-        np.savez(Path(directory) / HEAD_FILE, weight=self.weight.astype(np.float32), bias=self.bias.astype(np.float32))
-
-    @classmethod
-    def load(cls, directory: Path) -> "GuardHead":
-        path = Path(directory) / HEAD_FILE
-        if not path.is_file():
-            raise OhloraError(f"{path} is missing: the guard directory is incomplete")
-        with np.load(path) as z:
-            return cls(z["weight"], z["bias"])
-
-
-@dataclass(frozen=True)
 class Verdict:
     category: str
     """The category that fired, or "normal"."""
@@ -127,7 +102,7 @@ def decide(probs: np.ndarray, policy: GuardPolicy) -> list[Verdict]:
 
 
 class GuardClassifier:
-    def __init__(self, encoder, head: GuardHead, policy: GuardPolicy):
+    def __init__(self, encoder, head: SoftmaxHead, policy: GuardPolicy):
         """`encoder.encode_query(texts)` -> (N, D): the policy's base with the classification prompt."""
         self.encoder, self.head, self.policy = encoder, head, policy
         if head.weight.shape[0] != len(policy.categories):

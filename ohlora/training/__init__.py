@@ -1,1 +1,3 @@
-"""Training: datasets (SFT pairs, memory combinations), LoRA SFT of the chat LLM, the memory encoder."""
+"""Training: LoRA SFT of the chat LLM, the memory encoder and its recall stage, the memory writer,
+the summarizer, and the guard and expression heads; each trainer's config dataclass sits beside
+it. Training reads ohlora/datasets/ and may call ohlora/evaluation/; nothing chat-time imports it."""

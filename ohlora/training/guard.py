@@ -19,7 +19,8 @@ import numpy as np
 from ohlora.datasets.labelled import guard_split, load_guard_csv
 from ohlora.errors import OhloraError
 from ohlora.evaluation.guard import metrics
-from ohlora.safety.classifier import CATEGORIES, CLASSIFY_TEMPLATE, NORMAL, GuardClassifier, GuardHead, GuardPolicy
+from ohlora.safety.classifier import CATEGORIES, CLASSIFY_TEMPLATE, NORMAL, GuardClassifier, GuardPolicy
+from ohlora.safety.heads import SoftmaxHead
 from ohlora.safety.loading import classification_encoder
 from ohlora.training.softmax_head import embed, fit_head
 
@@ -98,7 +99,7 @@ def train_guard(cfg: GuardTrainConfig, output: Path, encoder=None, log=print) ->
 
         encoder = classification_encoder(cfg.base)
     policy = GuardPolicy(base=cfg.base, query_template=CLASSIFY_TEMPLATE)
-    probe = GuardClassifier(encoder, GuardHead(np.zeros((len(CATEGORIES), 1)), np.zeros(len(CATEGORIES))), policy)
+    probe = GuardClassifier(encoder, SoftmaxHead(np.zeros((len(CATEGORIES), 1)), np.zeros(len(CATEGORIES))), policy)
     log(f"Embedding {len(train_x)} training and {len(valid_x)} validation sentences ...")
     xt = embed(encoder, probe.prepare(train_x), "train")  # (N, D)
     xv = embed(encoder, probe.prepare(valid_x), "valid")

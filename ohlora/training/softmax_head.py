@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from ohlora.safety.classifier import GuardHead
+from ohlora.safety.heads import SoftmaxHead
 
 
-def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 200) -> GuardHead:
+def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 200) -> SoftmaxHead:
     """Class-weighted multinomial logistic regression on (N, D) embeddings."""
     # lazy: torch loads only when this runs
     import torch
@@ -29,7 +29,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, ste
         return loss
 
     opt.step(closure)
-    return GuardHead(w.detach().numpy(), b.detach().numpy())
+    return SoftmaxHead(w.detach().numpy(), b.detach().numpy())
 
 
 def embed(encoder, texts: list[str], what: str, chunk: int = 64) -> np.ndarray:
