@@ -202,6 +202,21 @@ def test_export_merges_the_adapter_and_hands_it_to_the_converter(tiny_model_dir,
     assert res.seconds.keys() == {"merge", "convert"}
 
 
+def test_a_second_export_into_the_same_place_needs_overwrite(tiny_model_dir, tmp_path):
+    llama = fake_llama_cpp(tmp_path / "llama.cpp", FAKE_CONVERTER)
+    out = tmp_path / "out"
+    first = export_gguf(None, "f16", out, base=str(tiny_model_dir), converter=llama, log=lambda m: None)
+    modelfile = (out / "Modelfile").read_text()
+    for quant in ("f16", "q8_0"):  # the same file, or another file beside the same Modelfile
+        with pytest.raises(OhloraError, match="exists .*pass --overwrite"):
+            export_gguf(None, quant, out, base=str(tiny_model_dir), converter=llama, log=lambda m: None)
+    assert (out / "Modelfile").read_text() == modelfile and first.gguf.is_file()
+    assert not list(out.glob("*-q8_0.gguf")) and not list(out.glob("*.partial"))
+    again = export_gguf(None, "q8_0", out, base=str(tiny_model_dir), converter=llama, log=lambda m: None,
+                        overwrite=True)
+    assert "FROM ./" + again.gguf.name in (out / "Modelfile").read_text()
+
+
 def test_a_failing_converter_is_one_line_and_leaves_no_file(tiny_model_dir, tmp_path, monkeypatch):
     llama = fake_llama_cpp(tmp_path / "llama.cpp", FAKE_CONVERTER)
     monkeypatch.setenv("FAKE_CONVERTER_FAIL", "1")

@@ -35,7 +35,9 @@ def export():
               help="llama.cpp's convert_hf_to_gguf.py or a llama.cpp checkout [default: $LLAMA_CPP_DIR, "
                    "else a copy under $OHLORA_HOME/tools/llama.cpp, taken from the llama-cpp-python "
                    "source on PyPI the first time].")
-def export_gguf_cmd(adapter, base, quant, output, converter):
+@click.option("--overwrite", is_flag=True,
+              help="Replace the .gguf and the Modelfile of an earlier export at the same place.")
+def export_gguf_cmd(adapter, base, quant, output, converter, overwrite):
     """Write Oh-LoRA as one GGUF file for llama.cpp and Ollama.
 
     Merges the LoRA adapter into the base weights, converts them with llama.cpp's own converter
@@ -51,5 +53,5 @@ def export_gguf_cmd(adapter, base, quant, output, converter):
     adapter_dir = resolve_adapter(adapter, base)
     if adapter == "default" and adapter_dir is None:
         raise OhloraError(f"no chat adapter is shipped for {base}: pass --adapter DIR, or --adapter none for the base alone")
-    result = export_gguf(adapter_dir, quant, output, base=base, converter=converter)
+    result = export_gguf(adapter_dir, quant, output, base=base, converter=converter, overwrite=overwrite)
     click.echo(str(result.gguf))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ohlora.errors import OhloraError
 from ohlora.export.converter import Converter, find_converter, run_converter
+from ohlora.export.modelfile import FILENAME as MODELFILE
 from ohlora.export.modelfile import write_modelfile
 from ohlora.models import load_adapter, load_base, resolve_base
 from ohlora.paths import ensure_dir
@@ -110,8 +111,15 @@ def copy_terms(sources: list[Path], directory: Path) -> list[Path]:
     return copied
 
 
+def check_free(target: Path, overwrite: bool) -> None:
+    """An export never replaces an earlier one's file or Modelfile unless told to (--overwrite)."""
+    taken = [p for p in (target, target.parent / MODELFILE) if p.exists()]
+    if taken and not overwrite:
+        raise OhloraError(f"{taken[0]} exists (an earlier export): pass --overwrite to replace it, or give another -o")
+
+
 def export_gguf(adapter_dir: Path | None, quant: str, out: Path, *, base: str = "gemma-3-270m",
-                converter: Path | None = None, log=None, find=find_converter) -> ExportResult:
+                converter: Path | None = None, log=None, find=find_converter, overwrite: bool = False) -> ExportResult:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     quant = quant.lower()
     if quant not in QUANTS:
@@ -123,6 +131,7 @@ def export_gguf(adapter_dir: Path | None, quant: str, out: Path, *, base: str = 
         quantizer()  # before minutes of work, not after
     name = adapter_dir.name if adapter_dir is not None else Path(base).name
     target = output_path(out, quant, name)
+    check_free(target, overwrite)
     ensure_dir(target.parent)
     conv = find(converter, log=log)
     log(f"converter: {conv.script} ({conv.source})")
