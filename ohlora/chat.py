@@ -6,6 +6,11 @@ with fakes. A turn may carry the conversation so far: the recent turns that fit 
 budget are shown before the message, the persona's facts (age for today) at the top, and the
 running summary of the older turns between them. After an answer, the turns that the next prompt
 will no longer show are folded into that summary (by the injected summarizer, if any).
+
+What a turn stores (the turn in its conversation, the memories the writer chose, the new summary)
+is held in its TurnWrites and committed in one SQLite transaction (`ChatEngine.commit`): all of it
+or nothing. `turn()` commits at once by default; the server commits only once the client has had
+the whole answer and is still there (README "Serving").
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import OrderedDict
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -22,7 +28,7 @@ from ohlora.errors import OhloraError
 from ohlora.expression import NEUTRAL
 from ohlora.memory.retrieval import Recall, Retriever
 from ohlora.memory.writer import ChatTagWriter, MemoryWriter, WriteResult
-from ohlora.parsing import StreamFilter, check_message, is_looped, normalize_space, parse_answer
+from ohlora.parsing import MemoryTag, StreamFilter, check_message, is_looped, normalize_space, parse_answer
 from ohlora.prompt import PromptFormat
 from ohlora.store.conversations import ConversationStore, Turn
 from ohlora.store.memories import AddResult, MemoryStore, validate_user
@@ -33,6 +39,23 @@ SUMMARY_CACHE = 256
 """Running summaries kept for client-held histories (the OpenAI endpoint), most recent first."""
 MAX_FOLD = 8
 """At most this many turns are folded at once (the newest of those that fall out)."""
+
+
+@dataclass
+class TurnWrites:
+    """What one turn stores, held until `ChatEngine.commit` writes it in one transaction."""
+
+    user: str
+    conversation: int | None
+    turn: Turn | None = None
+    """The turn, appended to `conversation` (if any)."""
+    tags: list[MemoryTag] = field(default_factory=list)
+    """The memories to store (the writer's choice)."""
+    summary: tuple[str, int] | None = None
+    """The new running summary and how many leading turns it covers."""
+    summary_key: str | None = None
+    """A client-held history's summary is cached (in memory) under this digest instead."""
+    done: bool = False
 
 
 @dataclass
@@ -64,6 +87,12 @@ class TurnResult:
     """The running summary shown in this turn's prompt."""
     folded: object | None = None
     """The summarizer's SummaryResult when turns were folded after this answer."""
+    writes: TurnWrites | None = None
+    """What this turn stores; `stored` is filled when they are committed."""
+
+    @property
+    def committed(self) -> bool:
+        return self.writes is None or self.writes.done
 
     def as_dict(self) -> dict:
         return {
@@ -126,11 +155,14 @@ class ChatEngine:
 
     def turn(self, user: str, message: str, on_text: OnText | None = None, store: bool = True,
              temperature: float | None = None, max_new_tokens: int | None = None,
-             history: list[Turn] | None = None, conversation: int | None = None) -> TurnResult:
+             history: list[Turn] | None = None, conversation: int | None = None,
+             commit: bool = True) -> TurnResult:
         """Answer one message of `user`. `on_text` receives the visible answer as it streams;
         temperature and max_new_tokens override the config for this turn. `history`: the earlier
         turns (oldest first), or `conversation`: a stored conversation of this user, whose turns
-        are the history and which this turn is appended to."""
+        are the history and which this turn is appended to. `store=False`: the memory writer
+        does not run. `commit=False`: nothing is stored yet; the caller commits the result
+        (`commit`) or drops it (a client that hung up)."""
         user = validate_user(user)
         message = check_message(message, self.config.max_message_chars)
         history, summary, covered = list(history or []), "", 0
@@ -147,8 +179,9 @@ class ChatEngine:
             if decision.stops_turn:
                 if on_text:
                     on_text(decision.reply)
-                self._remember(user, conversation, message, decision.reply)
-                return TurnResult(decision.reply, "guard", None, guard=decision, conversation=conversation)
+                writes = TurnWrites(user, conversation, Turn(message, decision.reply))
+                return self._done(TurnResult(decision.reply, "guard", None, guard=decision, conversation=conversation,
+                                             writes=writes), commit)
         recalled = self.retriever.best(user, message) if self.retriever else None
         hint = self.hint_fn(message) if self.hint_fn else None
         today = self.clock()
@@ -178,38 +211,67 @@ class ChatEngine:
         base = dict(tries=tries, prompt=prompt, raw=result.text, n_tokens=result.n_tokens, loops=loops,
                     date_retries=date_retries, history_turns=len(shown), conversation=conversation, summary=summary)
         if parsed is None:
-            self._remember(user, conversation, message, FALLBACK_ANSWER)
-            return TurnResult(FALLBACK_ANSWER, "fallback", recalled, **base)
-        stored, write = [], None
+            writes = TurnWrites(user, conversation, Turn(message, FALLBACK_ANSWER))
+            return self._done(TurnResult(FALLBACK_ANSWER, "fallback", recalled, writes=writes, **base), commit)
+        writes, write = TurnWrites(user, conversation, Turn(message, parsed.message)), None
         if store:
             # after the answer has streamed: the writer adds nothing before the first token
             write = self.writer.write(message, parsed.raw_tag or None)  # as written: the writer validates
             if write.tag is not None:
-                stored.append(self.store.add_tag(user, write.tag))
-        self._remember(user, conversation, message, parsed.message)
+                writes.tags.append(write.tag)
         expression = self.express(parsed.message)
-        folded = self.fold(user, conversation, history + [Turn(message, parsed.message)], summary, covered)
-        return TurnResult(parsed.message, result.finish_reason, recalled, stored, write=write,
-                          expression=expression, folded=folded, **base)
+        folded = self.fold(user, conversation, history + [Turn(message, parsed.message)], summary, covered, writes)
+        return self._done(TurnResult(parsed.message, result.finish_reason, recalled, write=write,
+                                     expression=expression, folded=folded, writes=writes, **base), commit)
 
-    def fold(self, user: str, conversation: int | None, turns: list[Turn], summary: str, covered: int):
+    def _done(self, result: TurnResult, commit: bool) -> TurnResult:
+        return self.commit(result) if commit else result
+
+    def commit(self, result: TurnResult) -> TurnResult:
+        """Store what `result` holds back (its TurnWrites) in one transaction: the turn in its
+        conversation, its memories and the new summary, all or nothing (a conversation deleted
+        meanwhile stores no memory either). Once only; fills `result.stored`."""
+        w = result.writes
+        if w is None or w.done:
+            return result
+        keep = self.conversations is not None and w.conversation is not None
+        with ExitStack() as tx:  # one transaction: both tables live in the one database
+            tx.enter_context(self.store.transaction())
+            if keep:
+                tx.enter_context(self.conversations.store.transaction())
+            stored = [self.store.add_tag(w.user, tag) for tag in w.tags]
+            if keep and w.turn is not None:
+                self.conversations.append(w.user, w.conversation, w.turn.user, w.turn.answer)
+            if keep and w.summary is not None and w.summary_key is None:
+                self.conversations.set_summary(w.user, w.conversation, *w.summary)
+        if w.summary is not None and w.summary_key is not None:
+            self._summaries[w.summary_key] = w.summary[0]
+            self._summaries.move_to_end(w.summary_key)
+            while len(self._summaries) > SUMMARY_CACHE:
+                self._summaries.popitem(last=False)
+        w.done = True
+        result.stored = stored
+        return result
+
+    def fold(self, user: str, conversation: int | None, turns: list[Turn], summary: str, covered: int,
+             writes: TurnWrites | None = None):
         """After an answer: fold the turns the next prompt will no longer show into the running
         summary, kept with the stored conversation (or, for a client-held history, in a cache
-        under the digest of the turns it covers). Returns the SummaryResult, or None when
-        nothing fell out. With no summarizer, nothing is folded and old turns are dropped."""
+        under the digest of the turns it covers): with `writes` when given (committed with the
+        turn), else at once. Returns the SummaryResult, or None when nothing fell out. With no
+        summarizer, nothing is folded and old turns are dropped."""
         if self.summarizer is None:
             return None
         upto = len(turns) - len(self.fit_history(turns))  # the first turn the next prompt shows
         if upto <= covered:
             return None
         result = self.summarizer.fold(summary, turns[max(covered, upto - MAX_FOLD):upto])
-        if conversation is not None and self.conversations is not None:
-            self.conversations.set_summary(user, conversation, result.summary, upto)
-        else:
-            self._summaries[_digest(turns[:upto])] = result.summary
-            self._summaries.move_to_end(_digest(turns[:upto]))
-            while len(self._summaries) > SUMMARY_CACHE:
-                self._summaries.popitem(last=False)
+        pending = writes if writes is not None else TurnWrites(user, conversation)
+        pending.summary = (result.summary, upto)
+        kept = conversation is not None and self.conversations is not None
+        pending.summary_key = None if kept else _digest(turns[:upto])
+        if writes is None:
+            self.commit(TurnResult("", "", None, writes=pending))
         return result
 
     def fold_history(self, user: str, turns: list[Turn]) -> tuple[str, int]:
@@ -254,10 +316,6 @@ class ChatEngine:
     def blocked(self, user: str):
         """The ethics guard's block in force for `user` (a GuardDecision), or None."""
         return self.guard.blocked(validate_user(user)) if self.guard is not None else None
-
-    def _remember(self, user: str, conversation: int | None, message: str, answer: str) -> None:
-        if conversation is not None and self.conversations is not None:
-            self.conversations.append(user, conversation, message, answer)
 
     def answer(self, prompt: str, on_text: OnText | None = None, temperature: float | None = None,
                max_new_tokens: int | None = None, on_try: Callable[[str], None] | None = None):

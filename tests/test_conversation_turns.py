@@ -155,7 +155,6 @@ def test_the_conversation_eval_scores_each_suite_with_its_reference_history():
     from ohlora.evaluation.conversation import evaluate_conversation, load_dialogues
 
     d = load_dialogues()[0]
-    check = d["checks"][0]
     gen = FakeGenerator(["나는 2003년생이야! (답변 종료)", "음 모르겠어 (답변 종료)"])
     eng = engine(gen)
     m, cases = evaluate_conversation(eng, ("persona",), limit=2)
@@ -175,3 +174,42 @@ def test_old_turns_leave_in_blocks_so_the_prompt_start_is_stable():
     starts = [int(fmt.fit_history(history[:n], len, one * 3, align=4)[0].user[3:]) for n in range(4, 11)]
     assert starts == [3, 4, 4, 4, 7, 8, 8]  # the start moves every few turns, not every turn
     assert all(1 <= len(fmt.fit_history(history[:n], len, one * 3, align=4)) <= 3 for n in range(1, 11))
+
+
+class _DeletingWriter:
+    """Stores "[사는 곳: 제주]", but the conversation is deleted while it writes (another tab)."""
+
+    def __init__(self, convs, cid):
+        self.convs, self.cid = convs, cid
+
+    def write(self, message, chat_tag=None):
+        from ohlora.memory.writer import WriteResult
+        from ohlora.parsing import MemoryTag
+
+        if self.cid is not None:
+            self.convs.delete("kim", self.cid)
+        return WriteResult(MemoryTag("사는 곳", "제주"), "ok", "[사는 곳: 제주]", 1.0)
+
+
+def test_a_turn_and_its_memories_are_stored_together_or_not_at_all(tmp_path):
+    import pytest
+
+    from ohlora.errors import OhloraError
+
+    store = MemoryStore(tmp_path / "m.sqlite3")
+    convs = ConversationStore(store)
+    cid = convs.start("kim").id
+    e = engine(FakeGenerator(["응 (답변 종료)"] * 3), store=store)
+    e.writer = _DeletingWriter(convs, cid)
+    with pytest.raises(OhloraError, match="no conversation"):
+        e.turn("kim", "나 제주 살아", conversation=cid)
+    assert store.list("kim") == []  # no memory without its turn
+    # commit=False holds everything back until commit(): then the turn and its memory at once
+    cid = convs.start("kim").id
+    e.writer.cid = None  # deletes nothing now
+    t = e.turn("kim", "나 제주 살아", conversation=cid, commit=False)
+    assert not t.committed and t.stored == [] and store.list("kim") == [] and convs.turns("kim", cid) == []
+    e.commit(t)
+    e.commit(t)  # once only
+    assert [i.text for i in store.list("kim")] == ["[사는 곳: 제주]"] and [s.status for s in t.stored] == ["added"]
+    assert convs.turns("kim", cid) == [Turn("나 제주 살아", "응")] and t.committed

@@ -7,6 +7,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+import pytest
 import uvicorn
 from conftest import FakeGenerator
 
@@ -14,6 +15,7 @@ from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
 from ohlora.prompt import PromptFormat
 from ohlora.server.app import ServerSettings, create_app
+from ohlora.store.conversations import ConversationStore, Turn
 from ohlora.store.memories import MemoryStore
 
 
@@ -112,3 +114,59 @@ def test_turns_are_served_in_arrival_order():
             t.join(60)
     assert [p.split("질문")[-1].split()[0] for p in gen.started] == [str(i) for i in range(n)]
     assert sorted(done_at, key=done_at.get) == list(range(n))
+
+
+class SlowWriter:
+    """Stores "[사는 곳: 제주]" after `delay` seconds (a real writer takes ~0.4 s after the last token)."""
+
+    def __init__(self, delay=0.8):
+        self.delay, self.started = delay, threading.Event()
+
+    def write(self, message, chat_tag=None):
+        from ohlora.memory.writer import WriteResult
+        from ohlora.parsing import MemoryTag
+
+        self.started.set()
+        time.sleep(self.delay)
+        return WriteResult(MemoryTag("사는 곳", "제주"), "ok", "[사는 곳: 제주]", self.delay * 1000)
+
+
+def read_events(conn) -> list[str]:
+    return [line for line in conn.getresponse().read().decode().splitlines() if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_turn_cut_after_its_last_token_stores_nothing(stream):
+    """The rule (README "Serving"): a turn counts only if its client is still there once the answer
+    is complete (writer and summary done); then the turn and its memories are stored together and
+    the closing chunk + [DONE] follow. A hang-up while the writer runs stores neither."""
+    store = MemoryStore()
+    convs = ConversationStore(store)
+    writer = SlowWriter()
+    engine = ChatEngine(FakeGenerator(["응 알겠어 (답변 종료)"] * 4), None, store, PromptFormat(),
+                        ChatConfig(max_tries=1), writer=writer, conversations=convs)
+    app = create_app(engine, store, ServerSettings())
+    cid = convs.start("kim").id
+    body = {"messages": [{"role": "user", "content": "나 제주 살아"}], "stream": stream, "user": "kim",
+            "conversation": cid}
+    with served(app) as port:
+        conn = post(port, body)
+        assert writer.started.wait(10)  # the last token is out; the writer runs
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        deadline = time.time() + 10
+        while (app.state.worker.running or app.state.worker.waiting) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert store.list("kim") == [] and convs.turns("kim", cid) == []
+        # a client that stays to the end has the turn and its memory, reported in the answer
+        writer.started.clear()
+        conn = post(port, body)
+        if stream:
+            events = read_events(conn)
+            assert events[-1] == "data: [DONE]"
+            stored = json.loads(events[-2][6:])["ohlora"]["stored"]
+        else:
+            stored = json.loads(conn.getresponse().read())["ohlora"]["stored"]
+        assert [s["text"] for s in stored] == ["[사는 곳: 제주]"] and stored[0]["id"] == store.list("kim")[0].id
+        assert convs.turns("kim", cid) == [Turn("나 제주 살아", "응 알겠어")]

@@ -39,7 +39,8 @@ class Conversation:
 
 
 class ConversationStore:
-    """Shares the memory store's connection and lock."""
+    """Shares the memory store's connection and lock; `append` and `set_summary` join a
+    transaction the caller holds (`MemoryStore.transaction`), as a chat turn's commit does."""
 
     def __init__(self, store: MemoryStore):
         self.store = store
@@ -88,7 +89,7 @@ class ConversationStore:
         if conv is None:
             raise OhloraError(f"no conversation {conversation_id} for user {user}")
         now = _now()
-        with self.store.lock, self.db:
+        with self.store.transaction():
             self.db.execute("INSERT INTO turns (conversation_id, user_message, answer, created_at) VALUES (?, ?, ?, ?)",
                             (conv.id, message, answer, now))
             title = conv.title or " ".join(message.split())[:TITLE_CHARS]
@@ -100,7 +101,7 @@ class ConversationStore:
         if conv is None:
             raise OhloraError(f"no conversation {conversation_id} for user {user}")
         turns = conv.summary_turns if turns is None else int(turns)
-        with self.store.lock, self.db:
+        with self.store.transaction():
             self.db.execute("UPDATE conversations SET summary = ?, summary_turns = ? WHERE id = ?",
                             (summary, turns, conv.id))
 

@@ -11,6 +11,7 @@ import functools
 import re
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,12 +85,14 @@ class MemoryStore:
     """SQLite-backed memory. `path=None` gives an in-memory database (for tests and fakes).
 
     One connection, guarded by a lock, so the server's generation thread and its request
-    handlers can share the store safely.
+    handlers can share the store safely. Writes go through `transaction()`, so that several of
+    them (a chat turn, its memories and its summary) can be one SQLite transaction.
     """
 
     def __init__(self, path: Path | str | None = None):
         self._lock = threading.RLock()
         self._writes = 0
+        self._depth = 0  # transactions open on this connection (nested ones join the outermost)
         self.path = Path(path) if path is not None else None
         target = ":memory:" if path is None else str(path)
         try:
@@ -109,6 +112,27 @@ class MemoryStore:
     def lock(self) -> threading.RLock:
         """The connection's lock, for modules that share this database (accounts)."""
         return self._lock
+
+    @contextmanager
+    def transaction(self):
+        """One SQLite transaction, holding the lock: committed when the outermost one ends,
+        rolled back (all of it) if anything inside raises. A transaction opened inside another
+        (by this thread) joins it, so `add_tag` or `ConversationStore.append` inside a caller's
+        transaction commit nothing on their own."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.db
+                finally:
+                    self._depth -= 1
+                return
+            self._depth = 1
+            try:
+                with self.db:
+                    yield self.db
+            finally:
+                self._depth = 0
 
     @_locked
     def close(self) -> None:
@@ -134,7 +158,7 @@ class MemoryStore:
         user = validate_user(user)
         now = _now()
         self._writes += 1
-        with self.db:
+        with self.transaction():
             row = self.db.execute("SELECT * FROM memories WHERE user = ? AND key = ?", (user, tag.key)).fetchone()
             if row is not None and row["value"] == tag.value:
                 return AddResult(self._item(row), "unchanged")

@@ -3,7 +3,8 @@
 The request is read here (the user's last message, the client-held history or ohlora's stored
 "conversation", per-request temperature / max_tokens); the turn runs on the app's
 GenerationWorker (one at a time, 429 with Retry-After when its queue is full) and the answer is
-written by ohlora.server.responses.
+written by ohlora.server.responses, which also commits what the turn stores once the client has
+had the whole answer (a client that hangs up before has nothing stored; README "Serving").
 
 Per-request overrides: the server checks only their types (a number, an integer); their ranges
 are ChatConfig's own, checked by building the engine's config with them, so the API and the
@@ -81,7 +82,7 @@ async def chat_completions(request: Request, who: Principal = Depends(principal)
                 loop.call_soon_threadsafe(chunks.put_nowait, t)
         job.check()
         return engine.turn(user, message, on_text=on_text, temperature=temperature, max_new_tokens=max_tokens,
-                           history=history, conversation=conversation)
+                           history=history, conversation=conversation, commit=False)  # responses.py commits
 
     try:
         job = worker.submit(run)
@@ -90,8 +91,8 @@ async def chat_completions(request: Request, who: Principal = Depends(principal)
                        headers={"Retry-After": str(e.retry_after)}) from None
     future = asyncio.wrap_future(job.future)
     if not stream:
-        return completion_body(cid, created, settings.model_name, await until_done(request, job, future))
-    return StreamingResponse(stream_events(cid, created, settings.model_name, chunks, future, job),
+        return completion_body(cid, created, settings.model_name, await until_done(request, job, future, engine.commit))
+    return StreamingResponse(stream_events(cid, created, settings.model_name, chunks, future, job, engine.commit),
                              media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
