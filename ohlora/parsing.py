@@ -12,6 +12,7 @@ without passing it.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
@@ -27,17 +28,34 @@ MAX_ITEM_CHARS = MAX_KEY_CHARS + MAX_VALUE_CHARS + 4
 """A whole "[key: value]" item at the limits."""
 MAX_ECHO_CHARS = 60
 """Error messages quote at most this much of what the user sent."""
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Marks and overrides that change the direction text is shown in (U+202E turns `[이름: abc]` into
+`[이름: cba]` on screen): never part of a stored item."""
+
+
+def unsafe_char(text: str) -> str | None:
+    """The first control character (NUL, ESC, ...), lone surrogate or bidi control in `text`, or None."""
+    for c in text:
+        if c in BIDI_CONTROLS or unicodedata.category(c) in ("Cc", "Cs"):
+            return c
+    return None
 
 
 def tag_problem(key: str, value: str) -> str | None:
     """Why `key`/`value` (spaces already normalized) may not be stored, or None if they may.
 
-    Rules: both non-empty; no brackets, no colon in the key; key at most MAX_KEY_CHARS characters
+    Rules: both non-empty; no control characters (NUL, ESC, ...), lone surrogates or bidi
+    controls (U+202E ...); no brackets, no colon in the key; key at most MAX_KEY_CHARS characters
     and MAX_KEY_WORDS words, value at most MAX_VALUE_CHARS characters; no word repeated in the
     value (`고양이 고양이`, the writer's and the chat model's typical slip); the value is not the key.
     """
     if not key or not value:
         return "empty key or value"
+    bad = unsafe_char(key + value)
+    if bad is not None:
+        kind = ("a bidi control" if bad in BIDI_CONTROLS else
+                "a lone surrogate" if unicodedata.category(bad) == "Cs" else "a control character")
+        return f"{kind} (U+{ord(bad):04X}) in the key or value"
     if any(c in key + value for c in "[]") or ":" in key:
         return "brackets in the key or value, or a colon in the key"
     words = value.split()

@@ -41,6 +41,18 @@ def test_cli_applies_the_tag_rule(item, reason):
     assert CliRunner().invoke(main, ["memory", "list", "-u", "kim", "--json"]).output.strip() == "[]"
 
 
+@pytest.mark.parametrize("item,reason", [
+    ("[이름\x00: 값]", "a control character (U+0000)"),
+    ("[이름: 값\u202e]", "a bidi control (U+202E)"),
+    ("[\u2067사는 곳: 제주]", "a bidi control (U+2067)"),
+])
+def test_cli_refuses_control_and_bidi_characters_in_one_line(item, reason):
+    r = add(item)
+    assert r.exit_code == 2 and reason in r.output and r.output.count("\n") == 1
+    assert "\x00" not in r.output and "\u202e" not in r.output  # quoted escaped, never written raw
+    assert CliRunner().invoke(main, ["memory", "list", "-u", "kim", "--json"]).output.strip() == "[]"
+
+
 def test_api_applies_the_tag_rule_and_says_what_is_wrong():
     store = MemoryStore()
     app = create_app(ChatEngine(FakeGenerator(), None, store, PromptFormat()), store, ServerSettings(model_name="t"))

@@ -141,6 +141,11 @@ def test_stream_filter_holds_repeats_back_until_the_text_moves_on():
     ("[기분: " + "가" * 31 + "]", "key or value too long"),
     ("[가 나 다 라 마: 바]", "key or value too long"),
     ("[a: [b]]", "brackets"),
+    ("[이름\x00: 값]", "a control character (U+0000)"),
+    ("[이름: 오로라\x07]", "a control character (U+0007)"),
+    ("[이름: \u202e라로오]", "a bidi control (U+202E)"),
+    ("[\u200f사는 곳: 제주]", "a bidi control (U+200F)"),
+    ("[이름: 오\ud800로라]", "a lone surrogate (U+D800)"),
 ])
 def test_one_tag_rule_for_every_writer(text, problem):
     """parse_tag (`memory add`, the API), make_tag (the chat's tag, the store) and MemoryTag itself."""

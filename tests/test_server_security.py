@@ -184,6 +184,36 @@ def test_stream_must_be_a_boolean(value):
         assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
 
 
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("path,body,param", [
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "\\ud800 안녕"}]}', "messages[0].content"),
+    ("/v1/users/kim/memories", '{"key": "\\ud800 이름", "value": "값"}', "key"),
+    ("/v1/users/kim/memories", '{"\\udfff": 1, "key": "a", "value": "b"}', "body"),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "안녕"}], "conversation": '
+                             '1180591620717411303424}', "conversation"),
+    ("/v1/chat/completions", "[" * 30000, None),
+])
+def test_valid_json_the_server_cannot_take_is_a_400_naming_the_field(path, body, param):
+    client, store, _, gen = make(replies=["응 (답변 종료)"])
+    r = client.post(path, content=body.encode(), headers=JSON)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert "\n" not in error["message"] and (param or "nested too deeply") in error["message"]
+    assert gen.prompts == [] and store.list("kim") == []
+    assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("key", ["이름\x00", "이름\u202e", "\u2066이름", "이\x1b[31m름"])
+def test_memory_keys_with_control_or_bidi_characters_are_refused(key):
+    client, store, _, _ = make()
+    r = client.post("/v1/users/kim/memories", json={"key": key, "value": "값"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "text"
+    assert "control" in r.json()["error"]["message"] and store.list("kim") == []
+
+
 def test_unexpected_errors_are_json_without_a_traceback(caplog):
     client, store, _, _ = make()
 
