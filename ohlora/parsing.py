@@ -87,18 +87,30 @@ def normalize_space(s: str) -> str:
     return " ".join(s.split())
 
 
+BLANK_CHARS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+"""Letters that show as nothing: the Hangul fillers (`ㅤ`, U+3164, the usual "blank message" in Korean
+chats) and the blank braille pattern."""
+
+
+def is_invisible(text: str) -> bool:
+    """Nothing in `text` shows: only spaces, control and format characters (zero-width space,
+    joiners, BOM, bidi marks) and blank letters (BLANK_CHARS)."""
+    return all(unicodedata.category(c) in ("Zs", "Zl", "Zp", "Cc", "Cf") or c in BLANK_CHARS for c in text)
+
+
 class Message(str):
     """A user message that passed `check_message`: checked once where it comes in (a command, a
     request), then passed down as it is."""
 
 
 def check_message(message: str, max_chars: int) -> Message:
-    """The one rule for a user's message: spaces normalized, not empty, at most `max_chars`
-    characters (ChatConfig.max_message_chars); a Message is returned as it is."""
+    """The one rule for a user's message: spaces normalized, not empty (nor invisible only: a run
+    of zero-width spaces is empty too), at most `max_chars` characters
+    (ChatConfig.max_message_chars); a Message is returned as it is."""
     if isinstance(message, Message):
         return message
     message = normalize_space(message)
-    if not message:
+    if not message or is_invisible(message):
         raise OhloraError("empty message: type something to say to Oh-LoRA")
     if len(message) > max_chars:
         raise OhloraError(f"message too long ({len(message)} characters; the limit is {max_chars})")

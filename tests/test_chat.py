@@ -66,7 +66,8 @@ def test_streaming_shows_the_clean_answer_only(fake_generator, keyword_encoder):
     assert "".join(shown).strip() == t.answer == "우산 챙겨 ☔"
 
 
-@pytest.mark.parametrize("message,match", [("", "empty"), ("   \n ", "empty"), ("가" * 10_000, "too long")])
+@pytest.mark.parametrize("message,match", [("", "empty"), ("   \n ", "empty"), ("가" * 10_000, "too long"),
+                                           ("\u200b\u200b\ufeff", "empty"), ("\u3164 \u200d", "empty")])
 def test_bad_messages_are_rejected_before_generation(fake_generator, keyword_encoder, message, match):
     eng = make_engine(fake_generator, keyword_encoder)
     with pytest.raises(OhloraError, match=match):

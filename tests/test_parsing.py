@@ -184,3 +184,22 @@ def test_parse_answer_keeps_a_rejected_tag_as_written():
     p = parse_answer("[반려동물: 고양이 고양이] 귀엽겠다 (답변 종료)", STOP)
     assert p.tag is None and p.raw_tag == "[반려동물: 고양이 고양이]" and p.message == "귀엽겠다"
     assert parse_answer("안녕 (답변 종료)", STOP).raw_tag == ""
+
+
+@pytest.mark.parametrize("message", ["\u200b\u200b\ufeff", "\u200b \u200c\u200d", "\u2060\u00ad", "\u3164\u3164",
+                                     "\u202e\u200f", "\x00\x07", " \u3000 "])
+def test_an_invisible_only_message_is_empty(message):
+    """The one message rule: what shows nothing (zero-width spaces, BOM, joiners, Hangul fillers)
+    is as empty as spaces are."""
+    from ohlora.errors import OhloraError
+    from ohlora.parsing import check_message
+
+    with pytest.raises(OhloraError, match="empty message"):
+        check_message(message, 100)
+
+
+def test_a_message_with_visible_text_keeps_its_invisible_characters():
+    from ohlora.parsing import check_message
+
+    assert check_message("\u200b안녕\ufeff", 100) == "\u200b안녕\ufeff"
+    assert check_message("👩\u200d💻", 100) == "👩\u200d💻"

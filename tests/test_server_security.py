@@ -214,6 +214,28 @@ def test_memory_keys_with_control_or_bidi_characters_are_refused(key):
     assert "control" in r.json()["error"]["message"] and store.list("kim") == []
 
 
+class _GuardSpy:
+    def __init__(self):
+        self.screened = []
+
+    def blocked(self, user):
+        return None
+
+    def screen(self, user, message):
+        self.screened.append(message)
+        raise AssertionError("the guard must not see an empty message")
+
+
+@pytest.mark.parametrize("text", ["\u200b\u200b\ufeff", "   ", "\u3164"])
+def test_an_invisible_only_message_is_a_400_like_an_empty_one(text):
+    client, store, _, gen = make(replies=["응 (답변 종료)"])
+    client.app.state.engine.guard = spy = _GuardSpy()
+    r = client.post("/v1/chat/completions", json=chat_body(text))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+    assert "empty message" in r.json()["error"]["message"]
+    assert spy.screened == [] and gen.prompts == []
+
+
 def test_unexpected_errors_are_json_without_a_traceback(caplog):
     client, store, _, _ = make()
 
