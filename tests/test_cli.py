@@ -186,3 +186,75 @@ def test_chat_loop_refuses_unknown_commands_and_lists_every_command(fake_generat
     assert {"/help", "/memory", "/forget KEY", "/quit"} <= set(COMMANDS) and len(help_lines) == len(COMMANDS)
     for cmd, line in zip(COMMANDS, help_lines):
         assert line.split()[0] == cmd.split()[0] and len(line.split()) > len(cmd.split())
+
+
+def test_a_damaged_page_is_one_error_line_exit_2_and_store_check_says_how_to_recover(run, ohlora_home):
+    from test_store import damage, filled
+
+    ohlora_home.mkdir(parents=True)
+    db = ohlora_home / "memory.sqlite3"
+    cid = filled(db)
+    damage(db, "memories")
+    before = db.read_bytes()
+    for args in (["memory", "list", "-u", "kim"], ["memory", "add", "-u", "kim", "[사는 곳: 제주]"],
+                 ["memory", "rm", "-u", "kim", "키1"]):
+        r = run(*args)
+        assert r.exit_code == 2 and r.output.count("\n") == 1, (args, r.output)
+        assert r.output.startswith(f"error: memory database {db} is damaged (database disk image is malformed)")
+        assert "ohlora store check" in r.output and "Traceback" not in r.output
+    assert db.read_bytes() == before
+    r = run("history", "show", "-u", "kim", str(cid))
+    assert r.exit_code == 0  # the turns' pages are whole
+    r = run("store", "check")
+    assert r.exit_code == 2 and r.output.startswith(f"{db} is damaged; SQLite's integrity check says:")
+    assert f"sqlite3 {db} .recover | sqlite3 {db.with_name('memory.recovered.sqlite3')}" in r.output
+    assert db.read_bytes() == before
+
+
+def test_history_show_on_a_damaged_page_and_store_check_on_a_whole_file(run, ohlora_home):
+    from test_store import damage, filled
+
+    ohlora_home.mkdir(parents=True)
+    db = ohlora_home / "memory.sqlite3"
+    cid = filled(db, n=3)
+    r = run("store", "check")
+    assert r.exit_code == 0 and r.output.startswith(f"ok: {db} passes SQLite's integrity check")
+    damage(db, "turns")
+    r = run("history", "show", "-u", "kim", str(cid))
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "is damaged" in r.output
+    assert run("memory", "list", "-u", "kim").exit_code == 0
+
+
+def test_a_read_only_home_reads_and_says_a_write_is_refused(run, ohlora_home, monkeypatch):
+    import os
+
+    from ohlora.store.accounts import Accounts
+    from ohlora.store.conversations import ConversationStore
+    from ohlora.store.memories import MemoryStore
+
+    ohlora_home.mkdir(parents=True)
+    db = ohlora_home / "memory.sqlite3"
+    s = MemoryStore(db)
+    s.add("kim", "사는 곳", "제주")
+    convs = ConversationStore(s)
+    cid = convs.start("kim").id
+    convs.append("kim", cid, "안녕", "안녕!")
+    Accounts(s).add("alice")
+    s.close()
+    before = db.read_bytes()
+    real = os.access  # root passes every access check: say "not writable" through it
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode & os.W_OK else real(p, mode, **k))
+    r = run("memory", "list", "-u", "kim")
+    assert r.exit_code == 0 and "[사는 곳: 제주]" in r.output
+    r = run("history", "list", "-u", "kim")
+    assert r.exit_code == 0 and "1 turns" in r.output
+    r = run("history", "show", "-u", "kim", str(cid))
+    assert r.exit_code == 0 and "오로라> 안녕!" in r.output
+    r = run("users", "list")
+    assert r.exit_code == 0 and r.output.startswith("alice\tactive")
+    for args in (["memory", "add", "-u", "kim", "[기분: 좋음]"], ["memory", "rm", "-u", "kim", "사는 곳"],
+                 ["users", "add", "bob"], ["history", "rm", "-u", "kim", str(cid)]):
+        r = run(*args)
+        assert r.exit_code == 2 and r.output.count("\n") == 1, (args, r.output)
+        assert r.output.startswith(f"error: memory database {db} is read-only"), r.output
+    assert db.read_bytes() == before

@@ -236,6 +236,26 @@ def test_an_invisible_only_message_is_a_400_like_an_empty_one(text):
     assert spy.screened == [] and gen.prompts == []
 
 
+def test_a_damaged_database_is_a_500_with_one_line_and_no_traceback(tmp_path, caplog):
+    from test_store import damage, filled
+
+    path = tmp_path / "m.sqlite3"
+    filled(path, n=300)
+    damage(path, "memories")
+    store = MemoryStore(path)
+    engine = ChatEngine(FakeGenerator(["[사는 곳: 제주] 응 (답변 종료)"] * 3), None, store, PromptFormat(), ChatConfig())
+    client = TestClient(create_app(engine, store, ServerSettings()), base_url="http://localhost")
+    for r in (client.get("/v1/users/kim/memories"), client.post("/v1/users/kim/memories", json={"text": "[a: b]"}),
+              client.post("/v1/chat/completions", json=chat_body("나 제주 살아", user="kim"))):
+        error = r.json()["error"]
+        assert r.status_code == 500 and error["type"] == "server_error" and error["code"] == "store_damaged"
+        assert "is damaged (database disk image is malformed)" in error["message"] and "\n" not in error["message"]
+    r = client.post("/v1/chat/completions", json=chat_body("나 제주 살아", user="kim", stream=True))
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and "is damaged" in json.loads(events[-2])["error"]["message"]
+    assert "Traceback" not in caplog.text and client.get("/health").status_code == 200
+
+
 def test_unexpected_errors_are_json_without_a_traceback(caplog):
     client, store, _, _ = make()
 

@@ -104,3 +104,116 @@ def test_an_invalid_item_is_refused_with_its_reason_and_a_short_echo():
     assert len(str(e.value)) < 200 and "too long" in str(e.value)
     with pytest.raises(OhloraError, match="a word repeated in the value"):
         MemoryStore().add("kim", "반려동물", "고양이 고양이")
+
+
+def filled(path, users=("kim",), n=300):
+    """A database of several pages: n memories per user and a conversation of 150 turns."""
+    from ohlora.store.conversations import ConversationStore
+
+    s = MemoryStore(path)
+    for u in users:
+        for i in range(n):
+            s.add(u, f"키{i}", f"값{i} " + "가" * 20)
+    convs = ConversationStore(s)
+    cid = convs.start(users[0]).id
+    for i in range(150):
+        convs.append(users[0], cid, f"메시지 {i} " * 5, f"답 {i} " * 5)
+    s.close()
+    return cid
+
+
+def damage(path, table: str) -> None:
+    """Write garbage over one page: the root page of `table` (so every read of it meets it)."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    db.close()
+    assert pages > 20 and root > 1  # several pages; the schema page stays whole
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * size)
+        f.write(b"\xde\xad\xbe\xef" * (size // 4))
+
+
+def test_a_damaged_page_is_one_line_and_nothing_changes(tmp_path):
+    from ohlora.store.conversations import ConversationStore
+    from ohlora.store.database import StoreDamaged
+
+    path = tmp_path / "m.sqlite3"
+    cid = filled(path)
+    damage(path, "memories")
+    before = path.read_bytes()
+    s = MemoryStore(path)  # the schema page is whole: it opens
+    for call in (lambda: s.list("kim"), lambda: s.add("kim", "사는 곳", "제주"), lambda: s.delete("kim", "키1")):
+        with pytest.raises(StoreDamaged, match=r"is damaged \(database disk image is malformed\); nothing was "
+                                               r"changed\. `ohlora store check`") as e:
+            call()
+        assert "\n" not in str(e.value)
+    assert len(ConversationStore(s).turns("kim", cid)) == 150  # other tables still read
+    s.close()
+    assert path.read_bytes() == before
+
+
+def test_store_check_says_ok_or_what_is_wrong_and_how_to_recover(tmp_path):
+    from ohlora.store.database import check_database
+
+    path = tmp_path / "m.sqlite3"
+    assert not check_database(path).exists and not path.exists()
+    filled(path)
+    report = check_database(path)
+    assert report.ok and report.lines()[0].startswith(f"ok: {path} passes")
+    damage(path, "turns")
+    before = path.read_bytes()
+    report = check_database(path)
+    text = "\n".join(report.lines())
+    assert not report.ok and f"{path} is damaged" in text and "malformed" in text
+    assert ".recover" in text and "damaged file is kept" in text and "mv " in text
+    assert path.read_bytes() == before
+
+
+def test_a_read_only_database_reads_and_refuses_writes_in_one_line(tmp_path, monkeypatch):
+    """Read-only where the file or its folder is not writable (`os.access`; root passes every
+    access check, so the test says so through it): opened with mode=ro, which SQLite enforces."""
+    import os
+
+    from ohlora.store.accounts import Accounts
+    from ohlora.store.conversations import ConversationStore
+    from ohlora.store.database import StoreReadOnly
+
+    path = tmp_path / "m.sqlite3"
+    cid = filled(path, n=3)
+    before = path.read_bytes()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode & os.W_OK else real(p, mode, **k))
+    s = MemoryStore(path)
+    assert s.read_only and [i.key for i in s.list("kim")] == ["키0", "키1", "키2"]
+    assert len(ConversationStore(s).turns("kim", cid)) == 150 and Accounts(s).list() == []
+    for write in (lambda: s.add("kim", "사는 곳", "제주"), lambda: s.clear("kim"),
+                  lambda: ConversationStore(s).start("kim"), lambda: Accounts(s).add("alice")):
+        with pytest.raises(StoreReadOnly, match="is read-only .*nothing was changed"):
+            write()
+    s.close()
+    assert path.read_bytes() == before
+    with pytest.raises(StoreReadOnly, match="no memory database .* folder is read-only"):
+        MemoryStore(tmp_path / "new.sqlite3")
+    assert not (tmp_path / "new.sqlite3").exists()
+
+
+def test_a_read_only_database_that_needs_a_migration_is_refused(tmp_path, monkeypatch):
+    import os
+    import sqlite3
+
+    from ohlora.store.database import StoreReadOnly
+
+    path = tmp_path / "m.sqlite3"
+    MemoryStore(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DELETE FROM _migrations WHERE name = ?", (MIGRATIONS[-1][0],))
+    db.close()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode & os.W_OK else real(p, mode, **k))
+    with pytest.raises(StoreReadOnly, match="needs upgrading first"):
+        MemoryStore(path)

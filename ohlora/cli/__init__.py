@@ -1,7 +1,7 @@
 """The `ohlora` command line: each command parses its arguments and calls one library function.
 
 One module per command group (chat.py: chat/ask/serve/prepare/home; memory.py, history.py,
-users.py, data.py, train.py, evaluate.py, bench.py, export.py); options.py holds the option
+users.py, store.py, data.py, train.py, evaluate.py, bench.py, export.py); options.py holds the option
 decorators and helpers they share. A command's module is imported only when that command runs,
 so `ohlora chat` never imports training code and `ohlora home` starts in a fraction of a second.
 """
@@ -19,6 +19,7 @@ COMMANDS = {
     "chat": "chat:chat", "ask": "chat:ask", "serve": "chat:serve", "prepare": "chat:prepare", "home": "chat:home",
     "users": "users:users", "history": "history:history", "memory": "memory:memory", "data": "data:data",
     "train": "train:train", "eval": "evaluate:eval_", "bench": "bench:bench", "export": "export:export",
+    "store": "store:store",
 }
 """Command name -> `module:attribute` under ohlora.cli."""
 

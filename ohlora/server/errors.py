@@ -2,10 +2,14 @@
 
 Routes raise ApiError(status, message, ...); the handlers installed by `install_error_handlers`
 turn it, Starlette's own 404/405 and FastAPI's request-validation errors into
-`{"error": {"message", "type", "param", "code"}}` (see `middleware.error_body`).
+`{"error": {"message", "type", "param", "code"}}` (see `middleware.error_body`). A memory
+database that cannot do what was asked (damaged, read-only, busy: `store.database.StoreError`)
+is a 500 with its one-line message and one log line, never a traceback.
 """
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +17,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ohlora.server.middleware import error_body
+from ohlora.store.database import StoreError
+
+log = logging.getLogger("ohlora.server")
 
 
 class ApiError(Exception):
@@ -46,7 +53,13 @@ async def _validation_error(request: Request, exc: RequestValidationError):
                         status_code=400)
 
 
+async def _store_error(request: Request, exc: StoreError):
+    log.error("memory database on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(error_body(str(exc), "server_error", code=exc.code), status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

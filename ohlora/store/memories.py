@@ -20,7 +20,7 @@ import numpy as np
 
 from ohlora.errors import OhloraError
 from ohlora.parsing import MemoryTag, echo, make_tag, normalize_space, tag_problem
-from ohlora.store.migrations import migrate
+from ohlora.store.database import StoreDamaged, connect, store_error
 
 USER_RE = re.compile(r"^[\w.\-@]{1,64}$")  # \w covers Hangul
 
@@ -76,9 +76,29 @@ def _now() -> str:
 def _locked(method):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with self._lock:
+        with self.lock:
             return method(self, *args, **kwargs)
     return wrapper
+
+
+class _StoreLock:
+    """The store's lock as a context manager that also turns SQLite's failures on the file
+    (damaged, read-only, busy, full) into one-line StoreErrors (`database.store_error`)."""
+
+    def __init__(self, store: "MemoryStore"):
+        self.store = store
+
+    def __enter__(self):
+        self.store._lock.acquire()
+        return self
+
+    def __exit__(self, kind, error, tb):
+        self.store._lock.release()
+        if isinstance(error, sqlite3.Error):
+            failure = store_error(error, self.store.path)
+            if failure is not None:
+                raise failure from error
+        return False
 
 
 class MemoryStore:
@@ -86,7 +106,10 @@ class MemoryStore:
 
     One connection, guarded by a lock, so the server's generation thread and its request
     handlers can share the store safely. Writes go through `transaction()`, so that several of
-    them (a chat turn, its memories and its summary) can be one SQLite transaction.
+    them (a chat turn, its memories and its summary) can be one SQLite transaction. Under the
+    lock, SQLite's failures on the file become one-line StoreErrors (damaged, read-only, ...).
+    A database whose file or folder is not writable is opened read-only (`read_only`): reading
+    works, a write is a StoreReadOnly.
     """
 
     def __init__(self, path: Path | str | None = None):
@@ -94,24 +117,24 @@ class MemoryStore:
         self._writes = 0
         self._depth = 0  # transactions open on this connection (nested ones join the outermost)
         self.path = Path(path) if path is not None else None
-        target = ":memory:" if path is None else str(path)
+        self._guard = _StoreLock(self)
         try:
-            self.db = sqlite3.connect(target, check_same_thread=False)
-            self.db.execute("PRAGMA foreign_keys = ON")
-            if path is not None:
-                self.db.execute("PRAGMA journal_mode = WAL")
-            migrate(self.db)
+            self.db, self.read_only = connect(self.path)
         except sqlite3.DatabaseError as e:
-            raise OhloraError(
+            failure = store_error(e, self.path)
+            if failure is not None and not isinstance(failure, StoreDamaged):
+                raise failure from e
+            raise StoreDamaged(
                 f"memory database {path} is unreadable ({e}); it was left untouched: "
-                "move it aside to start a new one"
+                "move it aside to start a new one (`ohlora store check` tells more)"
             ) from e
         self.db.row_factory = sqlite3.Row
 
     @property
-    def lock(self) -> threading.RLock:
-        """The connection's lock, for modules that share this database (accounts)."""
-        return self._lock
+    def lock(self) -> _StoreLock:
+        """The connection's lock, for modules that share this database (accounts, conversations):
+        `with store.lock:` holds it, and turns SQLite's failures into StoreErrors."""
+        return self._guard
 
     @contextmanager
     def transaction(self):
@@ -119,7 +142,7 @@ class MemoryStore:
         rolled back (all of it) if anything inside raises. A transaction opened inside another
         (by this thread) joins it, so `add_tag` or `ConversationStore.append` inside a caller's
         transaction commit nothing on their own."""
-        with self._lock:
+        with self.lock:
             if self._depth:
                 self._depth += 1
                 try:

@@ -153,6 +153,14 @@ def m008_summary_turns(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE conversations ADD COLUMN summary_turns INTEGER NOT NULL DEFAULT 0")
 
 
+def pending(db: sqlite3.Connection) -> list[str]:
+    """The migrations not yet applied, without writing anything (a read-only database)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone() is None:
+        return [name for name, _ in MIGRATIONS]
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    return [name for name, _ in MIGRATIONS if name not in done]
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations not yet applied; return their names."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")

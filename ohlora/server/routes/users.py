@@ -8,6 +8,7 @@ from ohlora.errors import OhloraError
 from ohlora.server.auth import Principal, admin_only, principal, user_of
 from ohlora.server.errors import ApiError
 from ohlora.server.inputs import read_json
+from ohlora.store.database import StoreError
 
 router = APIRouter()
 
@@ -29,6 +30,8 @@ async def add_user(request: Request):
     name = user_of(req.get("name"))
     try:
         token = accounts.add(name)
+    except StoreError:
+        raise  # the database's failure (a 500), not a name already taken
     except OhloraError as e:
         raise ApiError(409, str(e), param="name") from None
     return {**accounts.get(name).as_dict(), "token": token}
@@ -38,5 +41,7 @@ async def add_user(request: Request):
 def revoke_user(name: str, request: Request):
     try:
         return request.app.state.accounts.revoke(user_of(name)).as_dict()
+    except StoreError:
+        raise
     except OhloraError as e:
         raise ApiError(404, str(e), "not_found_error") from None
