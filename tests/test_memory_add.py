@@ -65,3 +65,20 @@ def test_api_applies_the_tag_rule_and_says_what_is_wrong():
     assert r.status_code == 400 and "a word repeated in the value" in r.json()["error"]["message"]
     assert client.post("/v1/users/kim/memories", json={"key": "반려동물", "value": "고양이"}).status_code == 201
     assert [i.text for i in store.list("kim")] == ["[반려동물: 고양이]"]
+
+
+def test_cli_takes_each_bracketed_argument_as_its_own_item():
+    r = add("[사는 곳: 제주]", "[좋아하는 음식: 떡볶이]")
+    assert r.exit_code == 0 and r.output == "added: [사는 곳: 제주]\nadded: [좋아하는 음식: 떡볶이]\n"
+    r = add("[사는 곳: 서울]", "[기분: 좋음]")
+    assert r.output == "replaced: [사는 곳: 서울] (was: 제주)\nadded: [기분: 좋음]\n"
+    # one bad item: none of them is stored
+    r = add("[반려동물: 고양이]", "[반려동물2: 고양이 고양이]")
+    assert r.exit_code == 2 and "a word repeated in the value" in r.output and r.output.count("\n") == 1
+    # unbracketed words are still one item, joined
+    assert add("오늘 일정:", "면접").output == "added: [오늘 일정: 면접]\n"
+    listed = CliRunner().invoke(main, ["memory", "list", "-u", "kim", "--json"]).output
+    import json
+
+    assert [i["text"] for i in json.loads(listed)] == ["[사는 곳: 서울]", "[좋아하는 음식: 떡볶이]", "[기분: 좋음]",
+                                                     "[오늘 일정: 면접]"]

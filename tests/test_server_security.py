@@ -378,3 +378,27 @@ def test_users_commands_make_list_and_revoke_tokens(ohlora_home):
     assert runner.invoke(main, ["users", "revoke", "alice"]).exit_code == 0
     assert "revoked" in runner.invoke(main, ["users", "list"]).stdout
     assert runner.invoke(main, ["users", "revoke", "bob"]).exit_code == 2
+
+
+def test_users_unblock_says_when_there_is_no_such_user(ohlora_home):
+    from datetime import datetime, timezone
+
+    from click.testing import CliRunner
+
+    from ohlora.cli import main
+    from ohlora.runtime import open_store
+    from ohlora.store.guard_events import GuardLog
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["users", "unblock", "nobody"])
+    assert r.exit_code == 2 and r.output == ("error: no user 'nobody': no account and no guard events "
+                                             "(see `ohlora users list`)\n")
+    store = open_store()
+    assert GuardLog(store).events("nobody") == []  # nothing logged for a name that never was
+    GuardLog(store).append("minji", "love", "block", 1, datetime.now(timezone.utc))  # a chat user, no account
+    store.close()
+    assert runner.invoke(main, ["users", "add", "alice"]).exit_code == 0
+    for name in ("minji", "alice"):
+        r = runner.invoke(main, ["users", "unblock", name])
+        assert r.exit_code == 0 and r.output == f"unblocked: {name}\n"
+    assert runner.invoke(main, ["users", "unblock", "bad name"]).exit_code == 2

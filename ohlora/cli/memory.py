@@ -40,12 +40,25 @@ def memory_list(user, as_json):
 @user_option
 @click.argument("item", nargs=-1, required=True)
 def memory_add(user, item):
-    """Store ITEM, written "[key: value]" or "key: value"."""
+    """Store ITEM, written "[key: value]" or "key: value" (its words may be separate arguments).
 
-    tag = read_tag(" ".join(item))  # the one tag rule; says what is wrong, quoting at most 60 characters
-    result = open_home_store().add_tag(user, tag)
-    extra = f" (was: {result.previous})" if result.previous else ""
-    click.echo(f"{result.status}: {result.item.text}{extra}")
+    Several arguments that are each a bracketed "[key: value]" are several items, each stored on
+    its own (all of them, or none if one breaks the rules); one line is printed per item.
+    """
+    user = validate_user(user)
+    tags = [read_tag(t) for t in item] if len(item) > 1 and all(_bracketed(t) for t in item) else \
+        [read_tag(" ".join(item))]  # the one tag rule; says what is wrong, quoting at most 60 characters
+    store = open_home_store()
+    with store.transaction():
+        results = [store.add_tag(user, tag) for tag in tags]
+    for result in results:
+        extra = f" (was: {result.previous})" if result.previous else ""
+        click.echo(f"{result.status}: {result.item.text}{extra}")
+
+
+def _bracketed(text: str) -> bool:
+    text = text.strip()
+    return text.startswith("[") and text.endswith("]")
 
 
 @memory.command("rm")

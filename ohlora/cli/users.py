@@ -7,8 +7,11 @@ import json
 import click
 
 from ohlora.cli.options import CONTEXT, OhloraGroup, open_accounts, open_home_store
+from ohlora.errors import OhloraError
 from ohlora.safety.guard import utc_now
+from ohlora.store.accounts import Accounts
 from ohlora.store.guard_events import GuardLog
+from ohlora.store.memories import validate_user
 
 
 @click.group(cls=OhloraGroup, context_settings=CONTEXT)
@@ -46,7 +49,12 @@ def users_list(as_json):
 def users_unblock(name):
     """Lift the ethics guard's block on NAME and reset its warning levels (logged, like every firing)."""
 
-    GuardLog(open_home_store()).unblock(name, utc_now())
+    name = validate_user(name)
+    store = open_home_store()
+    log = GuardLog(store)
+    if Accounts(store).get(name) is None and not log.events(name):
+        raise OhloraError(f"no user {name!r}: no account and no guard events (see `ohlora users list`)")
+    log.unblock(name, utc_now())
     click.echo(f"unblocked: {name}")
 
 
