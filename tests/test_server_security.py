@@ -402,3 +402,27 @@ def test_users_unblock_says_when_there_is_no_such_user(ohlora_home):
         r = runner.invoke(main, ["users", "unblock", name])
         assert r.exit_code == 0 and r.output == f"unblocked: {name}\n"
     assert runner.invoke(main, ["users", "unblock", "bad name"]).exit_code == 2
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"])
+def test_the_api_description_is_not_served_unless_asked_for(path):
+    client, _, tokens, _ = make(api_key=ADMIN, users=("alice",))
+    for headers in ({}, bearer(tokens["alice"]), bearer(ADMIN)):
+        r = client.get(path, headers=headers)
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    client, _, _, _ = make()  # the open loopback server too
+    assert client.get(path).status_code == 404
+    client, _, _, _ = make(api_key=ADMIN, users=("alice",), docs=True)  # `ohlora serve --docs`
+    assert client.get(path).status_code == 200
+
+
+def test_serve_docs_flag_reaches_the_settings(monkeypatch):
+    from click.testing import CliRunner
+
+    from ohlora.cli import main
+
+    calls = []
+    monkeypatch.setattr("ohlora.cli.chat.run_server", lambda cfg, *args: calls.append(args))
+    assert CliRunner().invoke(main, ["serve", "--docs"]).exit_code == 0
+    assert CliRunner().invoke(main, ["serve"]).exit_code == 0
+    assert [args[-1] for args in calls] == [True, False]

@@ -89,14 +89,17 @@ def ask(user, as_json, message, config_path, **overrides):
                    "repeatable. CORS is closed otherwise.")
 @click.option("--max-queue", type=click.IntRange(1, 1000), default=16, show_default=True,
               help="Chat turns that may wait behind the running one; more get 429 with Retry-After.")
-def serve(host, port, api_key, allow_origins, max_queue, config_path, **overrides):
+@click.option("--docs", is_flag=True,
+              help="Also serve the API's description (/docs, /redoc, /openapi.json) to anyone, without a token; "
+                   "off by default.")
+def serve(host, port, api_key, allow_origins, max_queue, docs, config_path, **overrides):
     """Serve the OpenAI-compatible API, the memory API and the web chat page (one model, one queue).
 
     Without any key (no users, no --api-key) the server is open and binds to loopback only: every
     user's memories are then visible to anyone on this machine.
     """
 
-    run_server(load_chat_config(config_path, **overrides), host, port, api_key, allow_origins, max_queue)
+    run_server(load_chat_config(config_path, **overrides), host, port, api_key, allow_origins, max_queue, docs)
 
 
 

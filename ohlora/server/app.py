@@ -42,6 +42,9 @@ class ServerSettings:
     """Other web origins allowed to call the API from a browser (CORS opens for these only)."""
     max_queue: int = 16
     """Turns waiting beyond the one running; more get 429 with Retry-After."""
+    docs: bool = False
+    """Serve FastAPI's /docs, /redoc and /openapi.json (to anyone, no token: `ohlora serve --docs`).
+    Off by default: a server with keys shows nothing of itself without one."""
 
     def __post_init__(self):
         check_api_key(self.api_key)
@@ -59,7 +62,10 @@ async def lifespan(app: FastAPI):
 
 def create_app(engine: ChatEngine, store: MemoryStore, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
-    app = FastAPI(title="ohlora", description="Oh-LoRA (오로라) chat and memory API", version="1", lifespan=lifespan)
+    docs = settings.docs
+    app = FastAPI(title="ohlora", description="Oh-LoRA (오로라) chat and memory API", version="1", lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     state = app.state
     state.engine, state.store, state.settings = engine, store, settings
     state.worker = GenerationWorker(settings.max_queue)

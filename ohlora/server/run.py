@@ -50,7 +50,7 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def serve(cfg: ChatConfig, host: str, port: int, api_key: str | None, allow_origins: tuple[str, ...] = (),
-          max_queue: int = 16) -> None:
+          max_queue: int = 16, docs: bool = False) -> None:
     # lazy: fastapi, starlette, uvicorn load only when this runs
     import uvicorn
 
@@ -64,7 +64,8 @@ def serve(cfg: ChatConfig, host: str, port: int, api_key: str | None, allow_orig
         store.close()
     check_open_server(host, api_key, active)
     check_port_free(host, port)
-    settings = ServerSettings(api_key=api_key, allow_origins=tuple(allow_origins), max_queue=max_queue)  # checked now
+    settings = ServerSettings(api_key=api_key, allow_origins=tuple(allow_origins), max_queue=max_queue,
+                              docs=docs)  # checked now
     rt = build_runtime(cfg)
     app = create_app(rt.engine, rt.store, replace(settings, model_name=rt.description))
     access = (f"{active} user token(s)" + (" + admin key" if api_key else "")) if active or api_key else \
