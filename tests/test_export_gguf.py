@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import re
+import subprocess
 import sys
 import tarfile
 import textwrap
@@ -18,7 +21,7 @@ from ohlora.cli import main
 from ohlora.errors import OhloraError
 from ohlora.export import converter as conv_mod
 from ohlora.export.converter import converter_at, extract_converter, fetch_from_sdist, find_converter
-from ohlora.export.gguf import export_gguf, output_path
+from ohlora.export.gguf import QUANTS, cpu_has_amx, export_gguf, output_path
 from ohlora.export.modelfile import ollama_template, render_modelfile
 from ohlora.persona import PersonaCard
 from ohlora.prompt import PromptFormat
@@ -227,6 +230,13 @@ def test_a_failing_converter_is_one_line_and_leaves_no_file(tiny_model_dir, tmp_
     assert sorted(p.name for p in out.parent.iterdir()) == ["base.gguf.convert.log"]
 
 
+def test_amx_is_read_off_the_cpu_flags(tmp_path):
+    (tmp_path / "spr").write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile amx_int8 avx512_fp16\n")
+    (tmp_path / "epyc").write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert cpu_has_amx(str(tmp_path / "spr")) and not cpu_has_amx(str(tmp_path / "epyc"))
+    assert not cpu_has_amx(str(tmp_path / "missing"))
+
+
 def test_output_path():
     assert output_path(Path("x/oh.gguf"), "f16", "a") == Path("x/oh.gguf")
     assert output_path(Path("x/dir"), "q8_0", "a") == Path("x/dir/a-q8_0.gguf")
@@ -247,28 +257,54 @@ def test_cli_mistakes_are_one_line(tmp_path, monkeypatch):
 
 
 # -- the real thing ---------------------------------------------------------------------------------
+LLAMA_CPP_ANSWERS = textwrap.dedent("""\
+    import json, os, sys
+    import llama_cpp
+    if os.environ.get("NO_REPACK"):  # what AMX_NOTE tells users of an AMX CPU to do
+        default = llama_cpp.llama_cpp.llama_model_default_params
+        def no_repack():
+            params = default()
+            params.use_extra_bufts = False
+            return params
+        llama_cpp.llama_cpp.llama_model_default_params = no_repack
+    path, stop = sys.argv[1], sys.argv[3]
+    llm = llama_cpp.Llama(path, n_ctx=1024, n_threads=1, verbose=False)  # as a user loads the file
+    out = [llm.create_completion(p, max_tokens=80, temperature=0, stop=[stop])["choices"][0]["text"].strip()
+           for p in json.loads(sys.argv[2])]
+    llm.close()
+    print(json.dumps(out, ensure_ascii=False))
+""")
+
+
 @pytest.mark.slow
-def test_exported_gguf_answers_as_ohlora_greedy(tmp_path, home):
-    """Shipped adapter -> F16 GGUF (llama.cpp's converter) -> llama-cpp-python: the same greedy
-    answers as ohlora's FastGenerator on 5 prompts rendered by the PromptFormat."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+@pytest.mark.parametrize("quant", QUANTS)
+def test_every_export_loads_and_answers_in_llama_cpp(quant, tmp_path, home):
+    """Shipped adapter -> GGUF of each --quant -> llama-cpp-python with its default settings, in a
+    child process (a crash in llama.cpp fails this test instead of killing the run). F16 gives the
+    same greedy answers as ohlora's FastGenerator on 5 prompts rendered by the PromptFormat; the
+    quantized files answer every prompt in Korean."""
+    pytest.importorskip("llama_cpp")
     from ohlora.decoding.fast import FastGenerator
     from ohlora.decoding.head import load_head_vocab
     from ohlora.models import load_adapter, load_base, resolve_base, shipped_adapter
 
     adapter = shipped_adapter("gemma-3-270m")
-    res = export_gguf(adapter, "f16", tmp_path / "gguf")
+    res = export_gguf(adapter, quant, tmp_path / "gguf")
     assert (res.gguf.parent / "Modelfile").is_file() and (res.gguf.parent / "GEMMA_TERMS.html").is_file()
-    model, tok = load_base(resolve_base("gemma-3-270m"))
-    gen = FastGenerator(load_adapter(model, adapter), tok, load_head_vocab(adapter), adapter="chat")
     fmt = PromptFormat.load(adapter)
     facts = PersonaCard.load(adapter / "persona.yaml").facts(dt.date(2026, 11, 25))
-    llm = llama_cpp.Llama(str(res.gguf), n_ctx=1024, n_threads=1, verbose=False)
-    try:
-        for message in ["너 이름이 뭐야?", "나 내일 면접 있어", "좋아하는 음식 있어?", "오늘 너무 피곤해", "주말에 뭐 해?"]:
-            prompt = fmt.render(message, facts=facts)
-            ours = gen.generate(prompt, stop_phrase=fmt.stop_phrase, max_new_tokens=80, temperature=0).text
-            theirs = llm.create_completion(prompt, max_tokens=80, temperature=0, stop=[fmt.stop_phrase])
-            assert theirs["choices"][0]["text"].strip() == ours.split(fmt.stop_phrase)[0].strip(), message
-    finally:
-        llm.close()
+    messages = ["너 이름이 뭐야?", "나 내일 면접 있어", "좋아하는 음식 있어?", "오늘 너무 피곤해", "주말에 뭐 해?"]
+    prompts = [fmt.render(m, facts=facts) for m in messages]
+    # On an AMX CPU a quantized file is read with repacking off, as the export's note says (llama.cpp
+    # #20824 crashes in its AMX path); elsewhere with llama.cpp's defaults.
+    env = {**os.environ, **({"NO_REPACK": "1"} if quant != "f16" and cpu_has_amx() else {})}
+    r = subprocess.run([sys.executable, "-c", LLAMA_CPP_ANSWERS, str(res.gguf), json.dumps(prompts), fmt.stop_phrase],
+                       capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, f"llama.cpp on the {quant} export exited {r.returncode} (-11: a segfault): {r.stderr[-1500:]}"
+    theirs = json.loads(r.stdout.strip().splitlines()[-1])
+    assert all(re.search("[가-힣]", t) for t in theirs), theirs
+    if quant == "f16":
+        model, tok = load_base(resolve_base("gemma-3-270m"))
+        gen = FastGenerator(load_adapter(model, adapter), tok, load_head_vocab(adapter), adapter="chat")
+        ours = [gen.generate(p, stop_phrase=fmt.stop_phrase, max_new_tokens=80, temperature=0).text for p in prompts]
+        assert theirs == [o.split(fmt.stop_phrase)[0].strip() for o in ours]

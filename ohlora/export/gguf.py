@@ -111,6 +111,21 @@ def copy_terms(sources: list[Path], directory: Path) -> list[Path]:
     return copied
 
 
+AMX_NOTE = ("this CPU has AMX: llama.cpp builds made for it (e.g. llama-cpp-python built here from source) "
+            "repack Q8_0/Q4_K weights for AMX, and that path can crash on the first decode (llama.cpp #20824). "
+            "If it does, load the file with repacking off (llama-cli/llama-server --no-repack; "
+            "llama_model_params.use_extra_bufts = False) or export --quant f16, which AMX does not repack.")
+
+
+def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has AMX-INT8 (Sapphire Rapids and later Xeons), where llama.cpp repacks quantized weights."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            return any(line.startswith("flags") and " amx_int8" in line for line in f)
+    except OSError:
+        return False
+
+
 def check_free(target: Path, overwrite: bool) -> None:
     """An export never replaces an earlier one's file or Modelfile unless told to (--overwrite)."""
     taken = [p for p in (target, target.parent / MODELFILE) if p.exists()]
@@ -171,4 +186,6 @@ def export_gguf(adapter_dir: Path | None, quant: str, out: Path, *, base: str = 
     copied = copy_terms(sources, target.parent)
     log(f"[{steps}/{steps}] wrote {modelfile.name}" + (f" and {', '.join(p.name for p in copied)}" if copied else "")
         + f" beside {target.name} ({target.stat().st_size / 1e6:.0f} MB)")
+    if quant != "f16" and cpu_has_amx():
+        log(f"note: {AMX_NOTE}")
     return ExportResult(target, modelfile, conv, seconds)
