@@ -90,7 +90,11 @@ async def _events(cid, created, model, chunks: asyncio.Queue, future, job: Job, 
     yield _chunk(cid, created, model, {"role": "assistant", "content": ""})
     while True:
         getter = asyncio.ensure_future(chunks.get())
-        done, _ = await asyncio.wait({getter, future}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({getter, future}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the client hung up: leave no task behind
+            getter.cancel()
+            raise
         if getter in done:
             yield _chunk(cid, created, model, {"content": getter.result()})
             continue
