@@ -341,10 +341,11 @@ def test_serve_refuses_bad_settings_in_one_line_before_loading_a_model(monkeypat
 
     from click.testing import CliRunner
 
-    from ohlora import runtime
     from ohlora.cli import main
 
-    monkeypatch.setattr(runtime, "build_runtime", lambda *a, **k: pytest.fail("the model must not load"))
+    # patched where `serve` looks it up: patching ohlora.runtime's own name would leak into every
+    # module that imports it while the patch is on (ohlora.cli.chat's `ask`, in later tests)
+    monkeypatch.setattr("ohlora.server.run.build_runtime", lambda *a, **k: pytest.fail("the model must not load"))
     runner = CliRunner()
     r = runner.invoke(main, ["serve", "--api-key", "비밀키"])
     assert r.exit_code == 2 and "printable ASCII" in r.output and "Traceback" not in r.output
