@@ -12,6 +12,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,7 @@ HANGUL = re.compile(r"[가-힣]")
 SHIPPED = {"mse": 0.0266, "corr": 0.6302, "top1": 0.5556, "false_recall": 0.0444, "recall_at_5": 0.8667}
 SHARED_TOP1 = 0.3556
 WRITER = {"precision": 0.8684, "recall": 0.4889, "false_store_rate": 0.0095}
-GUARD = {"accuracy": 0.9191, "fpr": 0.0382}
+GUARD = {"accuracy": 0.9888, "fpr": 0.0031}
 SUMMARY = {"valid": 0.975, "fact_recall": 0.8482}
 
 
@@ -121,10 +122,15 @@ def test_shipped_adapter_answers_in_character(home):
 
 
 def test_shipped_guard_keeps_its_measured_quality(home):
-    """The ethics guard on the held-out test split (README: accuracy 91.9%, 3.8% false positives on
-    normal messages; the thresholds were chosen on validation for <= 1%)."""
+    """The ethics guard on the held-out test split (README: accuracy 98.9%, 0.3% false positives on
+    normal messages, none above a block's threshold; the thresholds were chosen on validation for
+    <= 1%) and on the fixed everyday set (0 of 127)."""
     m = json.loads(ohlora("eval", "guard", "--json").stdout)
     assert m["accuracy"] >= GUARD["accuracy"] - 0.01 and m["false_positive_rate"] <= GUARD["fpr"] + 0.01, m
+    assert m["blocking_false_positives"] == 0, m
+    everyday = str(Path(__file__).resolve().parent.parent / "ohlora" / "assets" / "data" / "guard" / "everyday.csv")
+    e = json.loads(ohlora("eval", "guard", "--json", "--file", everyday).stdout)
+    assert e["false_positive_rate"] <= 0.01 and e["blocking_false_positives"] == 0, e
 
 
 def test_the_guard_warns_then_blocks_across_processes_until_unblocked(home):

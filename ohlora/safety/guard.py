@@ -1,7 +1,11 @@
 """EthicsGuard: classify a message, escalate per user and category, answer in character.
 
 Per user and category, the n-th firing (within `forget_after_s`) gets `blocks[n-1]` seconds of
-block, 0 meaning a warning only; past the table's end its last entry repeats. Every firing and
+block, 0 meaning a warning only; past the table's end its last entry repeats. A near firing (a
+score within the category's warning band above its threshold, `warn_band` in guard.yaml) is a
+warning only, at level 0: it never blocks and does not count towards the next firing's level, so
+an ordinary message that the classifier scores just over a threshold cannot get a user blocked,
+while clear firings escalate as before. Every firing and
 every unblock is appended to `guard_events` (never edited), and the block state is read back
 from that log, so it survives restarts and `ohlora users unblock NAME` is one appended row.
 The clock is injected, so tests fix "now".
@@ -57,6 +61,8 @@ class GuardDecision:
     blocked_until: datetime | None = None
     retry_after: int = 0
     level: int = 0
+    """The firing's place in the escalation (1 = the first counted one); 0 for "ok" and for a
+    near firing's warning, which is not counted."""
     verdict: Verdict | None = None
 
     @property
@@ -111,11 +117,14 @@ class EthicsGuard:
         if not verdict.fired:
             return GuardDecision("ok", verdict=verdict)
         now = self.clock()
-        horizon = now - timedelta(seconds=self.policy.forget_after_s)
-        level = 1 + sum(1 for e in self.log.since_unblock(user)
-                        if e["category"] == verdict.category and e["action"] in ("warn", "block")
-                        and datetime.fromisoformat(e["created_at"]) >= horizon)
-        seconds = self.policy.block_for(level)
+        if verdict.near:  # within the warning band: a warning, never a block, not counted
+            level, seconds = 0, 0
+        else:
+            horizon = now - timedelta(seconds=self.policy.forget_after_s)
+            level = 1 + sum(1 for e in self.log.since_unblock(user)
+                            if e["category"] == verdict.category and e["action"] in ("warn", "block")
+                            and e["level"] > 0 and datetime.fromisoformat(e["created_at"]) >= horizon)
+            seconds = self.policy.block_for(level)
         until = now + timedelta(seconds=seconds) if seconds else None
         action = "block" if seconds else "warn"
         self.log.append(user, verdict.category, action, level, now, verdict.score, until, message[:EXCERPT_CHARS])

@@ -10,6 +10,7 @@ from ohlora.memory.loading import untrained_encoder
 from ohlora.paths import resolve_named
 from ohlora.safety.classifier import POLICY_FILE, GuardClassifier, GuardPolicy
 from ohlora.safety.heads import SoftmaxHead, classifier_encoder
+from ohlora.safety.ngrams import NgramVocabulary
 
 
 def shipped_guard(base: str = "embeddinggemma-300m") -> Path | None:
@@ -41,6 +42,7 @@ def load_guard_classifier(which: str, shared=None) -> GuardClassifier | None:
     if path is None:
         return None
     policy, head = GuardPolicy.load(path), SoftmaxHead.load(path)
+    ngrams = NgramVocabulary.load(path, policy.ngram_sizes) if policy.ngram_sizes else None
     if shared is None:
         shared = untrained_encoder(policy.base)
-    return GuardClassifier(classifier_encoder(shared, policy), head, policy)
+    return GuardClassifier(classifier_encoder(shared, policy), head, policy, ngrams)

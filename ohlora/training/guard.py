@@ -1,11 +1,15 @@
 """`ohlora train guard`: fit the ethics guard's softmax head and calibrate its thresholds.
 
 Recipe: embed every sentence once with the base sentence encoder (EmbeddingGemma, adapter off,
-its classification prompt, the text normalized first), fit a class-weighted multinomial logistic
-regression on the training split (full batch, L-BFGS, L2), then choose one threshold per category
-on the validation split: the greedy search lowers whichever threshold buys the most validation
-recall per normal message it lets through, until the false-positive budget on normal messages
-(`max_false_positive`, 1%) is spent. The test split is never looked at here (`ohlora eval guard`).
+its classification prompt, the text normalized first), put its character 2- and 3-grams beside
+the embedding (the vocabulary: the n-grams of at least two training sentences), fit a multinomial
+logistic regression on the training split (full batch, L-BFGS, one L2 penalty for the embedding's
+weights and one for the n-grams'), then choose one threshold per category
+on the validation split (`calibrate`: each threshold starts above every validation normal message
+and goes lower only within a false-positive budget the split's size supports for at most
+`max_false_positive`, 1%, of new normal messages), and one warning band per category above it
+(`warn_bands`: no validation normal message reaches a block). The test split is never looked at
+here (`ohlora eval guard`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,17 @@ import numpy as np
 from ohlora.datasets.labelled import guard_split, load_guard_csv
 from ohlora.errors import OhloraError
 from ohlora.evaluation.guard import metrics
-from ohlora.safety.classifier import CATEGORIES, CLASSIFY_TEMPLATE, NORMAL, GuardClassifier, GuardPolicy
+from ohlora.safety.classifier import (
+    CATEGORIES,
+    CLASSIFY_TEMPLATE,
+    DEFAULT_WARN_BAND,
+    NORMAL,
+    GuardClassifier,
+    GuardPolicy,
+)
 from ohlora.safety.heads import SoftmaxHead
 from ohlora.safety.loading import classification_encoder
+from ohlora.safety.ngrams import NGRAMS_FILE, NgramVocabulary
 from ohlora.training.softmax_head import embed, fit_head
 
 
@@ -32,12 +44,26 @@ class GuardTrainConfig:
     valid_file: str | None = None
     """Validation CSV, for the thresholds [default: bundled valid.csv]."""
     base: str = "embeddinggemma-300m"
-    l2: float = 3e-5
-    """L2 penalty on the head's weights (per example); chosen on the validation split from
-    1e-2 .. 0 (validation accuracy 82.5% at 1e-2, 85.5% at 1e-3, 92.4% at 3e-5 and 1e-5, 89.1% at 0)."""
+    l2: float = 1e-5
+    """L2 penalty on the head's embedding weights (per example)."""
+    ngram_sizes: tuple = (2, 3)
+    """Character n-gram sizes read beside the embedding; () for the embedding alone."""
+    ngram_min_count: int = 2
+    """An n-gram joins the vocabulary when at least this many distinct training sentences have it."""
+    l2_ngrams: float = 3e-5
+    """L2 penalty on the n-gram weights. The pair (l2, l2_ngrams) was chosen on the validation
+    split's recall at the calibrated thresholds from 3e-6 .. 1e-4 each; the embedding alone
+    (ngram_sizes ()) reached 84-86% there, with n-grams 89-90%."""
+    balanced: bool = False
+    """Class-weighted loss; off: the training split is about half normal, half the five others."""
     max_false_positive: float = 0.01
-    """Share of validation normal messages allowed to fire any category."""
+    """Share of new normal messages allowed to fire any category (see `calibrate` for how the
+    validation split bounds it)."""
     min_threshold: float = 0.2
+    warn_band: float = DEFAULT_WARN_BAND
+    """The narrowest warning band above a threshold (a firing below threshold + band only warns)."""
+    max_block: float = 0.99
+    """No block threshold above this, however high a validation normal message scored."""
     steps: int = 500
 
     def __post_init__(self):
@@ -45,46 +71,93 @@ class GuardTrainConfig:
             raise OhloraError("max_false_positive must be in [0, 1)")
         if not 0 < self.min_threshold < 1:
             raise OhloraError("min_threshold must be in (0, 1)")
-        if self.l2 < 0 or self.steps < 1:
-            raise OhloraError("l2 must be >= 0 and steps >= 1")
+        if not 0 <= self.warn_band < 1 or not 0 < self.max_block <= 1:
+            raise OhloraError("warn_band must be in [0, 1) and max_block in (0, 1]")
+        if self.l2 < 0 or self.l2_ngrams < 0 or self.steps < 1 or self.ngram_min_count < 1:
+            raise OhloraError("l2 and l2_ngrams must be >= 0, steps and ngram_min_count >= 1")
+
+
+def false_positive_budget(n_normal: int, n_categories: int, max_false_positive: float) -> int:
+    """How many validation normal messages the thresholds may let through, in all, for at most
+    `max_false_positive` of new normal messages to fire: negative when the split cannot support
+    the target at all (see `calibrate`)."""
+    return int(np.floor(max_false_positive * (n_normal + 1) + 1e-9)) - n_categories
 
 
 def calibrate(probs: np.ndarray, y: np.ndarray, categories=CATEGORIES, max_false_positive: float = 0.01,
               min_threshold: float = 0.2) -> dict:
-    """Per-category thresholds on validation probabilities (N, C): start where no normal message
-    fires, then lower greedily while the normal messages that fire stay within the budget."""
+    """Per-category thresholds on validation probabilities (N, C).
+
+    The rule: a threshold that k of the n validation normal messages reach lets through about
+    (k + 1) / (n + 1) of new normal messages (a new message is as likely to rank anywhere among
+    the n), so with one threshold per non-normal category the share of new normal messages that
+    fire something is at most sum_c (k_c + 1) / (n + 1). The thresholds keep that sum within
+    `max_false_positive`: sum_c k_c <= floor(max_false_positive * (n + 1)) - (C - 1), the budget
+    (`false_positive_budget`). So each category's floor is the level where the validation normal
+    messages nearest to it start firing: its threshold starts just above the highest probability
+    of that category among the normal messages (k_c = 0) and goes lower only while the budget
+    lasts; the greedy search spends it one threshold move at a time, on the move that buys the
+    most validation recall per normal message let through. With fewer than (C - 1) /
+    max_false_positive normal messages (500 at 1% with five categories) there is no budget: the
+    split cannot support the target, the thresholds stay above every normal message, and
+    `train_guard` says so. Normal messages the classifier cannot tell apart (a disguise that
+    normalizes back to its base sentence: the same probabilities) count once. No threshold goes
+    below `min_threshold`.
+    """
     normal = categories.index(NORMAL)
     is_normal = y == normal
-    budget = int(np.floor(max_false_positive * is_normal.sum()))
     cats = [j for j in range(len(categories)) if j != normal]
-    # candidate thresholds per category: just above each normal message's probability, high to low
+    normal_probs = np.unique(probs[is_normal], axis=0) if is_normal.any() else probs[is_normal]
+    budget = max(0, false_positive_budget(len(normal_probs), len(cats), max_false_positive))
+    # candidate thresholds per category: just above the k-th highest normal probability, k = 0, 1, ...
     levels = {}
     for j in cats:
-        normal_p = np.sort(probs[is_normal, j])[::-1]
+        normal_p = np.sort(normal_probs[:, j])[::-1]
         levels[j] = [min(1.0, max(min_threshold, float(p) + 1e-6)) for p in normal_p] + [min_threshold]
-    pos = {j: 0 for j in cats}  # index into levels[j]: how many normal messages it lets through
 
-    def fp_count(th):
-        return int((is_normal & (probs[:, cats] >= np.array([th[j] for j in cats])).any(axis=1)).sum())
+    def let_through(j, t):  # distinct validation normal messages at or above t in category j
+        return int((normal_probs[:, j] >= t).sum())
 
-    def recall(th, j):
-        return float((probs[y == j, j] >= th[j]).mean()) if (y == j).any() else 0.0
+    def recall(j, t):
+        return float((probs[y == j, j] >= t).mean()) if (y == j).any() else 0.0
 
     th = {j: levels[j][0] for j in cats}
-    while True:  # each round: the one threshold move (any depth) that gains the most recall
+    spent = {j: let_through(j, th[j]) for j in cats}
+    while True:  # each round: the one threshold move (any depth) with the most recall per normal message
         best = None
         for j in cats:
-            for k in range(pos[j] + 1, len(levels[j])):
-                trial = {**th, j: levels[j][k]}
-                if fp_count(trial) > budget:
+            for t in levels[j][1:]:
+                if t >= th[j]:
+                    continue
+                cost = let_through(j, t) - spent[j]
+                if sum(spent.values()) + cost > budget:
                     break  # lower still only lets more normal messages through
-                gain = recall(trial, j) - recall(th, j)
-                if gain > 0 and (best is None or gain > best[0]):
-                    best = (gain, j, k, trial)
+                gain = recall(j, t) - recall(j, th[j])
+                if gain > 0:
+                    key = (gain / max(cost, 1), gain)
+                    if best is None or key > best[0]:
+                        best = (key, j, t)
         if best is None:
             break
-        _, j, pos[j], th = best
+        _, j, th[j] = best
+        spent[j] = let_through(j, th[j])
     return {categories[j]: round(th[j], 6) for j in cats}
+
+
+def warn_bands(probs: np.ndarray, y: np.ndarray, thresholds: dict, categories=CATEGORIES,
+               min_band: float = DEFAULT_WARN_BAND, max_block: float = 0.99) -> dict:
+    """Per category, the warning band above its threshold (a firing below threshold + band only
+    warns): at least `min_band`, and wide enough that no validation normal message reaches a
+    block (the block threshold sits above the highest normal probability of the category), but
+    never so wide that the block threshold passes `max_block` (clear abuse must still block)."""
+    is_normal = y == categories.index(NORMAL)
+    bands = {}
+    for c, t in thresholds.items():
+        j = categories.index(c)
+        top = float(probs[is_normal, j].max()) + 1e-6 if is_normal.any() else 0.0
+        block = min(max(t + min_band, top), max(max_block, t))
+        bands[c] = round(block - t, 6)
+    return bands
 
 
 def train_guard(cfg: GuardTrainConfig, output: Path, encoder=None, log=print) -> dict:
@@ -98,23 +171,48 @@ def train_guard(cfg: GuardTrainConfig, output: Path, encoder=None, log=print) ->
     if encoder is None:
 
         encoder = classification_encoder(cfg.base)
-    policy = GuardPolicy(base=cfg.base, query_template=CLASSIFY_TEMPLATE)
-    probe = GuardClassifier(encoder, SoftmaxHead(np.zeros((len(CATEGORIES), 1)), np.zeros(len(CATEGORIES))), policy)
+    shape = dict(base=cfg.base, query_template=CLASSIFY_TEMPLATE, ngram_sizes=tuple(cfg.ngram_sizes))
+    probe = GuardClassifier(encoder, SoftmaxHead(np.zeros((len(CATEGORIES), 1)), np.zeros(len(CATEGORIES))),
+                            GuardPolicy(base=cfg.base, query_template=CLASSIFY_TEMPLATE))
+    train_p, valid_p = probe.prepare(train_x), probe.prepare(valid_x)
     log(f"Embedding {len(train_x)} training and {len(valid_x)} validation sentences ...")
-    xt = embed(encoder, probe.prepare(train_x), "train")  # (N, D)
-    xv = embed(encoder, probe.prepare(valid_x), "valid")
-    head = fit_head(xt, train_y, len(CATEGORIES), cfg.l2, cfg.steps)
+    xt = embed(encoder, train_p, "train")  # (N, D)
+    xv = embed(encoder, valid_p, "valid")
+    penalty = np.full(xt.shape[1], cfg.l2)
+    ngrams = None
+    if cfg.ngram_sizes:
+        ngrams = NgramVocabulary.build(train_p, tuple(cfg.ngram_sizes), cfg.ngram_min_count)
+        xt = np.concatenate([xt, ngrams.features(train_p)], axis=1)  # (N, D + V)
+        xv = np.concatenate([xv, ngrams.features(valid_p)], axis=1)
+        penalty = np.concatenate([penalty, np.full(len(ngrams), cfg.l2_ngrams)])
+        log(f"{len(ngrams)} character n-grams beside the embedding")
+    head = fit_head(xt, train_y, len(CATEGORIES), cfg.l2, cfg.steps, balanced=cfg.balanced, l2_columns=penalty)
     pv = head.probs(xv)
+    normal_rows = pv[valid_y == CATEGORIES.index(NORMAL)]
+    n_normal = len(np.unique(normal_rows, axis=0)) if len(normal_rows) else 0  # distinct, as calibrate counts
+    budget = false_positive_budget(n_normal, len(CATEGORIES) - 1, cfg.max_false_positive)
+    if budget < 0:
+        log(f"warning: {n_normal} validation normal messages cannot support {cfg.max_false_positive:.1%} false "
+            f"positives with {len(CATEGORIES) - 1} thresholds (that needs "
+            f"{int(np.ceil((len(CATEGORIES) - 1) / max(cfg.max_false_positive, 1e-9))) - 1}): every threshold "
+            "stays above every validation normal message")
     thresholds = calibrate(pv, valid_y, CATEGORIES, cfg.max_false_positive, cfg.min_threshold)
-    policy = GuardPolicy(thresholds=thresholds, base=cfg.base, query_template=CLASSIFY_TEMPLATE)
+    bands = warn_bands(pv, valid_y, thresholds, CATEGORIES, cfg.warn_band, cfg.max_block)
+    policy = GuardPolicy(thresholds=thresholds, warn_band=bands, **shape)
     valid = metrics(pv, valid_y, policy, valid_v)
     train = metrics(head.probs(xt), train_y, policy)
-    policy = GuardPolicy(thresholds=thresholds, base=cfg.base, query_template=CLASSIFY_TEMPLATE,
+    policy = GuardPolicy(thresholds=thresholds, warn_band=bands, **shape,
                          metrics={"valid_accuracy": round(valid["accuracy"], 4),
                                   "valid_false_positive_rate": round(valid["false_positive_rate"], 4),
+                                  "valid_normal_messages": n_normal, "false_positive_budget": max(budget, 0),
                                   "train_accuracy": round(train["accuracy"], 4)})
     output.mkdir(parents=True, exist_ok=True)
     head.save(output)
     policy.save(output)
-    (output / "train_config.json").write_text(json.dumps(asdict(cfg), ensure_ascii=False, indent=2), encoding="utf-8")
-    return {"valid": valid, "train": train, "thresholds": thresholds}
+    if ngrams is not None:
+        ngrams.save(output)
+    elif (output / NGRAMS_FILE).exists():
+        (output / NGRAMS_FILE).unlink()  # an older guard's vocabulary, not this head's
+    config = {**asdict(cfg), "ngram_sizes": list(cfg.ngram_sizes)}
+    (output / "train_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+    return {"valid": valid, "train": train, "thresholds": thresholds, "warn_band": bands}

@@ -1,4 +1,4 @@
-"""A class-weighted softmax (multinomial logistic) head on frozen sentence embeddings, and the
+"""A softmax (multinomial logistic) head on frozen sentence embeddings, and the
 chunked embedding with a progress bar that feeds it: what the ethics guard and the expression
 classifier are trained with."""
 
@@ -10,21 +10,25 @@ from tqdm import tqdm
 from ohlora.safety.heads import SoftmaxHead
 
 
-def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 200) -> SoftmaxHead:
-    """Class-weighted multinomial logistic regression on (N, D) embeddings."""
+def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 200,
+             balanced: bool = True, l2_columns: np.ndarray | None = None) -> SoftmaxHead:
+    """Multinomial logistic regression on (N, D) features, class-weighted unless `balanced` is
+    False. The L2 penalty is `l2` on every weight, or per column `l2_columns` (D,) when given
+    (features of different kinds side by side, each with its own penalty)."""
     # lazy: torch loads only when this runs
     import torch
 
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
     counts = torch.bincount(yt, minlength=n_classes).clamp(min=1).float()
-    weights = counts.sum() / (n_classes * counts)  # (C,) balanced
+    weights = counts.sum() / (n_classes * counts) if balanced else None  # (C,) balanced
+    penalty = torch.as_tensor(l2_columns, dtype=torch.float32) if l2_columns is not None else torch.full((x.shape[1],), l2)
     w = torch.zeros(n_classes, x.shape[1], requires_grad=True)
     b = torch.zeros(n_classes, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt, weight=weights) + l2 * (w * w).sum()
+        loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt, weight=weights) + (w * w * penalty).sum()
         loss.backward()
         return loss
 
