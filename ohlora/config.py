@@ -30,6 +30,11 @@ class ChatConfig:
     `writer_adapter`); "chat" = the chat model's own leading tag, as before. Both are validated."""
     writer_adapter: str = "default"
     """The writer adapter for memory_writer "adapter": "default" (shipped for the base) or a directory."""
+    writer_intent: str = "default"
+    """The key-intent head that decides under which key the writer stores (`ohlora train intent`):
+    "default" (the one shipped for EmbeddingGemma-300M, on the memory's own model; off when the
+    memory encoder does not load it), "none" (the writer adapter decides alone, as before), or a
+    directory."""
     generator: str = "fast"
     """"fast": ohlora's decode loop with the adapter's restricted output head (head_vocab.json);
     "hf": plain transformers generate() with the full head."""
@@ -107,6 +112,8 @@ class ChatConfig:
             (self.memory_writer in ("adapter", "chat"), "memory_writer must be 'adapter' or 'chat'"),
             (isinstance(self.writer_adapter, str) and self.writer_adapter.strip() != "",
              "writer_adapter must be 'default' or a directory"),
+            (isinstance(self.writer_intent, str) and self.writer_intent.strip() != "",
+             "writer_intent must be 'default', 'none' or a directory"),
             (_is_int(self.max_message_chars) and 1 <= self.max_message_chars <= 100_000,
              "max_message_chars must be in [1, 100000]"),
             (_is_int(self.history_tokens) and 0 <= self.history_tokens <= 4096, "history_tokens must be in [0, 4096]"),

@@ -19,7 +19,7 @@ import yaml
 
 from ohlora.errors import OhloraError
 from ohlora.formats import read_yaml
-from ohlora.safety.heads import SoftmaxHead, classifier_encoder
+from ohlora.memory.heads import SoftmaxHead, classifier_encoder
 
 EMOTIONS = ("neutral", "happy", "excited", "sad", "worried", "surprised", "embarrassed", "annoyed")
 FACES = {  # emotion: (eyes, mouth, head_turn, emoji)

@@ -19,6 +19,7 @@ from ohlora.decoding.llamacpp import LlamaCppGenerator, import_llama_cpp
 from ohlora.export.engine_file import engine_gguf
 from ohlora.expression import ExpressionPolicy, load_expressor, shipped_expression
 from ohlora.memory.encoder import HiddenStateEncoder
+from ohlora.memory.intent import IntentPolicy, IntentWriter, KeyIntent, resolve_intent
 from ohlora.memory.loading import (
     attach_memory_adapter,
     attach_summarizer,
@@ -32,7 +33,14 @@ from ohlora.memory.loading import (
 )
 from ohlora.memory.retrieval import Retriever
 from ohlora.memory.writer import ChatTagWriter
-from ohlora.models import load_adapter, load_base, resolve_base, set_cpu_threads, shipped_adapter
+from ohlora.memory.writer_decode import ConstrainedWriter
+from ohlora.models import (
+    load_adapter,
+    load_base,
+    resolve_base,
+    set_cpu_threads,
+    shipped_adapter,
+)
 from ohlora.paths import memory_db_path, resolve_named
 from ohlora.persona import FILENAME as PERSONA_FILE
 from ohlora.persona import PersonaCard, time_hinter
@@ -86,6 +94,7 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
         name += f"+{adapter.name}"
     model, retriever = build_retriever(model, tokenizer, spec.name, cfg, store, log)
     model, writer = build_writer(model, tokenizer, spec.name, cfg, log)
+    writer = with_intent(writer, cfg, retriever, log)
     model, summarizer = build_summarizer(model, tokenizer, spec.name, cfg, log)
     chat_adapter = "chat" if adapter is not None else None
     if cfg.generator == "fast" and cfg.engine == "llamacpp":
@@ -152,6 +161,27 @@ def build_guard(cfg: ChatConfig, retriever: Retriever | None, store: MemoryStore
         return None
     classifier = load_guard_classifier(str(path), shared)
     return EthicsGuard(classifier, store, EscalationPolicy(blocks=tuple(cfg.guard_blocks)))
+
+
+def with_intent(writer, cfg: ChatConfig, retriever: Retriever | None, log):
+    """The writer with the key-intent head deciding its keys (cfg.writer_intent), on the memory's
+    own sentence model; the writer alone where there is no head, no such model, or no schema."""
+    path = resolve_intent(cfg.writer_intent)
+    if path is None or not isinstance(writer, ConstrainedWriter):
+        return writer
+    base = IntentPolicy.load(path).base
+    shared = sentence_model(retriever, base)
+    if shared is None:
+        if cfg.writer_intent != "default":
+            log(f"(the key-intent head reads {base}, which this memory encoder does not load: the writer decides alone)")
+        return writer
+    policy = IntentPolicy.load(path)
+    unknown = [k for k in policy.keys if k not in writer.policy.keys]
+    if unknown:
+        log(f"(the key-intent head {path.name} names keys this writer's schema lacks, e.g. {unknown[0]!r}: "
+            "the writer decides alone; train a head for it with `ohlora train intent --writer DIR`)")
+        return writer
+    return IntentWriter(KeyIntent.load(path, shared), writer)
 
 
 def sentence_model(retriever: Retriever | None, base: str):

@@ -11,7 +11,7 @@ from ohlora.errors import OhloraError
 from ohlora.evaluation.expression import evaluate_expression
 from ohlora.expression import EMOTIONS, FACES, NEUTRAL, Expression, ExpressionPolicy, Expressor
 from ohlora.prompt import PromptFormat
-from ohlora.safety.heads import SoftmaxHead
+from ohlora.memory.heads import SoftmaxHead
 from ohlora.store.memories import MemoryStore
 from ohlora.training.expression import train_expression
 

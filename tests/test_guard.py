@@ -13,8 +13,8 @@ from ohlora.errors import OhloraError
 from ohlora.evaluation.guard import metrics
 from ohlora.safety.classifier import CATEGORIES, DEFAULT_WARN_BAND, GuardClassifier, GuardPolicy, decide
 from ohlora.safety.guard import EscalationPolicy, EthicsGuard, load_messages
-from ohlora.safety.heads import SoftmaxHead
-from ohlora.safety.ngrams import NgramVocabulary
+from ohlora.memory.heads import SoftmaxHead
+from ohlora.memory.ngrams import NgramVocabulary
 from ohlora.safety.normalize import normalize_for_guard
 from ohlora.store.guard_events import GuardLog
 from ohlora.store.memories import MemoryStore

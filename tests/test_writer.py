@@ -188,6 +188,10 @@ def test_train_writer_on_a_tiny_model(tmp_path, tiny_model_dir):
         assert d.text == "없음" or d.text.startswith(("[내일 일정:", "[오늘 날씨:")), d.text
         assert 0 <= d.p_store <= 1 and 0 <= d.p_key <= 1
     assert writer.write("나 모레 면접").ms >= 0
+    for key in ("오늘 날씨", "내일 일정"):  # the key-intent head's forced opening: only the value is decoded
+        assert writer.decide("반가워", key=key).text.startswith(f"[{key}:")
+    with pytest.raises(OhloraError, match="no key"):
+        writer.decide("반가워", key="취미")
     base = model.get_base_model().state_dict()
     plain = {k.replace(".base_layer", ""): v for k, v in base.items() if "lora" not in k}
     assert plain.keys() >= {k for k in before if "proj" in k}

@@ -58,10 +58,13 @@ def eval_memory_cmd(combs, pairs, encoder, base, threshold, recall_threshold, ou
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where writer_cases.csv goes [default: $OHLORA_HOME/eval/writer].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on the last line.")
-def eval_writer_cmd(which, base, file_, output, as_json):
+@click.option("--intent", default="default", show_default=True,
+              help="The key-intent head deciding the writer's keys: 'default' (shipped), 'none' (the writer "
+                   "alone, as before) or a directory from `ohlora train intent`.")
+def eval_writer_cmd(which, base, file_, output, as_json, intent):
     """Precision, recall and false-store rate of the memory writer on held-out messages."""
 
-    run_writer_eval(which, base, file_, output, as_json)
+    run_writer_eval(which, base, file_, output, as_json, intent)
 
 
 @eval_.command("summary")

@@ -15,12 +15,17 @@ from ohlora.memory.backbone import CAUSAL_ITEM_TEMPLATE, CAUSAL_QUERY_TEMPLATE
 from ohlora.paths import home_dir
 from ohlora.training.expression import train_expression
 from ohlora.training.guard import GuardTrainConfig, train_guard
+from ohlora.training.intent import IntentTrainConfig, run_train_intent
 from ohlora.training.llm import train_llm
 from ohlora.training.llm_config import load_train_config
 from ohlora.training.memory import load_memory_train_config, train_memory
 from ohlora.training.recall_fit import refit_recall
 from ohlora.training.summary import load_summary_train_config, train_summary
-from ohlora.training.writer import calibrate_writer, load_writer_train_config, train_writer
+from ohlora.training.writer import (
+    calibrate_writer,
+    load_writer_train_config,
+    train_writer,
+)
 
 
 @click.group(cls=OhloraGroup, context_settings=CONTEXT)
@@ -232,6 +237,30 @@ def train_guard_cmd(train_file, valid_file, base, max_false_positive, output):
     output = output or home_dir() / "guard" / base
     result = train_guard(cfg, output, log=lambda m: click.echo(m, err=True))
     click.echo(json.dumps({"guard": str(output), **result}, ensure_ascii=False, default=float))
+
+
+@train.command("intent")
+@click.option("--writer", default="default", show_default=True,
+              help="The writer adapter the head decides for ('default': shipped for the base, or a directory).")
+@click.option("--base", "-b", default=None, help="The chat's base model, the writer's [default: gemma-3-270m].")
+@click.option("--encoder", default="embeddinggemma-300m", show_default=True,
+              help="Sentence encoder whose embeddings the head reads (the memory's).")
+@click.option("--min-precision", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="Validation precision the threshold must keep.")
+@click.option("--max-false-store", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Validation false-store rate the threshold may not pass.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Head directory [default: $OHLORA_HOME/intent/<encoder>].")
+def train_intent_cmd(writer, base, encoder, min_precision, max_false_store, output):
+    """Train the key-intent head: which memory key a message states a fact under, or nothing.
+
+    A softmax head on EmbeddingGemma (and character n-grams) over the writer's key schema, fitted on
+    the writer's training rows; its threshold is chosen on the writer's validation split with the
+    writer in the loop, and the writer's test split is evaluated at the end."""
+
+    cfg = IntentTrainConfig(base=encoder, min_precision=min_precision, max_false_store=max_false_store)
+    result = run_train_intent(cfg, writer, base, output, log=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(result, ensure_ascii=False, default=float))
 
 
 @train.command("expression")

@@ -12,8 +12,11 @@ from ohlora.config import ChatConfig
 from ohlora.datasets.writer import read_writer_rows
 from ohlora.errors import OhloraError
 from ohlora.evaluation.writer import evaluate_writer
+from ohlora.memory.intent import IntentPolicy, IntentWriter, KeyIntent, resolve_intent
+from ohlora.memory.loading import untrained_encoder
 from ohlora.memory.synonyms import load_synonyms
 from ohlora.memory.writer import ChatTagWriter, WriteResult
+from ohlora.memory.writer_decode import ConstrainedWriter
 from ohlora.paths import bundled, home_dir, resolve_named
 from ohlora.runtime import build_runtime
 
@@ -38,7 +41,8 @@ class ChatAnswerWriter:
         return WriteResult(res.tag, res.reason, res.raw, 1000 * (time.perf_counter() - t))
 
 
-def run_writer_eval(which: str, base: str, file_: Path | None, output: Path | None, as_json: bool) -> dict:
+def run_writer_eval(which: str, base: str, file_: Path | None, output: Path | None, as_json: bool,
+                    intent: str = "none") -> dict:
     # lazy: torch loads only when this runs
     import torch
 
@@ -52,11 +56,16 @@ def run_writer_eval(which: str, base: str, file_: Path | None, output: Path | No
     writer = ChatAnswerWriter(rt.engine) if which == "chat" else rt.engine.writer
     if which != "chat" and type(writer).__name__ == "ChatTagWriter":
         raise OhloraError(f"no memory writer is shipped for {base}: pass --writer DIR or --writer chat")
+    intent_dir = resolve_intent(intent) if which != "chat" else None
+    if intent_dir is not None and isinstance(writer, ConstrainedWriter):
+        shared = untrained_encoder(IntentPolicy.load(intent_dir).base)  # the memory's model, adapter-free
+        writer = IntentWriter(KeyIntent.load(intent_dir, shared), writer)
     torch.manual_seed(0)  # the chat samples: the same answers each run
     out = Path(output or home_dir() / "eval" / "writer")
     metrics = evaluate_writer(writer, rows, load_synonyms(), out, progress=True)
     rt.store.close()
     metrics["writer"] = which
+    metrics["intent"] = str(intent_dir) if isinstance(writer, IntentWriter) else "none"
     (out / "writer_eval.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
     click.echo("| metric | value |\n| --- | --- |")
     for k in METRIC_ROWS:

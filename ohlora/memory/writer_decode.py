@@ -112,12 +112,16 @@ class ConstrainedWriter:
         self.policy = policy or WriterPolicy()
         self.trie = OpeningTrie(tokenizer, self.fmt, self.policy.keys) if self.policy.keys else None
 
-    def decide(self, message: str) -> Decision:
-        """Decode the answer (no thresholds applied) with its two probabilities."""
+    def decide(self, message: str, key: str | None = None) -> Decision:
+        """Decode the answer (no thresholds applied) with its two probabilities. With `key` (one of
+        the schema's), the opening is forced to " [key:" and only the value is decoded: p_store
+        and p_key are still read, as the model's own view of that opening."""
         # lazy: torch loads only when this runs
         import torch
 
         fmt = self.fmt
+        if key is not None and (self.trie is None or key not in self.policy.keys):
+            raise OhloraError(f"the writer's schema has no key {key!r}")
         with self.gen.session(fmt.render(message), fmt.max_new_tokens) as s:
             vocab = s.vocab
             row_of = {int(t): i for i, t in enumerate(vocab.tolist())} if vocab is not None else None
@@ -134,7 +138,13 @@ class ConstrainedWriter:
                 if not parted and bool(is_tag.any()) and not bool(is_tag.all()):
                     # the first step where "nothing" and the tags part: the store probability
                     p_store, parted = float(p[is_tag].sum() / p.sum()), True
-                pick = int(p.argmax())
+                if key is None:
+                    pick = int(p.argmax())
+                else:  # forced: the child on the way to the key's opening
+                    on_path = self._leads_to(node, key)
+                    pick = next((i for i, t in enumerate(kids) if t in on_path), None)
+                    if pick is None:
+                        raise OhloraError(f"the writer's head lacks the tokens of the key {key!r}")
                 if bool(is_tag[pick]):
                     p_key *= float(p[pick] / p[is_tag].sum())  # the key's share among the tags
                 out.append(kids[pick])

@@ -4,7 +4,7 @@ The message is normalized (`normalize_for_guard`), embedded by EmbeddingGemma wi
 classification prompt and the memory adapter switched off (the same model the memory already
 loads, so the guard adds no model), and scored by a linear softmax head over the categories
 that reads the embedding and, when the policy names `ngram_sizes`, the message's character
-n-grams beside it (`ngrams.py`: the surface cues, such as who is asked, that the embedding blurs).
+n-grams beside it (`ohlora.memory.ngrams`: the surface cues, such as who is asked, that the embedding blurs).
 A category fires when its probability reaches its threshold; the thresholds were chosen on a
 validation split so that at most ~1% of new normal messages should fire anything (see
 `ohlora.training.guard.calibrate`). A firing within the category's warning band (its threshold
@@ -24,8 +24,8 @@ import yaml
 
 from ohlora.errors import OhloraError
 from ohlora.formats import read_yaml
-from ohlora.safety.heads import SoftmaxHead
-from ohlora.safety.ngrams import NgramVocabulary
+from ohlora.memory.heads import SoftmaxHead
+from ohlora.memory.ngrams import NgramVocabulary
 from ohlora.safety.normalize import normalize_for_guard
 
 CATEGORIES = ("normal", "love", "politics", "family_insult", "hate", "harmful")

@@ -9,8 +9,8 @@ from ohlora.errors import OhloraError
 from ohlora.memory.loading import untrained_encoder
 from ohlora.paths import resolve_named
 from ohlora.safety.classifier import POLICY_FILE, GuardClassifier, GuardPolicy
-from ohlora.safety.heads import SoftmaxHead, classifier_encoder
-from ohlora.safety.ngrams import NgramVocabulary
+from ohlora.memory.heads import SoftmaxHead, classifier_encoder
+from ohlora.memory.ngrams import NgramVocabulary
 
 
 def shipped_guard(base: str = "embeddinggemma-300m") -> Path | None:

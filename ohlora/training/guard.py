@@ -31,9 +31,9 @@ from ohlora.safety.classifier import (
     GuardClassifier,
     GuardPolicy,
 )
-from ohlora.safety.heads import SoftmaxHead
+from ohlora.memory.heads import SoftmaxHead
 from ohlora.safety.loading import classification_encoder
-from ohlora.safety.ngrams import NGRAMS_FILE, NgramVocabulary
+from ohlora.memory.ngrams import NGRAMS_FILE, NgramVocabulary
 from ohlora.training.softmax_head import embed, fit_head
 
 

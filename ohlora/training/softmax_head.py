@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from ohlora.safety.heads import SoftmaxHead
+from ohlora.memory.heads import SoftmaxHead
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 200,

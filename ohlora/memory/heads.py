@@ -1,4 +1,4 @@
-"""The two pieces the ethics guard and the expression head share: a linear softmax head over a
+"""The two pieces the ethics guard, the expression head and the key-intent head share: a linear softmax head over a
 sentence embedding (`head.npz` beside its policy), and the classifier's view of a loaded sentence
 encoder (same model, pooling and Dense layers, adapter off, the policy's classification prompt)."""
 

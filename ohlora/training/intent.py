@@ -1,0 +1,172 @@
+"""`ohlora train intent`: fit the key-intent head and calibrate it with the writer it serves.
+
+Recipe: the writer's own rows (`ohlora train writer`'s training files and its hash split into
+train and validation, so the head never sees the writer's validation or test messages), labelled
+with their tag's key or "nothing". Each message is embedded once by EmbeddingGemma (adapter off,
+the classification prompt), its character 2- and 3-grams (those of at least two training
+messages) put beside the embedding, and a multinomial logistic regression fitted (L-BFGS, one L2
+penalty per feature kind; `fit_head`). Then `min_key_prob` is chosen on the validation split
+with the writer in the loop: per validation message the writer decodes once with the head's key
+forced and once on its own; for each candidate threshold the rows above it take the forced
+write, the others the writer's own, and the threshold with the highest recall whose precision
+is >= `min_precision` and false-store rate <= `max_false_store` wins (none: the best F0.5).
+Finally the writer's test split is evaluated (`ohlora eval writer` gives the same numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ohlora.datasets.writer import read_writer_rows
+from ohlora.errors import OhloraError
+from ohlora.evaluation.writer import evaluate_writer, same_item
+from ohlora.memory.intent import NOTHING, IntentPolicy, IntentWriter, KeyIntent, prepare
+from ohlora.memory.loading import attach_writer, shipped_writer_adapter
+from ohlora.memory.ngrams import NgramVocabulary
+from ohlora.memory.synonyms import load_synonyms
+from ohlora.memory.writer import validate_tag
+from ohlora.memory.writer_decode import ConstrainedWriter
+from ohlora.models import load_base, resolve_base, set_cpu_threads
+from ohlora.paths import home_dir, resolve_named
+from ohlora.safety.loading import classification_encoder
+from ohlora.training.softmax_head import embed, fit_head
+from ohlora.training.writer import WriterTrainConfig, training_rows
+
+EVAL_FILE = "intent_eval.json"
+GRID = tuple(round(0.2 + 0.05 * i, 2) for i in range(16))  # 0.2 .. 0.95
+
+
+@dataclass(frozen=True)
+class IntentTrainConfig:
+    base: str = "embeddinggemma-300m"
+    l2: float = 3e-6
+    """L2 penalty on the embedding's weights. Chosen on the writer's validation split (key decision
+    alone, 1e-4 .. 1e-6): 1e-4 is far too strong (recall < 40% at 0.3), 1e-5 .. 1e-6 all reach
+    ~80% key recall at ~90% key precision."""
+    l2_ngrams: float = 3e-6
+    ngram_sizes: tuple = (2, 3)
+    ngram_min_count: int = 2
+    min_precision: float = 0.9
+    max_false_store: float = 0.05
+    steps: int = 300
+
+    def __post_init__(self) -> None:
+        if self.l2 < 0 or self.l2_ngrams < 0 or self.steps < 1 or self.ngram_min_count < 1:
+            raise OhloraError("l2 and l2_ngrams must be >= 0, steps and ngram_min_count >= 1")
+        if not 0 <= self.min_precision <= 1 or not 0 <= self.max_false_store <= 1:
+            raise OhloraError("min_precision and max_false_store must be in [0, 1]")
+
+
+def labelled(rows, keys: tuple[str, ...]) -> np.ndarray:
+    """(N,) class per row: 0 nothing, 1 + index of its tag's key."""
+    return np.array([1 + keys.index(validate_tag(r.tag).tag.key) if r.due else 0 for r in rows])
+
+
+def choose_threshold(cases: list[dict], cfg: IntentTrainConfig, grid=GRID) -> tuple[float, dict]:
+    """`cases`: per validation row {"p_key", "due", "forced_right", "forced_stored", "own_right",
+    "own_stored"}. Returns (threshold, its validation figures)."""
+    n_due = max(1, sum(c["due"] for c in cases))
+    n_nothing = max(1, sum(not c["due"] for c in cases))
+    table = []
+    for t in (*grid, 1.01):  # 1.01: the head never decides (the writer alone)
+        pick = ["forced" if c["p_key"] >= t else "own" for c in cases]
+        stored = [c[f"{p}_stored"] for c, p in zip(cases, pick)]
+        right = [c[f"{p}_right"] and s for c, p, s in zip(cases, pick, stored)]
+        n_stored = sum(stored)
+        prec = sum(right) / n_stored if n_stored else 0.0
+        rec = sum(r for r, c in zip(right, cases) if c["due"]) / n_due
+        fs = sum(s for s, c in zip(stored, cases) if not c["due"]) / n_nothing
+        f05 = 1.25 * prec * rec / (0.25 * prec + rec) if prec + rec else 0.0
+        table.append({"threshold": t, "precision": prec, "recall": rec, "false_store_rate": fs, "f0_5": f05})
+    ok = [r for r in table if r["precision"] >= cfg.min_precision and r["false_store_rate"] <= cfg.max_false_store]
+    best = max(ok, key=lambda r: (r["recall"], r["precision"])) if ok else max(table, key=lambda r: r["f0_5"])
+    return float(min(1.0, best["threshold"])), best
+
+
+def train_intent(cfg: IntentTrainConfig, writer_cfg: WriterTrainConfig, output: Path, writer, encoder=None,
+                 synonyms: dict | None = None, log=None) -> dict:
+    """Fit, calibrate (with `writer`, a ConstrainedWriter) and save the head into `output`; returns
+    the validation and test figures."""
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    synonyms = synonyms or {}
+    train_rows, valid_rows = training_rows(writer_cfg)
+    test_rows = read_writer_rows(Path(writer_cfg.test_file))
+    if not valid_rows:
+        raise OhloraError("no validation rows to calibrate on (the writer's valid_share is 0)")
+    keys = tuple(k for k in writer.policy.keys)
+    missing = {validate_tag(r.tag).tag.key for r in train_rows if r.due} - set(keys)
+    if missing:
+        raise OhloraError(f"training keys the writer's schema lacks: {sorted(missing)[:3]}")
+    if encoder is None:
+        encoder = classification_encoder(cfg.base)
+    t0 = time.perf_counter()
+    train_p = [prepare(r.message) for r in train_rows]
+    log(f"Embedding {len(train_rows)} training and {len(valid_rows)} validation messages ...")
+    xt = embed(encoder, train_p, "train")  # (N, D)
+    penalty = np.full(xt.shape[1], cfg.l2)
+    ngrams = None
+    if cfg.ngram_sizes:
+        ngrams = NgramVocabulary.build(train_p, tuple(cfg.ngram_sizes), cfg.ngram_min_count)
+        xt = np.concatenate([xt, ngrams.features(train_p)], axis=1)  # (N, D + V)
+        penalty = np.concatenate([penalty, np.full(len(ngrams), cfg.l2_ngrams)])
+    head = fit_head(xt, labelled(train_rows, keys), 1 + len(keys), cfg.l2, cfg.steps, balanced=False,
+                    l2_columns=penalty)
+    policy = IntentPolicy(keys=keys, base=cfg.base, ngram_sizes=tuple(cfg.ngram_sizes))
+    intent = KeyIntent(encoder, head, policy, ngrams)
+    iw = IntentWriter(intent, writer)
+    cases = []
+    predicted = intent.predict([r.message for r in valid_rows])
+    log(f"Calibrating on {len(valid_rows)} validation messages (the writer decodes each twice) ...")
+    for r, it in zip(valid_rows, predicted):
+        forced = iw.decide(r.message, it, threshold=0.0)
+        own = writer.write(r.message)
+        ok = lambda res: res.tag is not None and any(same_item(res.tag, e, synonyms) for e in r.accepted)  # noqa: E731
+        cases.append({"p_key": it.p_key, "due": r.due, "forced_stored": forced.tag is not None,
+                      "forced_right": ok(forced), "own_stored": own.tag is not None, "own_right": ok(own)})
+    threshold, valid = choose_threshold(cases, cfg)
+    policy = IntentPolicy(keys=keys, min_key_prob=threshold, base=cfg.base, ngram_sizes=tuple(cfg.ngram_sizes),
+                          metrics={k: round(v, 4) for k, v in valid.items() if k != "threshold"}
+                          | {"valid_messages": len(valid_rows), "train_messages": len(train_rows),
+                             "classes": 1 + len(keys)})
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    head.save(output)
+    policy.save(output)
+    if ngrams is not None:
+        ngrams.save(output)
+    intent = KeyIntent(encoder, head, policy, ngrams)
+    test = evaluate_writer(IntentWriter(intent, writer), test_rows, synonyms, output, progress=True)
+    config = {**asdict(cfg), "ngram_sizes": list(cfg.ngram_sizes)}
+    (output / "train_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+    (output / EVAL_FILE).write_text(json.dumps({"valid": valid, "test": test}, indent=1), encoding="utf-8")
+    log(f"min_key_prob {threshold}: validation P {valid['precision']:.3f} R {valid['recall']:.3f} "
+        f"FS {valid['false_store_rate']:.3f}; test P {test['precision']:.3f} R {test['recall']:.3f} "
+        f"FS {test['false_store_rate']:.3f} ({time.perf_counter() - t0:.0f} s)")
+    return {"threshold": threshold, "valid": valid, "test": test, "nothing": NOTHING}
+
+
+def run_train_intent(cfg: IntentTrainConfig, writer: str = "default", base: str | None = None,
+                     output: Path | None = None, log=None) -> dict:
+    """`ohlora train intent`: load the chat's base with the writer adapter (`writer`: "default",
+    the one shipped for the base, or a directory), then `train_intent` into `output`
+    [default: $OHLORA_HOME/intent/<encoder base>]."""
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    spec = resolve_base(base or "gemma-3-270m")
+    path = resolve_named(writer, shipped_writer_adapter(spec.name), "writer adapter")
+    if path is None:
+        raise OhloraError(f"no writer adapter for {spec.name}: pass --writer DIR (from `ohlora train writer`)")
+    set_cpu_threads()
+    log(f"Loading {spec.name} with the writer {path.name} ...")
+    model, tok = load_base(spec)
+    _, w = attach_writer(model, tok, path)
+    if not isinstance(w, ConstrainedWriter):
+        raise OhloraError(f"{path} has no writer_policy.yaml: the key-intent head needs the writer's key schema")
+    writer_cfg = WriterTrainConfig(base=spec.name).resolved()
+    output = Path(output or home_dir() / "intent" / cfg.base)
+    return train_intent(cfg, writer_cfg, output, w, synonyms=load_synonyms(Path(writer_cfg.synonyms)), log=log)

@@ -1,0 +1,148 @@
+"""The key-intent head: its policy, its decisions, the writer it steers, its training and calibration."""
+
+
+import numpy as np
+import pytest
+from conftest import KeywordEncoder
+
+from ohlora.datasets.writer import read_writer_rows
+from ohlora.errors import OhloraError
+from ohlora.evaluation.writer import evaluate_writer
+from ohlora.memory.heads import SoftmaxHead
+from ohlora.memory.intent import (
+    Intent,
+    IntentPolicy,
+    IntentWriter,
+    KeyIntent,
+    intents,
+    resolve_intent,
+)
+from ohlora.memory.ngrams import NgramVocabulary
+from ohlora.memory.writer import WriteResult, WriterFormat, validate_tag
+from ohlora.memory.writer_decode import Decision, WriterPolicy
+from ohlora.training.intent import IntentTrainConfig, choose_threshold, train_intent
+from ohlora.training.writer import WriterTrainConfig
+
+KEYS = ("반려동물", "취미", "사는 곳")
+WORDS = [["강아지", "고양이", "키워"], ["배우", "취미", "다녀"], ["살아", "이사"]]
+
+
+class FakeWriter:
+    """A careful writer: it never stores on its own; forced to a key it writes the message's last word."""
+
+    def __init__(self, keys=KEYS):
+        self.policy = WriterPolicy(keys=tuple(keys))
+        self.fmt = WriterFormat()
+        self.forced: list[tuple[str, str]] = []
+
+    def decide(self, message, key=None):
+        assert key in self.policy.keys
+        self.forced.append((message, key))
+        return Decision(f"[{key}: {message.split()[-1]}]", 1.0, 1.0, key)
+
+    def write(self, message, chat_tag=None):
+        return WriteResult(None, "nothing", "없음", 0.0)
+
+
+def test_policy_is_validated_and_round_trips(tmp_path):
+    p = IntentPolicy(keys=KEYS, min_key_prob=0.6, metrics={"recall": 0.8})
+    p.save(tmp_path)
+    assert IntentPolicy.load(tmp_path) == p
+    for bad in (dict(keys=()), dict(keys=("a", "a")), dict(keys=KEYS, min_key_prob=1.5),
+                dict(keys=KEYS, min_key_prob=True), dict(keys=KEYS, query_template="no slot")):
+        with pytest.raises(OhloraError):
+            IntentPolicy(**bad)
+    (tmp_path / "intent.yaml").write_text("keys: [a]\nsurprise: 1\n", encoding="utf-8")
+    with pytest.raises(OhloraError, match="not a valid key-intent policy"):
+        IntentPolicy.load(tmp_path)
+
+
+def test_intents_name_the_best_key_whatever_nothing_says():
+    probs = np.array([[0.7, 0.1, 0.15, 0.05], [0.1, 0.0, 0.1, 0.8]])
+    assert intents(probs, KEYS) == [Intent("취미", 0.15, 0.7), Intent("사는 곳", 0.8, 0.1)]
+
+
+def make_intent(min_key_prob=0.5):
+    enc = KeywordEncoder(WORDS)
+    # class 0 nothing reads the "unrelated" direction; class 1 + k reads keyword group k
+    w = np.zeros((4, 4), dtype=np.float32)
+    w[0, 3] = w[1, 0] = w[2, 1] = w[3, 2] = 8.0
+    return KeyIntent(enc, SoftmaxHead(w, np.zeros(4, dtype=np.float32)), IntentPolicy(KEYS, min_key_prob, ngram_sizes=()))
+
+
+def test_the_head_stores_under_its_key_where_the_careful_writer_would_not():
+    writer = FakeWriter()
+    iw = IntentWriter(make_intent(), writer)
+    res = iw.write("우리 집 강아지 이름은 초코")
+    assert res.tag is not None and res.tag.text == "[반려동물: 초코]" and res.reason == "ok"
+    assert iw.write("오늘 점심 뭐 먹지").tag is None  # nothing: the writer's own decision stands
+    assert writer.forced == [("우리 집 강아지 이름은 초코", "반려동물")]
+    unsure = IntentWriter(make_intent(min_key_prob=0.999), FakeWriter())
+    assert unsure.write("우리 집 강아지 이름은 초코").tag is None
+
+
+def test_a_head_whose_keys_the_writer_lacks_is_refused():
+    with pytest.raises(OhloraError, match="schema lacks"):
+        IntentWriter(make_intent(), FakeWriter(keys=("취미",)))
+
+
+def test_a_forced_value_is_validated_like_any_tag():
+    class Repeating(FakeWriter):
+        def decide(self, message, key=None):
+            return Decision(f"[{key}: 고양이 고양이]", 1.0, 1.0, key)
+
+    res = IntentWriter(make_intent(), Repeating()).write("고양이 키워")
+    assert res.tag is None and res.reason == validate_tag("[반려동물: 고양이 고양이]").reason != "ok"
+
+
+def test_choose_threshold_takes_the_most_recall_within_precision_and_false_stores():
+    cfg = IntentTrainConfig(min_precision=0.9, max_false_store=0.05)
+    due = [{"p_key": p, "due": True, "forced_stored": True, "forced_right": True, "own_stored": False,
+            "own_right": False} for p in (0.9, 0.8, 0.7, 0.4)]
+    wrong = [{"p_key": 0.35, "due": True, "forced_stored": True, "forced_right": False, "own_stored": False,
+              "own_right": False}]
+    trap = [{"p_key": 0.3, "due": False, "forced_stored": True, "forced_right": False, "own_stored": False,
+             "own_right": False}] + [{"p_key": 0.1, "due": False, "forced_stored": True, "forced_right": False,
+                                     "own_stored": False, "own_right": False}] * 19
+    t, fig = choose_threshold(due + wrong + trap, cfg, grid=(0.2, 0.3, 0.35, 0.4, 0.5))
+    assert t == 0.4 and fig["recall"] == pytest.approx(0.8) and fig["precision"] == 1.0 and fig["false_store_rate"] == 0
+    # nothing meets the targets: the best F0.5
+    t, _ = choose_threshold(wrong + trap, cfg, grid=(0.2, 0.5))
+    assert t in (0.2, 0.5, 1.0)
+
+
+def write_rows(path, rows):
+    path.write_text("message,tag,also\n" + "".join(f"{m},{t},\n" for m, t in rows), encoding="utf-8")
+    return path
+
+
+def test_train_intent_writes_a_head_that_loads_and_raises_recall(tmp_path):
+    said = [("우리 강아지 이름은 콩", "[반려동물: 콩]"), ("고양이 키워 이름은 나비", "[반려동물: 나비]"),
+            ("요즘 취미로 우쿨렐레 배워", "[취미: 우쿨렐레]"), ("주말마다 클라이밍 다녀 취미야 클라이밍", "[취미: 클라이밍]"),
+            ("나 부산 살아", "[사는 곳: 부산]"), ("이번에 제주 이사 가서 제주", "[사는 곳: 제주]")]
+    quiet = [("오늘 점심 뭐 먹지", ""), ("안녕 반가워", ""), ("너 노래 불러 줘", ""), ("심심하다", "")]
+    train = write_rows(tmp_path / "train.csv", [(f"{i}번 {m}" if i else m, t) for i in range(6) for m, t in said + quiet])
+    test = write_rows(tmp_path / "test.csv", [("강아지 키워 이름은 보리", "[반려동물: 보리]"), ("취미로 도자기 배워", "[취미: 배워]"),
+                                              ("오늘 날씨 좋다", "")])
+    wcfg = WriterTrainConfig(train_file=str(train), sft_file="none", test_file=str(test), valid_share=0.3,
+                             output=str(tmp_path / "w")).resolved()
+    writer = FakeWriter()
+    out = tmp_path / "intent"
+    result = train_intent(IntentTrainConfig(ngram_sizes=(2,), l2=1e-4, l2_ngrams=1e-4), wcfg, out, writer,
+                          encoder=KeywordEncoder(WORDS), log=lambda m: None)
+    for f in ("intent.yaml", "head.npz", "ngrams.txt", "train_config.json", "intent_eval.json", "writer_cases.csv"):
+        assert (out / f).is_file(), f
+    assert result["valid"]["recall"] > 0.5 and result["test"]["recall"] > 0.5
+    policy = IntentPolicy.load(out)
+    assert policy.keys == KEYS or set(policy.keys) == set(KEYS)
+    loaded = KeyIntent(KeywordEncoder(WORDS), SoftmaxHead.load(out), policy, NgramVocabulary.load(out, (2,)))
+    rows = read_writer_rows(test)
+    alone = evaluate_writer(writer, rows)
+    steered = evaluate_writer(IntentWriter(loaded, writer), rows)
+    assert alone["recall"] == 0 and steered["recall"] >= 0.5 and steered["false_store_rate"] == 0
+
+
+def test_resolve_intent_names_a_bad_directory(tmp_path):
+    assert resolve_intent("none") is None
+    with pytest.raises(OhloraError, match="intent.yaml"):
+        resolve_intent(str(tmp_path))
