@@ -99,7 +99,7 @@ class TurnResult:
             "answer": self.answer,
             "finish_reason": self.finish_reason,
             "recalled": self.recalled.as_dict() if self.recalled else None,
-            "stored": [{**r.item.as_dict(), "status": r.status, "previous": r.previous} for r in self.stored],
+            "stored": [r.as_dict() for r in self.stored],
             "tries": self.tries,
             "loops": self.loops,
             "n_tokens": self.n_tokens,

@@ -12,7 +12,7 @@ from ohlora.errors import OhloraError
 COMMANDS = {
     "/help": "명령 목록 (this list)",
     "/memory": "기억 목록 (list what is stored)",
-    "/forget KEY": "기억 지우기 (remove the memory KEY)",
+    "/forget KEY": "기억 지우기 (remove the memory KEY; the newest, if it holds several)",
     "/new": "새 대화 시작 (start a new conversation; the last one is kept, see `ohlora history`)",
     "/quit": "끝내기 (quit; also /exit or Ctrl-D)",
     "//TEXT": "'/TEXT'를 메시지로 보내기 (send a message that starts with /)",
@@ -26,6 +26,8 @@ def describe_memory(turn: TurnResult) -> list[str]:
         lines.append(f"  (기억 떠올림: {turn.recalled.item.text} score={turn.recalled.score:.3f})")
     for r in turn.stored:
         extra = f", 이전 값: {r.previous}" if r.previous else ""
+        extra += f", 함께 기억: {', '.join(r.kept)}" if r.kept else ""
+        extra += f", 밀려남: {', '.join(r.superseded)}" if r.superseded else ""
         lines.append(f"  (기억 {r.status}: {r.item.text}{extra})")
     w = turn.write
     if w is not None and w.reason not in ("ok", "nothing"):
@@ -75,8 +77,10 @@ def chat_loop(engine: ChatEngine, user: str, show_memory: bool = False,
             if not key:
                 out.write("  usage: /forget KEY (see /memory)\n")
                 continue
-            gone = engine.store.delete(user, key)
-            out.write(f"  (잊었어요: {gone.text})\n" if gone else f"  (그런 기억이 없어요: {key})\n")
+            gone = engine.store.delete(user, key)  # a key with several values: its newest one
+            left = [i.value for i in engine.store.list(user) if i.key == gone.key] if gone else []
+            still = f" — 아직 {gone.key}: {', '.join(left)}" if left else ""
+            out.write(f"  (잊었어요: {gone.text}{still})\n" if gone else f"  (그런 기억이 없어요: {key})\n")
             continue
         if message.startswith("//"):
             message = message[1:]  # a message that starts with "/"

@@ -43,7 +43,9 @@ def memory_add(user, item):
     """Store ITEM, written "[key: value]" or "key: value" (its words may be separate arguments).
 
     Several arguments that are each a bracketed "[key: value]" are several items, each stored on
-    its own (all of them, or none if one breaks the rules); one line is printed per item.
+    its own (all of them, or none if one breaks the rules); one line is printed per item:
+    "added", "added beside" (a key whose values coexist, like 취미 or 좋아하는 ...: kept beside
+    the others, at most 5), "replaced" (the old value is kept in the history) or "unchanged".
     """
     user = validate_user(user)
     tags = [read_tag(t) for t in item] if len(item) > 1 and all(_bracketed(t) for t in item) else \
@@ -51,9 +53,8 @@ def memory_add(user, item):
     store = open_home_store()
     with store.transaction():
         results = [store.add_tag(user, tag) for tag in tags]
-    for result in results:
-        extra = f" (was: {result.previous})" if result.previous else ""
-        click.echo(f"{result.status}: {result.item.text}{extra}")
+    for result in results:  # added / added beside (also: ...) / replaced (was: ...) / unchanged
+        click.echo(f"{result.status}: {result.item.text}{result.note()}")
 
 
 def _bracketed(text: str) -> bool:
@@ -65,12 +66,17 @@ def _bracketed(text: str) -> bool:
 @user_option
 @click.argument("id_or_key", nargs=-1, required=True)
 def memory_rm(user, id_or_key):
-    """Remove one memory by its id or its key (kept in the history table)."""
+    """Remove one memory by its id or its key (kept in the history table).
+
+    A key that holds several values (취미: 등산, 취미: 요리) loses its newest one; the line says
+    what is still stored under it (remove those by id, see `memory list`)."""
     target = " ".join(id_or_key)
-    gone = open_home_store().delete(user, target)
+    store = open_home_store()
+    gone = store.delete(user, target)
     if gone is None:
         raise OhloraError(f"no memory {target!r} for user {user}")
-    click.echo(f"removed: {gone.text}")
+    left = [i.value for i in store.list(user) if i.key == gone.key]
+    click.echo(f"removed: {gone.text}" + (f" (still under {gone.key}: {', '.join(left)})" if left else ""))
 
 
 @memory.command("probe")

@@ -1,8 +1,11 @@
 """MemoryStore: per-user [key: value] items in SQLite, with history and cached embeddings.
 
-Rules: an identical item is not stored twice; an item with the same key and a new value replaces
-the old one, and the old value moves to `memory_history` (so does anything deleted or cleared):
-nothing stored is ever lost silently.
+Rules: an identical item is not stored twice. What a new value under a known key does depends on
+the key's kind (`store/key_kinds.py`): under a key whose values coexist (취미, 반려동물, 좋아하는 ...)
+it is kept beside the others, at most `MAX_VALUES` of them (the oldest beyond that is archived as
+"superseded"); under any other key it replaces the old value. Every value that leaves `memories`
+moves to `memory_history` (replaced, superseded, deleted, cleared): nothing stored is ever lost
+silently.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from ohlora.errors import OhloraError
 from ohlora.parsing import MemoryTag, echo, make_tag, normalize_space, tag_problem
 from ohlora.store.database import StoreDamaged, connect, store_error
+from ohlora.store.key_kinds import MAX_VALUES, coexists, covers
 
 USER_RE = re.compile(r"^[\w.\-@]{1,64}$")  # \w covers Hangul
 
@@ -65,8 +69,28 @@ class MemoryItem:
 class AddResult:
     item: MemoryItem
     status: str
-    """"added", "replaced" (same key, new value) or "unchanged" (identical item exists)."""
+    """"added" (a key not stored yet), "added beside" (a key whose values coexist: kept beside the
+    values in `kept`), "replaced" (same key, new value; under a coexisting key: a value that
+    contains an old one, `강아지 초코` for `초코`) or "unchanged" (the item is already stored; under a
+    coexisting key also the same value written otherwise, or one an old value contains)."""
     previous: str | None = None
+    """The value(s) replaced, ", "-joined ("replaced" only)."""
+    kept: tuple[str, ...] = ()
+    """"added beside": the other values still stored under the key, newest first."""
+    superseded: tuple[str, ...] = ()
+    """Values archived to keep the key at `MAX_VALUES` ("superseded" in the history)."""
+
+    def as_dict(self) -> dict:
+        """The item and what storing it did: the API's and `ask --json`'s shape."""
+        return {**self.item.as_dict(), "status": self.status, "previous": self.previous,
+                "kept": list(self.kept), "superseded": list(self.superseded)}
+
+    def note(self) -> str:
+        """What the status line adds in words: ` (was: 제주)`, ` (also: 등산; superseded: 낚시)`."""
+        parts = [f"was: {self.previous}"] if self.previous else []
+        parts += [f"also: {', '.join(self.kept)}"] if self.kept else []
+        parts += [f"superseded: {', '.join(self.superseded)}"] if self.superseded else []
+        return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _now() -> str:
@@ -182,21 +206,54 @@ class MemoryStore:
         now = _now()
         self._writes += 1
         with self.transaction():
-            row = self.db.execute("SELECT * FROM memories WHERE user = ? AND key = ?", (user, tag.key)).fetchone()
-            if row is not None and row["value"] == tag.value:
-                return AddResult(self._item(row), "unchanged")
-            if row is not None:
-                self._archive(row, "replaced", now)
-                self.db.execute("UPDATE memories SET value = ?, updated_at = ? WHERE id = ?", (tag.value, now, row["id"]))
-                self.db.execute("DELETE FROM embeddings WHERE memory_id = ?", (row["id"],))
-                new = self.db.execute("SELECT * FROM memories WHERE id = ?", (row["id"],)).fetchone()
-                return AddResult(self._item(new), "replaced", previous=row["value"])
-            cur = self.db.execute(
-                "INSERT INTO memories (user, key, value, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                (user, tag.key, tag.value, now, now),
-            )
-            new = self.db.execute("SELECT * FROM memories WHERE id = ?", (cur.lastrowid,)).fetchone()
-            return AddResult(self._item(new), "added")
+            rows = self.db.execute("SELECT * FROM memories WHERE user = ? AND key = ? "
+                                   "ORDER BY updated_at DESC, id DESC", (user, tag.key)).fetchall()
+            same = next((r for r in rows if r["value"] == tag.value), None)
+            if same is not None:
+                return AddResult(self._item(same), "unchanged")
+            if not rows:
+                return AddResult(self._insert(user, tag, now), "added")
+            if coexists(tag.key):
+                return self._add_beside(rows, user, tag, now)
+            row, rest = rows[0], rows[1:]  # rest: only from a key whose kind changed (key_kinds.py)
+            for old in rest:
+                self._archive(old, "replaced", now)
+                self.db.execute("DELETE FROM memories WHERE id = ?", (old["id"],))
+            return self._replace(row, tag, now, previous=", ".join(r["value"] for r in rows))
+
+    def _add_beside(self, rows: list[sqlite3.Row], user: str, tag: MemoryTag, now: str) -> AddResult:
+        """Under a key whose values coexist (`rows`: its values, newest first)."""
+        known = next((r for r in rows if covers(r["value"], tag.value)), None)
+        if known is not None:  # the same value written otherwise (spaces, case), or a part of one
+            return AddResult(self._item(known), "unchanged")
+        refined = [r for r in rows if covers(tag.value, r["value"])]
+        if refined:  # `강아지 초코` after `초코`: the fuller value takes the old one's place
+            for old in refined[1:]:
+                self._archive(old, "replaced", now)
+                self.db.execute("DELETE FROM memories WHERE id = ?", (old["id"],))
+            return self._replace(refined[0], tag, now, previous=", ".join(r["value"] for r in refined))
+        superseded = rows[MAX_VALUES - 1:]  # the oldest ones, past the cap once this one is in
+        for old in superseded:
+            self._archive(old, "superseded", now)
+            self.db.execute("DELETE FROM memories WHERE id = ?", (old["id"],))
+        kept = tuple(r["value"] for r in rows[:MAX_VALUES - 1])
+        return AddResult(self._insert(user, tag, now), "added beside", kept=kept,
+                         superseded=tuple(r["value"] for r in superseded))
+
+    def _insert(self, user: str, tag: MemoryTag, now: str) -> MemoryItem:
+        cur = self.db.execute(
+            "INSERT INTO memories (user, key, value, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (user, tag.key, tag.value, now, now),
+        )
+        return self._item(self.db.execute("SELECT * FROM memories WHERE id = ?", (cur.lastrowid,)).fetchone())
+
+    def _replace(self, row: sqlite3.Row, tag: MemoryTag, now: str, previous: str) -> AddResult:
+        """`row` takes the new value (its id stays; its old value goes to the history)."""
+        self._archive(row, "replaced", now)
+        self.db.execute("UPDATE memories SET value = ?, updated_at = ? WHERE id = ?", (tag.value, now, row["id"]))
+        self.db.execute("DELETE FROM embeddings WHERE memory_id = ?", (row["id"],))
+        new = self.db.execute("SELECT * FROM memories WHERE id = ?", (row["id"],)).fetchone()
+        return AddResult(self._item(new), "replaced", previous=previous)
 
     @_locked
     def list(self, user: str) -> list[MemoryItem]:
@@ -206,17 +263,20 @@ class MemoryStore:
 
     @_locked
     def get(self, user: str, id_or_key: str | int) -> MemoryItem | None:
+        """The item with this id, or under this key (the newest, for a key with several values)."""
         user = validate_user(user)
         if isinstance(id_or_key, int) or str(id_or_key).isdigit():
             row = self.db.execute("SELECT * FROM memories WHERE user = ? AND id = ?", (user, int(id_or_key))).fetchone()
         else:
             key = " ".join(str(id_or_key).split())
-            row = self.db.execute("SELECT * FROM memories WHERE user = ? AND key = ?", (user, key)).fetchone()
+            row = self.db.execute("SELECT * FROM memories WHERE user = ? AND key = ? ORDER BY updated_at DESC, id DESC",
+                                  (user, key)).fetchone()
         return self._item(row) if row else None
 
     @_locked
     def delete(self, user: str, id_or_key: str | int) -> MemoryItem | None:
-        """Delete one item (by id or key) of this user; returns it, or None if there was none."""
+        """Delete one item (by id or key: a key's newest value, when it holds several) of this user;
+        returns it, or None if there was none."""
         item = self.get(user, id_or_key)
         if item is None:
             return None

@@ -153,6 +153,38 @@ def m008_summary_turns(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE conversations ADD COLUMN summary_turns INTEGER NOT NULL DEFAULT 0")
 
 
+@migration
+def m009_values_that_coexist(db: sqlite3.Connection) -> None:
+    # A key may hold several values at once (취미: 등산 and 취미: 요리; `store/key_kinds.py`):
+    # UNIQUE (user, key) becomes UNIQUE (user, key, value). The table is rebuilt as in m005 (the
+    # embedding cache is kept), and the id sequence carries over, so a deleted item's id is never
+    # handed out again.
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'memories'").fetchone()
+    seq = row[0] if row else 0
+    db.execute(
+        """CREATE TABLE memories_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (user, key, value)
+        )"""
+    )
+    db.execute("INSERT INTO memories_new SELECT id, user, key, value, created_at, updated_at FROM memories")
+    db.execute("CREATE TEMP TABLE embeddings_keep AS SELECT * FROM embeddings")
+    db.execute("DROP TABLE embeddings")
+    db.execute("DROP TABLE memories")
+    db.execute("ALTER TABLE memories_new RENAME TO memories")
+    db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'memories'", (seq,))
+    if db.execute("SELECT 1 FROM sqlite_sequence WHERE name = 'memories'").fetchone() is None and seq:
+        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('memories', ?)", (seq,))
+    m003_embeddings(db)
+    db.execute("INSERT INTO embeddings SELECT * FROM embeddings_keep")
+    db.execute("DROP TABLE embeddings_keep")
+
+
 def pending(db: sqlite3.Connection) -> list[str]:
     """The migrations not yet applied, without writing anything (a read-only database)."""
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone() is None:

@@ -28,7 +28,7 @@ async def add_memory(request: Request, user: str = Depends(acting_user)):
         raise ApiError(400, f"{e}; send {{\"key\": ..., \"value\": ...}} or {{\"text\": \"[key: value]\"}}",
                        param="text") from None
     result = request.app.state.store.add_tag(user, tag)
-    return {**result.item.as_dict(), "status": result.status, "previous": result.previous}
+    return result.as_dict()  # status: added, added beside (kept: the other values), replaced (previous), unchanged
 
 
 @router.delete("/v1/users/{user}/memories/{memory_id}")
