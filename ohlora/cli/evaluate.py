@@ -13,6 +13,7 @@ from ohlora.evaluation.conversation import run_conversation_eval
 from ohlora.evaluation.expression import dump, format_expression_report, run_expression_eval
 from ohlora.evaluation.guard import run_guard_eval
 from ohlora.evaluation.llm_report import run_llm_eval
+from ohlora.evaluation.memory_loop import run_memory_loop_eval
 from ohlora.evaluation.memory_report import run_memory_eval
 from ohlora.evaluation.summary import run_summary_eval
 from ohlora.evaluation.writer_report import run_writer_eval
@@ -113,6 +114,24 @@ def eval_conversation_cmd(suites, limit, output, as_json, config_path, **overrid
     cfg = load_chat_config(config_path, **overrides)
     run_conversation_eval(cfg, suites or ("persona", "dialogues", "dates"), limit,
                           output or home_dir() / "eval" / "conversation", as_json)
+
+
+@eval_.command("memory-loop")
+@chat_options
+@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Memory-loop scripts JSONL [default: the bundled held-out set, ohlora/assets/data/memory_loop].")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Run the first N scripts only [all].")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where memory_loop_cases.csv and the metrics go [default: $OHLORA_HOME/eval/memory_loop].")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on the last line.")
+def eval_memory_loop_cmd(file_, limit, output, as_json, config_path, **overrides):
+    """The memory loop end to end: scripted users tell facts, talk of other things, then ask one back
+    (in the same conversation or a new one); whether the answer carries the stored value, and
+    whether it was stored and recalled right. Each script is its own user `loop-<id>` in the
+    memory database (cleared and run again on the next run)."""
+
+    cfg = load_chat_config(config_path, **overrides)
+    run_memory_loop_eval(cfg, file_, limit, output, as_json)
 
 
 @eval_.command("expression")
