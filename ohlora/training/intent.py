@@ -10,11 +10,12 @@ with the writer in the loop: per validation message the writer decodes once with
 forced and once on its own; for each candidate threshold the rows above it take the forced
 write, the others the writer's own, and the threshold with the highest recall whose precision
 is >= `min_precision` and false-store rate <= `max_false_store` wins (none: the best F0.5).
-Finally the writer's test split is evaluated (`ohlora eval writer` gives the same numbers).
+Every validation decision goes to intent_valid_cases.csv. Finally the writer's test split is evaluated (`ohlora eval writer` gives the same numbers).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import time
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ohlora.datasets.writer import read_writer_rows
 from ohlora.errors import OhloraError
@@ -39,6 +41,7 @@ from ohlora.training.softmax_head import embed, fit_head
 from ohlora.training.writer import WriterTrainConfig, training_rows
 
 EVAL_FILE = "intent_eval.json"
+VALID_CASES = "intent_valid_cases.csv"
 GRID = tuple(round(0.2 + 0.05 * i, 2) for i in range(16))  # 0.2 .. 0.95
 
 
@@ -123,19 +126,24 @@ def train_intent(cfg: IntentTrainConfig, writer_cfg: WriterTrainConfig, output: 
     cases = []
     predicted = intent.predict([r.message for r in valid_rows])
     log(f"Calibrating on {len(valid_rows)} validation messages (the writer decodes each twice) ...")
-    for r, it in zip(valid_rows, predicted):
+    for r, it in tqdm(list(zip(valid_rows, predicted)), desc="calibrating", unit="msg", file=sys.stderr):
         forced = iw.decide(r.message, it, threshold=0.0)
         own = writer.write(r.message)
         ok = lambda res: res.tag is not None and any(same_item(res.tag, e, synonyms) for e in r.accepted)  # noqa: E731
-        cases.append({"p_key": it.p_key, "due": r.due, "forced_stored": forced.tag is not None,
+        cases.append({"message": r.message, "key": it.key, "p_key": it.p_key, "due": r.due,
+                      "forced": forced.tag.text if forced.tag else "", "own": own.tag.text if own.tag else "", "forced_stored": forced.tag is not None,
                       "forced_right": ok(forced), "own_stored": own.tag is not None, "own_right": ok(own)})
     threshold, valid = choose_threshold(cases, cfg)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    with (output / VALID_CASES).open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, list(cases[0]))
+        w.writeheader()
+        w.writerows(cases)
     policy = IntentPolicy(keys=keys, min_key_prob=threshold, base=cfg.base, ngram_sizes=tuple(cfg.ngram_sizes),
                           metrics={k: round(v, 4) for k, v in valid.items() if k != "threshold"}
                           | {"valid_messages": len(valid_rows), "train_messages": len(train_rows),
                              "classes": 1 + len(keys)})
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     head.save(output)
     policy.save(output)
     if ngrams is not None:
