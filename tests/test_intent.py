@@ -146,3 +146,29 @@ def test_resolve_intent_names_a_bad_directory(tmp_path):
     assert resolve_intent("none") is None
     with pytest.raises(OhloraError, match="intent.yaml"):
         resolve_intent(str(tmp_path))
+
+
+@pytest.mark.parametrize("key,message,value", [
+    ("나이", "열여덟 살 고2예요", "18살"), ("나이", "올해 마흔일곱이야", "47살"), ("나이", "나 스물아홉 ㅠ 곧 서른", "29살"),
+    ("나이", "나 23살", "23살"), ("나이", "열 시에 만나", None), ("생일", "생일이 시월 구일 한글날이에요", "10월 9일"),
+    ("생일", "내 생일 3월 14일", "3월 14일"), ("생일", "생일은 12/25", "12월 25일"), ("생일", "유월 이십일 생일", "6월 20일"),
+    ("MBTI", "저 엔티제예요", "ENTJ"), ("MBTI", "나 infp야", "INFP"), ("취미", "열여덟 살 고2예요", None),
+])
+def test_values_read_off_the_message_by_rule(key, message, value):
+    from ohlora.memory.values import value_from_message
+
+    assert value_from_message(key, message) == value
+
+
+def test_the_writer_value_gives_way_to_the_ruled_one():
+    class Twenty8(FakeWriter):
+        def decide(self, message, key=None):
+            return Decision(f"[{key}: 28살]", 1.0, 1.0, key)
+
+    enc_words = [["고2", "살"], ["취미"], ["이사"]]
+    w = np.zeros((4, 4), dtype=np.float32)
+    w[0, 3] = w[1, 0] = w[2, 1] = w[3, 2] = 8.0
+    intent = KeyIntent(KeywordEncoder(enc_words), SoftmaxHead(w, np.zeros(4, dtype=np.float32)),
+                       IntentPolicy(("나이", "취미", "사는 곳"), 0.5, ngram_sizes=()))
+    res = IntentWriter(intent, Twenty8(keys=("나이", "취미", "사는 곳"))).write("열여덟 살 고2예요")
+    assert res.tag.text == "[나이: 18살]"

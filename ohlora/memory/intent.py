@@ -28,8 +28,9 @@ from ohlora.errors import OhloraError
 from ohlora.formats import read_yaml
 from ohlora.memory.heads import SoftmaxHead, classifier_encoder
 from ohlora.memory.ngrams import NgramVocabulary
+from ohlora.memory.values import value_from_message
 from ohlora.memory.writer import WriteResult, validate_tag
-from ohlora.parsing import normalize_space
+from ohlora.parsing import MemoryTag, normalize_space
 from ohlora.paths import resolve_named
 
 POLICY_FILE = "intent.yaml"
@@ -162,8 +163,22 @@ class IntentWriter:
         if it.p_key >= threshold:
             d = self.writer.decide(message, key=it.key)
             v = validate_tag(d.text, self.writer.fmt.nothing)
-            return WriteResult(v.tag, v.reason, d.text, 1000 * (time.perf_counter() - t))
-        if self.fallback:
+            tag, reason, raw = v.tag, v.reason, d.text
+        elif self.fallback:
             res = self.writer.write(message)
-            return WriteResult(res.tag, res.reason, res.raw, 1000 * (time.perf_counter() - t))
-        return WriteResult(None, "nothing", "", 1000 * (time.perf_counter() - t))
+            tag, reason, raw = res.tag, res.reason, res.raw
+        else:
+            tag, reason, raw = None, "nothing", ""
+        if tag is not None:
+            tag = ruled_value(tag, message)
+        return WriteResult(tag, reason, raw, 1000 * (time.perf_counter() - t))
+
+
+def ruled_value(tag: MemoryTag, message: str) -> MemoryTag:
+    """The tag with its value read off the message by rule where there is one (`values.py`:
+    나이, 생일, MBTI), else as written."""
+    value = value_from_message(tag.key, message)
+    if value is None or value == tag.value:
+        return tag
+    ruled = validate_tag(f"[{tag.key}: {value}]").tag
+    return ruled if ruled is not None else tag
