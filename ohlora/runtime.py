@@ -77,6 +77,7 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
 
         import_llama_cpp()  # the one-line install hint before a model is prepared or loaded
     store = open_store()  # fail fast on a corrupt database, before loading a model
+    resolve_intent(cfg.writer_intent)  # and on a key-intent directory that is not there
     set_cpu_threads()
     spec = resolve_base(cfg.base)
     log(f"Loading {spec.name} ...")

@@ -76,6 +76,10 @@ def chat_options(f):
         click.option("--memory-writer", type=click.Choice(["adapter", "chat"]), default=None,
                      help="What decides what is stored: the memory writer adapter, or the chat model's own "
                           "tag [default: adapter]."),
+        click.option("--writer-intent", default=None,
+                     help="The key-intent head that decides under which key the writer stores: 'default' "
+                          "(shipped, on the memory's EmbeddingGemma), 'none' (the writer adapter alone) or a "
+                          "directory from `ohlora train intent`."),
         click.option("--history-tokens", type=int, default=None,
                      help="Earlier turns shown before each message, up to this many tokens (0: none) [160]."),
         click.option("--guard", default=None,
