@@ -172,3 +172,39 @@ def test_the_writer_value_gives_way_to_the_ruled_one():
                        IntentPolicy(("나이", "취미", "사는 곳"), 0.5, ngram_sizes=()))
     res = IntentWriter(intent, Twenty8(keys=("나이", "취미", "사는 곳"))).write("열여덟 살 고2예요")
     assert res.tag.text == "[나이: 18살]"
+
+
+def test_the_prompt_cache_computes_each_prompt_once_and_forgets_the_oldest():
+    from ohlora.memory.encoder import PromptCache
+
+    calls = []
+
+    def compute(keys):
+        calls.append(list(keys))
+        return [np.full(2, float(len(k))) for k in keys]
+
+    cache = PromptCache(size=3)
+    first = cache.get_many(["a", "bb", "a"], compute)
+    assert calls == [["a", "bb"]] and first[:, 0].tolist() == [1, 2, 1]
+    again = cache.get_many(["bb", "ccc"], compute)
+    assert calls[-1] == ["ccc"] and again[:, 0].tolist() == [2, 3] and (cache.hits, cache.misses) == (2, 3)
+    many = cache.get_many(["d", "ee", "fff", "gggg"], compute)  # more than it holds: still all returned
+    assert many[:, 0].tolist() == [1, 2, 3, 4] and list(cache.rows) == ["ee", "fff", "gggg"]
+
+
+def test_the_guard_and_the_intent_views_of_one_model_share_their_prompts():
+    from types import SimpleNamespace
+
+    from ohlora.memory.encoder import EncoderFormat
+    from ohlora.memory.heads import classifier_encoder
+
+    shared = SimpleNamespace(model=None, tokenizer=None, layer=-1, head=None, fmt=EncoderFormat())
+    guard = classifier_encoder(shared, SimpleNamespace(base="b", query_template="task: classification | query: {}"))
+    intent = classifier_encoder(shared, IntentPolicy(KEYS), purpose="intent")
+    assert guard.cache is intent.cache is shared.classify_cache
+    computed = []
+    for view in (guard, intent):
+        view._compute = lambda prompts: computed.extend(prompts) or np.ones((len(prompts), 2), dtype=np.float32)
+    guard.encode_query(["우리 집 강아지 이름은 초코야"])
+    intent.encode_query(["우리 집 강아지 이름은 초코야"])
+    assert computed == ["task: classification | query: 우리 집 강아지 이름은 초코야"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -174,12 +175,41 @@ def pooled_states(model, tokenizer, prompts: list[str], pooling: str = "mean", l
     return Pooled(pooled, hs, input_ids, plen, [len(x) for x in ids])
 
 
+class PromptCache:
+    """The last `size` prompts' vectors, shared by the views of one loaded model that read the same
+    prompts: the guard and the key-intent head both embed a message with the classification prompt,
+    so for most messages the second view costs no forward pass."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self.rows: OrderedDict = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get_many(self, keys: list, compute) -> np.ndarray:
+        """Vectors for `keys` (hashable), computing the missing ones in one `compute(missing_keys)` call."""
+        found = {k: self.rows[k] for k in keys if k in self.rows}
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            found.update(zip(missing, compute(missing)))
+        for k in dict.fromkeys(keys):  # most recent last; the oldest go
+            self.rows[k] = found[k]
+            self.rows.move_to_end(k)
+        while len(self.rows) > self.size:
+            self.rows.popitem(last=False)
+        return np.stack([found[k] for k in keys])
+
+
 class HiddenStateEncoder:
     """Pooled hidden states; optionally with a named PEFT adapter active while encoding."""
 
     def __init__(self, model, tokenizer, layer: int = -1, name: str = "base", batch_size: int = 16,
-                 adapter: str | None = None, fmt: EncoderFormat | None = None, head=None):
+                 adapter: str | None = None, fmt: EncoderFormat | None = None, head=None,
+                 cache: PromptCache | None = None):
         self.model = model
+        self.cache = cache
+        """Shared with other views of the same model (see PromptCache); None: every prompt is computed."""
         self.head = head
         self.adapter_dir = None
         """The memory adapter's directory when loaded from one (its recall policy lives there)."""
@@ -199,11 +229,18 @@ class HiddenStateEncoder:
         return self._encode([self.fmt.query_template.format(t) for t in texts])
 
     def _encode(self, prompts: list[str]) -> np.ndarray:
+        if not prompts:
+            return np.zeros((0, 0), dtype=np.float32)
+        if self.cache is None:
+            return self._compute(prompts)
+        # the key: everything that makes the vector, besides the model the cache belongs to
+        keys = [(self.adapter, self.fmt.pooling, self.layer, p) for p in prompts]
+        return self.cache.get_many(keys, lambda missing: self._compute([k[-1] for k in missing]))
+
+    def _compute(self, prompts: list[str]) -> np.ndarray:
         # lazy: torch loads only when this runs
         import torch
 
-        if not prompts:
-            return np.zeros((0, 0), dtype=np.float32)
         out = []
         with torch.inference_mode(), use_adapter(self.model, self.adapter):
             for i in range(0, len(prompts), self.batch_size):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ohlora.errors import OhloraError
-from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
+from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder, PromptCache
 
 HEAD_FILE = "head.npz"
 
@@ -43,9 +43,14 @@ class SoftmaxHead:
 def classifier_encoder(shared, policy, purpose: str = "guard", batch_size: int = 16):
     """A classifier's encoder on a loaded sentence encoder `shared` of `policy.base` (the memory's
     EmbeddingGemma, or one loaded for the purpose): same model, pooling and Dense head, no
-    adapter, the policy's classification prompt (`policy.query_template`)."""
+    adapter, the policy's classification prompt (`policy.query_template`). The views of one
+    `shared` model share one PromptCache, so a message the guard embedded costs the key-intent head
+    no second forward pass."""
 
     fmt = EncoderFormat(pooling=shared.fmt.pooling, item_template=shared.fmt.item_template,
                         query_template=policy.query_template)
+    if getattr(shared, "classify_cache", None) is None:
+        shared.classify_cache = PromptCache()  # one per loaded model: its classifier views share it
     return HiddenStateEncoder(shared.model, shared.tokenizer, layer=shared.layer, name=f"{policy.base}:{purpose}",
-                              batch_size=batch_size, adapter=None, fmt=fmt, head=shared.head)
+                              batch_size=batch_size, adapter=None, fmt=fmt, head=shared.head,
+                              cache=shared.classify_cache)
