@@ -76,20 +76,18 @@ def m004_users(db: sqlite3.Connection) -> None:
     )
 
 
-@migration
-def m005_memory_ids_never_reused(db: sqlite3.Connection) -> None:
-    # With a plain INTEGER PRIMARY KEY, SQLite hands the id of a deleted last row to the next
-    # insert, so a stale page could delete a newer item. AUTOINCREMENT never reuses an id; SQLite
-    # cannot add it in place, so the table is rebuilt (the embedding cache is kept).
+def _rebuild_memories(db: sqlite3.Connection, unique: str) -> None:
+    """Rebuild the memories table with AUTOINCREMENT ids and UNIQUE (`unique`), rows kept, and the
+    embedding cache (whose foreign key points at it) dropped and restored around it (m005, m009)."""
     db.execute(
-        """CREATE TABLE memories_new (
+        f"""CREATE TABLE memories_new (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             user TEXT NOT NULL,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL,
-            UNIQUE (user, key)
+            UNIQUE ({unique})
         )"""
     )
     db.execute("INSERT INTO memories_new SELECT id, user, key, value, created_at, updated_at FROM memories")
@@ -100,6 +98,21 @@ def m005_memory_ids_never_reused(db: sqlite3.Connection) -> None:
     m003_embeddings(db)
     db.execute("INSERT INTO embeddings SELECT * FROM embeddings_keep")
     db.execute("DROP TABLE embeddings_keep")
+
+
+def _restore_sequence(db: sqlite3.Connection, seq: int) -> None:
+    """Put the memories id sequence back to at least `seq` (a rebuilt table starts its own)."""
+    db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'memories'", (seq,))
+    if db.execute("SELECT 1 FROM sqlite_sequence WHERE name = 'memories'").fetchone() is None and seq:
+        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('memories', ?)", (seq,))
+
+
+@migration
+def m005_memory_ids_never_reused(db: sqlite3.Connection) -> None:
+    # With a plain INTEGER PRIMARY KEY, SQLite hands the id of a deleted last row to the next
+    # insert, so a stale page could delete a newer item. AUTOINCREMENT never reuses an id; SQLite
+    # cannot add it in place, so the table is rebuilt (the embedding cache is kept).
+    _rebuild_memories(db, "user, key")
 
 
 @migration
@@ -161,28 +174,8 @@ def m009_values_that_coexist(db: sqlite3.Connection) -> None:
     # handed out again.
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'memories'").fetchone()
     seq = row[0] if row else 0
-    db.execute(
-        """CREATE TABLE memories_new (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            user TEXT NOT NULL,
-            key TEXT NOT NULL,
-            value TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            UNIQUE (user, key, value)
-        )"""
-    )
-    db.execute("INSERT INTO memories_new SELECT id, user, key, value, created_at, updated_at FROM memories")
-    db.execute("CREATE TEMP TABLE embeddings_keep AS SELECT * FROM embeddings")
-    db.execute("DROP TABLE embeddings")
-    db.execute("DROP TABLE memories")
-    db.execute("ALTER TABLE memories_new RENAME TO memories")
-    db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'memories'", (seq,))
-    if db.execute("SELECT 1 FROM sqlite_sequence WHERE name = 'memories'").fetchone() is None and seq:
-        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('memories', ?)", (seq,))
-    m003_embeddings(db)
-    db.execute("INSERT INTO embeddings SELECT * FROM embeddings_keep")
-    db.execute("DROP TABLE embeddings_keep")
+    _rebuild_memories(db, "user, key, value")
+    _restore_sequence(db, seq)
 
 
 def pending(db: sqlite3.Connection) -> list[str]:
