@@ -27,7 +27,7 @@ import yaml
 from ohlora.errors import OhloraError
 from ohlora.formats import read_yaml
 from ohlora.memory.heads import SoftmaxHead, classifier_encoder
-from ohlora.memory.ngrams import NgramVocabulary
+from ohlora.memory.ngrams import NgramVocabulary, beside
 from ohlora.memory.values import value_from_message
 from ohlora.memory.writer import WriteResult, validate_tag
 from ohlora.parsing import MemoryTag, normalize_space
@@ -101,7 +101,7 @@ class KeyIntent:
         """(N, D [+ V]): each message's embedding [and its n-grams]."""
         prepared = [prepare(t) for t in texts]
         x = np.asarray(self.encoder.encode_query(prepared), dtype=np.float32)
-        return np.concatenate([x, self.ngrams.features(prepared)], axis=1) if self.ngrams is not None else x
+        return beside(x, prepared, self.ngrams)
 
     def probs(self, texts: list[str]) -> np.ndarray:
         return self.head.probs(self.features(texts))  # (N, 1 + K)

@@ -65,3 +65,9 @@ class NgramVocabulary:
             raise OhloraError(f"{path} is missing: the guard's policy names n-grams {list(sizes)} but has no vocabulary")
         grams = tuple(path.read_text(encoding="utf-8").split("\n")[:-1])
         return cls(tuple(sizes), grams)
+
+
+def beside(x: np.ndarray, prepared: list[str], ngrams: NgramVocabulary | None) -> np.ndarray:
+    """(N, D) embeddings of the prepared messages -> (N, D + V) with their n-grams beside them
+    (the feature layout a head with a vocabulary reads); `ngrams` None: `x` as it is."""
+    return np.concatenate([x, ngrams.features(prepared)], axis=1) if ngrams is not None else x

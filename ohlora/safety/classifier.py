@@ -25,7 +25,7 @@ import yaml
 from ohlora.errors import OhloraError
 from ohlora.formats import read_yaml
 from ohlora.memory.heads import SoftmaxHead
-from ohlora.memory.ngrams import NgramVocabulary
+from ohlora.memory.ngrams import NgramVocabulary, beside
 from ohlora.safety.normalize import normalize_for_guard
 
 CATEGORIES = ("normal", "love", "politics", "family_insult", "hate", "harmful")
@@ -157,7 +157,7 @@ class GuardClassifier:
         """(N, D [+ V]): the embedding of each prepared message [and its n-grams]."""
         prepared = self.prepare(texts)
         x = np.asarray(self.encoder.encode_query(prepared), dtype=np.float32)
-        return np.concatenate([x, self.ngrams.features(prepared)], axis=1) if self.ngrams is not None else x
+        return beside(x, prepared, self.ngrams)
 
     def probs(self, texts: list[str]) -> np.ndarray:
         return self.head.probs(self.features(texts))  # (N, C)

@@ -23,6 +23,8 @@ import numpy as np
 from ohlora.datasets.labelled import guard_split, load_guard_csv
 from ohlora.errors import OhloraError
 from ohlora.evaluation.guard import metrics
+from ohlora.memory.heads import SoftmaxHead
+from ohlora.memory.ngrams import NGRAMS_FILE, beside
 from ohlora.safety.classifier import (
     CATEGORIES,
     CLASSIFY_TEMPLATE,
@@ -31,10 +33,8 @@ from ohlora.safety.classifier import (
     GuardClassifier,
     GuardPolicy,
 )
-from ohlora.memory.heads import SoftmaxHead
 from ohlora.safety.loading import classification_encoder
-from ohlora.memory.ngrams import NGRAMS_FILE, NgramVocabulary
-from ohlora.training.softmax_head import embed, fit_head
+from ohlora.training.softmax_head import embed, fit_with_ngrams
 
 
 @dataclass(frozen=True)
@@ -178,15 +178,11 @@ def train_guard(cfg: GuardTrainConfig, output: Path, encoder=None, log=print) ->
     log(f"Embedding {len(train_x)} training and {len(valid_x)} validation sentences ...")
     xt = embed(encoder, train_p, "train")  # (N, D)
     xv = embed(encoder, valid_p, "valid")
-    penalty = np.full(xt.shape[1], cfg.l2)
-    ngrams = None
-    if cfg.ngram_sizes:
-        ngrams = NgramVocabulary.build(train_p, tuple(cfg.ngram_sizes), cfg.ngram_min_count)
-        xt = np.concatenate([xt, ngrams.features(train_p)], axis=1)  # (N, D + V)
-        xv = np.concatenate([xv, ngrams.features(valid_p)], axis=1)
-        penalty = np.concatenate([penalty, np.full(len(ngrams), cfg.l2_ngrams)])
+    head, ngrams, xt = fit_with_ngrams(xt, train_p, train_y, len(CATEGORIES), tuple(cfg.ngram_sizes),
+                                       cfg.ngram_min_count, cfg.l2, cfg.l2_ngrams, cfg.steps, cfg.balanced)
+    if ngrams is not None:
         log(f"{len(ngrams)} character n-grams beside the embedding")
-    head = fit_head(xt, train_y, len(CATEGORIES), cfg.l2, cfg.steps, balanced=cfg.balanced, l2_columns=penalty)
+    xv = beside(xv, valid_p, ngrams)  # (N, D + V), as xt
     pv = head.probs(xv)
     normal_rows = pv[valid_y == CATEGORIES.index(NORMAL)]
     n_normal = len(np.unique(normal_rows, axis=0)) if len(normal_rows) else 0  # distinct, as calibrate counts

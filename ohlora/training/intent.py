@@ -30,14 +30,13 @@ from ohlora.errors import OhloraError
 from ohlora.evaluation.writer import evaluate_writer, same_item
 from ohlora.memory.intent import NOTHING, IntentPolicy, IntentWriter, KeyIntent, prepare
 from ohlora.memory.loading import attach_writer, shipped_writer_adapter
-from ohlora.memory.ngrams import NgramVocabulary
 from ohlora.memory.synonyms import load_synonyms
 from ohlora.memory.writer import validate_tag
 from ohlora.memory.writer_decode import ConstrainedWriter
 from ohlora.models import load_base, resolve_base, set_cpu_threads
 from ohlora.paths import home_dir, resolve_named
 from ohlora.safety.loading import classification_encoder
-from ohlora.training.softmax_head import embed, fit_head
+from ohlora.training.softmax_head import embed, fit_with_ngrams
 from ohlora.training.writer import WriterTrainConfig, training_rows
 
 EVAL_FILE = "intent_eval.json"
@@ -112,14 +111,9 @@ def train_intent(cfg: IntentTrainConfig, writer_cfg: WriterTrainConfig, output: 
     train_p = [prepare(r.message) for r in train_rows]
     log(f"Embedding {len(train_rows)} training and {len(valid_rows)} validation messages ...")
     xt = embed(encoder, train_p, "train")  # (N, D)
-    penalty = np.full(xt.shape[1], cfg.l2)
-    ngrams = None
-    if cfg.ngram_sizes:
-        ngrams = NgramVocabulary.build(train_p, tuple(cfg.ngram_sizes), cfg.ngram_min_count)
-        xt = np.concatenate([xt, ngrams.features(train_p)], axis=1)  # (N, D + V)
-        penalty = np.concatenate([penalty, np.full(len(ngrams), cfg.l2_ngrams)])
-    head = fit_head(xt, labelled(train_rows, keys), 1 + len(keys), cfg.l2, cfg.steps, balanced=False,
-                    l2_columns=penalty)
+    head, ngrams, _ = fit_with_ngrams(xt, train_p, labelled(train_rows, keys), 1 + len(keys),
+                                      tuple(cfg.ngram_sizes), cfg.ngram_min_count, cfg.l2, cfg.l2_ngrams, cfg.steps,
+                                      balanced=False)
     policy = IntentPolicy(keys=keys, base=cfg.base, ngram_sizes=tuple(cfg.ngram_sizes))
     intent = KeyIntent(encoder, head, policy, ngrams)
     iw = IntentWriter(intent, writer)

@@ -8,6 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ohlora.memory.heads import SoftmaxHead
+from ohlora.memory.ngrams import NgramVocabulary, beside
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 200,
@@ -42,3 +43,17 @@ def embed(encoder, texts: list[str], what: str, chunk: int = 64) -> np.ndarray:
     parts = [encoder.encode_query(texts[i:i + chunk])
              for i in tqdm(range(0, len(texts), chunk), desc=f"embedding {what}", unit="chunk", leave=False)]
     return np.concatenate(parts)
+
+
+def fit_with_ngrams(x: np.ndarray, prepared: list[str], y: np.ndarray, n_classes: int, sizes: tuple[int, ...],
+                    min_count: int, l2: float, l2_ngrams: float, steps: int,
+                    balanced: bool) -> tuple[SoftmaxHead, NgramVocabulary | None, np.ndarray]:
+    """`fit_head` on the (N, D) embeddings with the character n-grams of the prepared messages beside
+    them (the vocabulary: n-grams of >= `min_count` of them), one L2 penalty per feature kind;
+    `sizes` () for the embedding alone. Returns the head, its vocabulary (None without n-grams) and
+    the (N, D [+ V]) features it was fitted on."""
+    ngrams = NgramVocabulary.build(prepared, tuple(sizes), min_count) if sizes else None
+    penalty = np.full(x.shape[1] + (len(ngrams) if ngrams else 0), l2, dtype=np.float64)
+    penalty[x.shape[1]:] = l2_ngrams
+    features = beside(x, prepared, ngrams)
+    return fit_head(features, y, n_classes, l2, steps, balanced=balanced, l2_columns=penalty), ngrams, features
