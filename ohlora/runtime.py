@@ -16,6 +16,7 @@ from ohlora.decoding.fast import FastGenerator
 from ohlora.decoding.generator import HFGenerator
 from ohlora.decoding.head import load_head_vocab
 from ohlora.decoding.llamacpp import LlamaCppGenerator, import_llama_cpp
+from ohlora.errors import OhloraError
 from ohlora.export.engine_file import engine_gguf
 from ohlora.expression import ExpressionPolicy, load_expressor, shipped_expression
 from ohlora.memory.encoder import HiddenStateEncoder
@@ -176,13 +177,12 @@ def with_intent(writer, cfg: ChatConfig, retriever: Retriever | None, log):
         if cfg.writer_intent != "default":
             log(f"(the key-intent head reads {base}, which this memory encoder does not load: the writer decides alone)")
         return writer
-    policy = IntentPolicy.load(path)
-    unknown = [k for k in policy.keys if k not in writer.policy.keys]
-    if unknown:
-        log(f"(the key-intent head {path.name} names keys this writer's schema lacks, e.g. {unknown[0]!r}: "
-            "the writer decides alone; train a head for it with `ohlora train intent --writer DIR`)")
+    intent = KeyIntent.load(path, shared)
+    try:
+        return IntentWriter(intent, writer)
+    except OhloraError as e:  # the head names keys this writer's schema lacks
+        log(f"({e}: the writer decides alone; train a head for it with `ohlora train intent --writer DIR`)")
         return writer
-    return IntentWriter(KeyIntent.load(path, shared), writer)
 
 
 def sentence_model(retriever: Retriever | None, base: str):
