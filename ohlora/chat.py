@@ -26,6 +26,7 @@ from ohlora.config import ChatConfig
 from ohlora.decoding.generator import GenerationResult, Generator, OnText
 from ohlora.errors import OhloraError
 from ohlora.expression import NEUTRAL
+from ohlora.memory.answer_check import asks_back, carries
 from ohlora.memory.retrieval import Recall, Retriever
 from ohlora.memory.writer import ChatTagWriter, MemoryWriter, WriteResult
 from ohlora.parsing import MemoryTag, StreamFilter, check_message, is_looped, normalize_space, parse_answer
@@ -78,6 +79,8 @@ class TurnResult:
     """The ethics guard's GuardDecision when it answered instead of the model (finish "guard")."""
     date_retries: int = 0
     """Answers thrown away because they named a wrong weekday or date (`timecheck`)."""
+    memory_retries: int = 0
+    """Answers generated again because they left out the recalled value asked about."""
     history_turns: int = 0
     """Earlier turns shown in the prompt."""
     conversation: int | None = None
@@ -107,6 +110,7 @@ class TurnResult:
                        if self.write else None),
             "guard": self.guard.as_dict() if self.guard is not None else None,
             "date_retries": self.date_retries,
+            "memory_retries": self.memory_retries,
             "history_turns": self.history_turns,
             "conversation": self.conversation,
             "expression": self.expression.as_dict() if self.expression is not None else NEUTRAL.as_dict(),
@@ -194,22 +198,38 @@ class ChatEngine:
         prompt = self.prompt_format.render(message, recalled.item.text if recalled else None, hint, shown, facts,
                                            summary)
         verdicts: list[str] = []
-        # An answer to a date question is checked before it is shown, so it is not streamed
+        # An answer to a date question, or to a question about a recalled memory, is checked before
+        # it is shown, so it is not streamed
         check_dates = hint is not None and self.config.time_check
-        parsed, result, tries = self.answer(prompt, None if check_dates else on_text, temperature, max_new_tokens,
+        check_memory = recalled is not None and self.config.memory_retries > 0 and asks_back(message)
+        held = check_dates or check_memory
+        parsed, result, tries = self.answer(prompt, None if held else on_text, temperature, max_new_tokens,
                                             on_try=verdicts.append)
+        t0 = self.config.temperature if temperature is None else temperature
         date_retries = 0
         while check_dates and parsed is not None and wrong_date_claims(parsed.message, today) \
                 and date_retries < self.config.date_retries:
             date_retries += 1  # the successor's rule: try again a little warmer
-            warmer = (self.config.temperature if temperature is None else temperature) + 0.1 * date_retries
-            parsed, result, more = self.answer(prompt, None, warmer, max_new_tokens, on_try=verdicts.append)
+            parsed, result, more = self.answer(prompt, None, t0 + 0.1 * date_retries, max_new_tokens,
+                                               on_try=verdicts.append)
             tries += more
-        if check_dates and on_text:
+        memory_retries = 0
+        if check_memory and parsed is not None and not carries(parsed.message, recalled.item.value):
+            while memory_retries < self.config.memory_retries:
+                memory_retries += 1
+                again, res, more = self.answer(prompt, None, t0 + 0.1 * memory_retries, max_new_tokens,
+                                               on_try=verdicts.append)
+                tries += more
+                if again is not None and carries(again.message, recalled.item.value) \
+                        and not (check_dates and wrong_date_claims(again.message, today)):
+                    parsed, result = again, res  # the first answer that uses the memory; none: the first stands
+                    break
+        if held and on_text:
             on_text(parsed.message if parsed is not None else FALLBACK_ANSWER)
         loops = verdicts.count("loop")
         base = dict(tries=tries, prompt=prompt, raw=result.text, n_tokens=result.n_tokens, loops=loops,
-                    date_retries=date_retries, history_turns=len(shown), conversation=conversation, summary=summary)
+                    date_retries=date_retries, memory_retries=memory_retries, history_turns=len(shown),
+                    conversation=conversation, summary=summary)
         if parsed is None:
             writes = TurnWrites(user, conversation, Turn(message, FALLBACK_ANSWER))
             return self._done(TurnResult(FALLBACK_ANSWER, "fallback", recalled, writes=writes, **base), commit)

@@ -82,6 +82,11 @@ class ChatConfig:
     on a weekday) and retry them warmer; such answers are shown once checked, not streamed."""
     date_retries: int = 2
     """How many times a wrong-date answer is generated again (temperature +0.1 each time)."""
+    memory_retries: int = 2
+    """When the user asks her back about themself (`내 강아지 이름 뭐였지?`) and a memory was
+    recalled, an answer that leaves its value out is generated again (temperature +0.1 each time)
+    up to this many times; the first that names it is kept (`memory/answer_check.py`). Such
+    answers are shown once checked, not streamed. 0: never."""
     guard: str = "default"
     """The ethics guard: "default" (the one shipped for EmbeddingGemma-300M, reading the memory's
     model with its adapter off), "none", or a directory from `ohlora train guard`."""
@@ -122,6 +127,7 @@ class ChatConfig:
             (isinstance(self.time_check, bool), "time_check must be true or false"),
             (_is_int(self.history_align) and 1 <= self.history_align <= 64, "history_align must be in [1, 64]"),
             (_is_int(self.date_retries) and 0 <= self.date_retries <= 10, "date_retries must be in [0, 10]"),
+            (_is_int(self.memory_retries) and 0 <= self.memory_retries <= 10, "memory_retries must be in [0, 10]"),
             (isinstance(self.guard, str) and self.guard.strip() != "", "guard must be 'default', 'none' or a directory"),
             (isinstance(self.guard_blocks, (list, tuple)), "guard_blocks must be a list of seconds"),
         ]
