@@ -20,7 +20,7 @@ from ohlora.memory.intent import (
 from ohlora.memory.ngrams import NgramVocabulary
 from ohlora.memory.writer import WriteResult, WriterFormat, validate_tag
 from ohlora.memory.writer_decode import Decision, WriterPolicy
-from ohlora.training.intent import IntentTrainConfig, choose_threshold, train_intent
+from ohlora.training.intent import IntentTrainConfig, choose_skip, choose_threshold, train_intent
 from ohlora.training.writer import WriterTrainConfig
 
 KEYS = ("반려동물", "취미", "사는 곳")
@@ -49,7 +49,8 @@ def test_policy_is_validated_and_round_trips(tmp_path):
     p.save(tmp_path)
     assert IntentPolicy.load(tmp_path) == p
     for bad in (dict(keys=()), dict(keys=("a", "a")), dict(keys=KEYS, min_key_prob=1.5),
-                dict(keys=KEYS, min_key_prob=True), dict(keys=KEYS, query_template="no slot")):
+                dict(keys=KEYS, min_key_prob=True), dict(keys=KEYS, query_template="no slot"),
+                dict(keys=KEYS, skip_nothing_prob=1.2), dict(keys=KEYS, skip_nothing_prob=False)):
         with pytest.raises(OhloraError):
             IntentPolicy(**bad)
     (tmp_path / "intent.yaml").write_text("keys: [a]\nsurprise: 1\n", encoding="utf-8")
@@ -79,6 +80,50 @@ def test_the_head_stores_under_its_key_where_the_careful_writer_would_not():
     assert writer.forced == [("우리 집 강아지 이름은 초코", "반려동물")]
     unsure = IntentWriter(make_intent(min_key_prob=0.999), FakeWriter())
     assert unsure.write("우리 집 강아지 이름은 초코").tag is None
+
+
+class CountingWriter(FakeWriter):
+    """Stores the message's last word under 취미 on its own, and counts its own decodes."""
+
+    def __init__(self):
+        super().__init__()
+        self.own = 0
+
+    def write(self, message, chat_tag=None):
+        self.own += 1
+        return WriteResult(validate_tag(f"[취미: {message.split()[-1]}]").tag, "ok", "", 0.0)
+
+
+def test_a_sure_nothing_skips_the_writer_and_an_unsure_one_leaves_it_to_decide():
+    writer = CountingWriter()
+    intent = make_intent()
+    iw = IntentWriter(intent, writer)
+    assert iw.write("오늘 점심 뭐 먹지").tag is not None and writer.own == 1  # no skip: the writer decides
+    sure = IntentWriter(KeyIntent(intent.encoder, intent.head, IntentPolicy(KEYS, 0.5, skip_nothing_prob=0.9,
+                                                                            ngram_sizes=())), writer)
+    res = sure.write("오늘 점심 뭐 먹지")  # P(nothing) ~ 1: not decoded at all
+    assert res.tag is None and res.reason == "nothing" and writer.own == 1
+    assert sure.write("강아지 키워").tag.key == "반려동물"  # a key the head is sure of is still written
+    never = IntentWriter(KeyIntent(intent.encoder, intent.head, IntentPolicy(KEYS, 0.5, skip_nothing_prob=1.0,
+                                                                             ngram_sizes=())), writer)
+    never.decide("안녕", Intent("취미", 0.05, 0.95))
+    assert writer.own == 2
+
+
+def test_choose_skip_skips_the_most_that_keeps_recall_and_precision():
+    cfg = IntentTrainConfig(max_skip_recall_loss=0.0)
+    row = lambda p_nothing, due, own_right: {"p_key": 0.1, "p_nothing": p_nothing, "due": due,  # noqa: E731
+                                             "forced_stored": False, "forced_right": False,
+                                             "own_stored": own_right or not due, "own_right": own_right}
+    # the writer's own right stores sit at P(nothing) <= 0.7; its false stores at 0.8 and 0.95
+    cases = [row(0.6, True, True), row(0.7, True, True), row(0.8, False, False), row(0.95, False, False),
+             row(0.99, True, False)]
+    skip, fig = choose_skip(cases, 0.5, cfg, grid=(0.5, 0.65, 0.75, 0.9))
+    assert skip == 0.75 and fig["recall"] == pytest.approx(2 / 3) and fig["false_store_rate"] == 0
+    assert fig["skipped"] == pytest.approx(3 / 5)
+    # a skip that would lose a right store is refused: none at all
+    skip, fig = choose_skip([row(0.6, True, True)], 0.5, cfg, grid=(0.5,))
+    assert skip is None and fig["skip_nothing_prob"] is None
 
 
 def test_a_head_whose_keys_the_writer_lacks_is_refused():
@@ -140,6 +185,13 @@ def test_train_intent_writes_a_head_that_loads_and_raises_recall(tmp_path):
     alone = evaluate_writer(writer, rows)
     steered = evaluate_writer(IntentWriter(loaded, writer), rows)
     assert alone["recall"] == 0 and steered["recall"] >= 0.5 and steered["false_store_rate"] == 0
+    # calibrating the saved head again (--head): the weights are kept, the thresholds chosen anew
+    again = tmp_path / "again"
+    redo = train_intent(IntentTrainConfig(), wcfg, again, writer, encoder=KeywordEncoder(WORDS), log=lambda m: None,
+                        head_dir=out)
+    assert np.array_equal(SoftmaxHead.load(again).weight, SoftmaxHead.load(out).weight)
+    assert redo["threshold"] == result["threshold"] and "skip_nothing_prob" in redo
+    assert (again / "ngrams.txt").read_text(encoding="utf-8") == (out / "ngrams.txt").read_text(encoding="utf-8")
 
 
 def test_resolve_intent_names_a_bad_directory(tmp_path):

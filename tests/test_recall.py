@@ -169,3 +169,71 @@ def test_substores_hold_the_own_item_or_nothing_of_the_key():
         m = r % len(combs)
         if with_right[r]:
             assert s.items.index(combs[m].memory) in st  # the message's own item is always in its store
+
+
+def test_topic_head_gives_the_item_keys_probability_with_synonyms_and_round_trips(tmp_path):
+    from ohlora.memory.heads import SoftmaxHead
+    from ohlora.memory.recall import TopicHead
+
+    # two classes on a 2-d reference vector: dim 0 -> 오늘 일정, dim 1 -> 좋아하는 가수
+    head = SoftmaxHead(np.array([[8.0, 0.0], [0.0, 8.0]], dtype=np.float32), np.zeros(2, dtype=np.float32))
+    topic = TopicHead(head, ["오늘 일정", "좋아하는 가수"], {"좋아하는 아이돌": "좋아하는 가수"})
+    p, known = topic.item_probs(unit(0, 1), ["오늘 일정", "좋아하는 아이돌", "좋아하는 계절"])
+    assert p[1] > 0.99 and p[0] < 0.01 and p[2] == 0.0  # the synonym is the same key; an unknown one scores 0
+    assert known.tolist() == [1.0, 1.0, 0.0]
+    topic.save(tmp_path)
+    again = TopicHead.load(tmp_path, topic.synonyms)
+    assert again.keys == topic.keys and np.allclose(again.item_probs(unit(0, 1), ["좋아하는 가수"])[0], p[1])
+    with pytest.raises(OhloraError, match="2 classes for 3 keys"):
+        TopicHead(head, ["a", "b", "c"])
+    with pytest.raises(OhloraError, match="recall_topic.npz is missing"):
+        TopicHead.load(tmp_path / "nowhere")
+
+
+def test_topic_features_need_the_reference_and_the_head(keyword_encoder):
+    with pytest.raises(OhloraError, match="reference: base"):
+        RecallPolicy("calibrated", 0.5, 5, ("topic",), (1.0,))
+    p = RecallPolicy("calibrated", 0.5, 5, ("topic", "topic_gap"), (6.0, 6.0), -3.0, reference="base")
+    with pytest.raises(OhloraError, match="topic head"):
+        Decider(p)
+
+
+def test_fit_recall_with_a_topic_head_reads_it_and_save_recall_keeps_it_beside_the_policy(tmp_path):
+    """The reference knows the topics; the main encoder knows nothing: the topic head must carry
+    the decision (its features join, its file is written, and the loaded decider recalls with it)."""
+    from ohlora.memory.loading import load_decider
+    from ohlora.training.recall_fit import save_recall, topic_rows
+
+    combs = parse_combs(COMBS)
+    blind = KeywordEncoder([["없는말"]], id="blind")  # every message and item on one direction: cos 1
+    ref = KeywordEncoder(GROUPS, id="reference-fake")
+    rows = topic_rows(combs)
+    policy, bank, report = fit_recall(blind, combs, combs, {}, target_false_recall=0.1, shortlist=12,
+                                      log=lambda m: None, reference=ref, topic=rows)
+    assert set(("topic", "topic_known", "topic_gap")) <= set(policy.features) and policy.needs_topic
+    assert report["topic"]["keys"] == 4 and report["topic"]["valid_key_accuracy"] == 1.0
+    # without the topic head the blind main encoder and the reference's cosines alone do worse or equal
+    _, _, plain = fit_recall(blind, combs, combs, {}, target_false_recall=0.1, shortlist=12,
+                             log=lambda m: None, reference=ref)
+    assert report["calibrated"]["top1_accuracy"] >= plain["calibrated"]["top1_accuracy"]
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"fake weights")  # what the fingerprint hashes
+    save_recall(tmp_path, policy, bank)
+    assert (tmp_path / "recall_topic.npz").is_file()
+    decider = load_decider(tmp_path)
+    assert decider.topic is not None and decider.topic.keys == bank.topic.keys
+    store = MemoryStore()
+    store.add("kim", "오늘 일정", "발표")
+    store.add("kim", "반려동물", "고양이")
+    r = Retriever(blind, store, decider=decider, reference=ref)
+    assert r.best("kim", "냥이가 밥을 안 먹어").item.key == "반려동물"
+    assert r.best("kim", "나 너무 떨려").item.key == "오늘 일정"
+    # a later fit without the topic head removes the stale file
+    save_recall(tmp_path, replace_features(policy), bank)
+    assert not (tmp_path / "recall_topic.npz").exists()
+
+
+def replace_features(policy):
+    from dataclasses import replace
+
+    keep = [i for i, f in enumerate(policy.features) if not f.startswith("topic")]
+    return replace(policy, features=tuple(policy.features[i] for i in keep), coef=tuple(policy.coef[i] for i in keep))

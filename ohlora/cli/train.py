@@ -149,12 +149,16 @@ def train_memory_cmd(config_path, lora_targets, **flags):
               help="The threshold is the one with the best top-1 whose false recall stays within this.")
 @click.option("--shortlist", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Items (by cosine) that the second stage scores.")
-def train_recall_cmd(encoder_dir, train_combs, valid_combs, target_false_recall, shortlist):
+@click.option("--topic/--no-topic", default=True, show_default=True,
+              help="Fit the topic head too (P(key | message) on the reference encoder's vector, from the "
+                   "training combinations and the writer's training messages) and let the decision read it.")
+def train_recall_cmd(encoder_dir, train_combs, valid_combs, target_false_recall, shortlist, topic):
     """Fit the second recall stage of a memory adapter (ENCODER_DIR from `ohlora train memory`) on
-    the validation split: the bank of training messages, the calibrated decision and its threshold
-    (recall.yaml, recall_bank.npz beside the adapter). `train memory` already does this once."""
+    the validation split: the bank of training messages, the topic head, the calibrated decision
+    and its threshold (recall.yaml, recall_bank.npz, recall_topic.npz beside the adapter).
+    `train memory` already does this once."""
 
-    report = refit_recall(encoder_dir, train_combs, valid_combs, target_false_recall, shortlist)
+    report = refit_recall(encoder_dir, train_combs, valid_combs, target_false_recall, shortlist, topic)
     click.echo(json.dumps(report, ensure_ascii=False, default=float))
 
 
@@ -251,15 +255,21 @@ def train_guard_cmd(train_file, valid_file, base, max_false_positive, output):
               help="Validation false-store rate the threshold may not pass.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Head directory [default: $OHLORA_HOME/intent/<encoder>].")
-def train_intent_cmd(writer, base, encoder, min_precision, max_false_store, output):
+@click.option("--max-skip-recall-loss", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Validation recall that skipping the writer (when P(nothing) is high) may cost.")
+@click.option("--head", default=None,
+              help="Calibrate this head again ('default': the shipped one, or a directory) instead of "
+                   "fitting a new one: its weights are kept, its thresholds chosen anew.")
+def train_intent_cmd(writer, base, encoder, min_precision, max_false_store, output, max_skip_recall_loss, head):
     """Train the key-intent head: which memory key a message states a fact under, or nothing.
 
     A softmax head on EmbeddingGemma (and character n-grams) over the writer's key schema, fitted on
     the writer's training rows; its threshold is chosen on the writer's validation split with the
     writer in the loop, and the writer's test split is evaluated at the end."""
 
-    cfg = IntentTrainConfig(base=encoder, min_precision=min_precision, max_false_store=max_false_store)
-    result = run_train_intent(cfg, writer, base, output, log=lambda m: click.echo(m, err=True))
+    cfg = IntentTrainConfig(base=encoder, min_precision=min_precision, max_false_store=max_false_store,
+                            max_skip_recall_loss=max_skip_recall_loss)
+    result = run_train_intent(cfg, writer, base, output, log=lambda m: click.echo(m, err=True), head=head)
     click.echo(json.dumps(result, ensure_ascii=False, default=float))
 
 

@@ -54,8 +54,8 @@ def split_scores(encoder: MemoryEncoder, decider: Decider, combs: list[Comb], sy
     if reference is not None:
         ref_q = reference.encode_query([c.message for c in combs])  # (M, D')
         ref_cos = ref_q @ reference.encode(items).T  # (M, I)
-    final = np.stack([decider.score(cos[m], item_keys, q[m], None if ref_cos is None else ref_cos[m])
-                      for m in range(len(combs))])
+    final = np.stack([decider.score(cos[m], item_keys, q[m], None if ref_cos is None else ref_cos[m],
+                                    None if ref_q is None else ref_q[m]) for m in range(len(combs))])
     truth = np.array([[1.0 if key_similarity(c.key, k, synonyms) >= 1.0 else 0.0 for k in item_keys] for c in combs])
     return SplitScores([c.message for c in combs], [c.key for c in combs], [c.value for c in combs], items, item_keys,
                        cos, final, truth, q, ref_cos, ref_q)
@@ -138,6 +138,6 @@ def decision_latency(encoder: MemoryEncoder, decider: Decider, s: SplitScores, s
         t = time.perf_counter()
         for i in range(len(msgs)):
             ref = ref_vecs[pick] @ s.ref_q[i] if use_ref else None
-            decider.score(mat @ s.q[i], keys, s.q[i], ref)
+            decider.score(mat @ s.q[i], keys, s.q[i], ref, s.ref_q[i] if use_ref else None)
         out[f"decision_ms_{n}"] = 1000 * (time.perf_counter() - t) / len(msgs)
     return out

@@ -44,6 +44,10 @@ class IntentPolicy:
     """The key bank, in the head's class order after class 0 (nothing)."""
     min_key_prob: float = 0.5
     """The head stores under its best key when that key's probability reaches this."""
+    skip_nothing_prob: float | None = None
+    """When P(nothing) reaches this (and no key reaches min_key_prob), nothing is stored and the
+    writer is not run at all: most chat turns state no fact, and its decode is the memory work's
+    largest cost. None: the writer decides every message the head leaves to it."""
     base: str = "embeddinggemma-300m"
     query_template: str = CLASSIFY_TEMPLATE
     ngram_sizes: tuple[int, ...] = (2, 3)
@@ -57,6 +61,9 @@ class IntentPolicy:
         if isinstance(self.min_key_prob, bool) or not isinstance(self.min_key_prob, (int, float)) \
                 or not 0 <= self.min_key_prob <= 1:
             raise OhloraError(f"intent policy: min_key_prob must be in [0, 1], not {self.min_key_prob!r}")
+        if self.skip_nothing_prob is not None and (isinstance(self.skip_nothing_prob, bool) or not isinstance(
+                self.skip_nothing_prob, (int, float)) or not 0 <= self.skip_nothing_prob <= 1):
+            raise OhloraError(f"intent policy: skip_nothing_prob must be in [0, 1] or null, not {self.skip_nothing_prob!r}")
         if self.query_template.count("{}") != 1:
             raise OhloraError("intent policy: query_template needs exactly one {}")
 
@@ -142,8 +149,9 @@ class IntentWriter:
 
     When the head's best key reaches `min_key_prob`, the writer decodes the value with that key's
     opening forced (`ConstrainedWriter.decide(message, key=...)`) and the tag is validated as any
-    other; otherwise the writer's own decision (its thresholds) stands, so the head only adds
-    stores the writer was too careful to make."""
+    other; when P(nothing) reaches `skip_nothing_prob` nothing is stored and the writer is not run;
+    otherwise the writer's own decision (its thresholds) stands, so the head only adds stores the
+    writer was too careful to make."""
 
     def __init__(self, intent: KeyIntent, writer, fallback: bool = True):
         self.intent, self.writer, self.fallback = intent, writer, fallback
@@ -156,14 +164,19 @@ class IntentWriter:
         it = self.intent.predict([message])[0]
         return self.decide(message, it, t)
 
-    def decide(self, message: str, it: Intent, t: float | None = None, threshold: float | None = None) -> WriteResult:
-        """The write for a message whose intent is already known (calibration reuses it)."""
+    def decide(self, message: str, it: Intent, t: float | None = None, threshold: float | None = None,
+               skip: float | None = None) -> WriteResult:
+        """The write for a message whose intent is already known (calibration reuses it);
+        `threshold` and `skip` default to the policy's min_key_prob and skip_nothing_prob."""
         t = time.perf_counter() if t is None else t
         threshold = self.intent.policy.min_key_prob if threshold is None else threshold
+        skip = self.intent.policy.skip_nothing_prob if skip is None else skip
         if it.p_key >= threshold:
             d = self.writer.decide(message, key=it.key)
             v = validate_tag(d.text, self.writer.fmt.nothing)
             tag, reason, raw = v.tag, v.reason, d.text
+        elif skip is not None and it.p_nothing >= skip:
+            tag, reason, raw = None, "nothing", ""  # the head is sure there is no fact: no decode
         elif self.fallback:
             res = self.writer.write(message)
             tag, reason, raw = res.tag, res.reason, res.raw

@@ -25,7 +25,7 @@ from ohlora.memory.backbone import (
     sentence_transformers_format,
 )
 from ohlora.memory.encoder import EncoderFormat, HiddenStateEncoder
-from ohlora.memory.recall import Decider, KeyBank, RecallPolicy
+from ohlora.memory.recall import Decider, KeyBank, RecallPolicy, TopicHead
 from ohlora.memory.summarizer import AdapterSummarizer, SummaryFormat
 from ohlora.memory.synonyms import load_synonyms
 from ohlora.memory.writer import AdapterWriter, WriterFormat
@@ -134,8 +134,10 @@ def load_decider(adapter_dir: Path | None):
     plain cosine policy (the original design) when there is none."""
 
     policy = RecallPolicy.load(adapter_dir)
-    bank = KeyBank.load(adapter_dir, load_synonyms()) if policy.needs_bank else None
-    return Decider(policy, bank)
+    synonyms = load_synonyms() if policy.needs_bank or policy.needs_topic else None
+    bank = KeyBank.load(adapter_dir, synonyms) if policy.needs_bank else None
+    topic = TopicHead.load(adapter_dir, synonyms) if policy.needs_topic else None
+    return Decider(policy, bank, topic)
 
 
 def load_memory_encoder(which: str, base: str = "gemma-3-270m"):

@@ -20,6 +20,12 @@ shortlisted item a probability that it is the memory this message is about, from
          own pretrained retrieval embedding, which ranks keys never seen in training better than
          the fine-tuned one does; together they beat either (docs/memory.md). It costs a second
          forward pass per message; its item vectors are cached like the others.
+  topic, topic_known, topic_gap  the key-intent of the message as recall sees it: a softmax head
+         (`TopicHead`, `recall_topic.npz`) on the reference encoder's message vector gives
+         P(key | message) over the keys of training (what the message is about, not whether it
+         states a fact: that is the writer's head); topic is the item key's probability (synonyms
+         as one), topic_known 1 if the head knows the key, topic_gap its lead over the best item
+         of another key. No forward pass is added: the reference vector is computed anyway.
 
 A logistic regression on those, fit on the validation split, gives P(relevant); the threshold on
 it is chosen on the same split for a false-recall target (`ohlora train recall`). The policy is
@@ -36,10 +42,13 @@ import yaml
 
 from ohlora.errors import OhloraError
 from ohlora.formats import read_yaml
+from ohlora.memory.heads import SoftmaxHead
 
 POLICY_FILE = "recall.yaml"
 BANK_FILE = "recall_bank.npz"
-FEATURES = ("cos", "knn", "known", "gap", "cos_known", "knn_known", "cos_ref", "gap_ref")
+TOPIC_FILE = "recall_topic.npz"
+TOPIC_FEATURES = ("topic", "topic_known", "topic_gap")
+FEATURES = ("cos", "knn", "known", "gap", "cos_known", "knn_known", "cos_ref", "gap_ref") + TOPIC_FEATURES
 REFERENCES = ("", "base")
 METHODS = ("cosine", "calibrated")
 
@@ -80,10 +89,16 @@ class RecallPolicy:
             raise OhloraError(f"recall policy: reference must be one of {REFERENCES}, not {self.reference!r}")
         if any(f.endswith("_ref") for f in self.features) and not self.reference:
             raise OhloraError("recall policy: the *_ref features need `reference: base`")
+        if self.needs_topic and not self.reference:
+            raise OhloraError("recall policy: the topic features read the reference encoder: they need `reference: base`")
 
     @property
     def needs_bank(self) -> bool:
         return self.method == "calibrated" and any(f.startswith(("knn", "known", "cos_known")) for f in self.features)
+
+    @property
+    def needs_topic(self) -> bool:
+        return self.method == "calibrated" and any(f.startswith("topic") for f in self.features)
 
     def save(self, directory: Path) -> Path:
         data = asdict(self)
@@ -121,6 +136,8 @@ class KeyBank:
         self._index = index
         self._words = [set(k.split()) for k in self.keys]
         self._sim_cache: dict[str, np.ndarray] = {}
+        self.topic: TopicHead | None = None
+        """The topic head fit beside this bank (`ohlora train recall`), if any; saved on its own."""
 
     def canon(self, key: str) -> str:
         key = " ".join(key.split())
@@ -168,12 +185,50 @@ class KeyBank:
         return bank
 
 
+class TopicHead:
+    """P(key | message) over the training keys (canonical, synonyms as one), from the reference
+    encoder's message vector: a softmax head (W (U, D), b (U,)) fit on the training messages."""
+
+    def __init__(self, head: SoftmaxHead, keys: list[str], synonyms: dict[str, str] | None = None):
+        if head.weight.shape[0] != len(keys):
+            raise OhloraError(f"recall topic head has {head.weight.shape[0]} classes for {len(keys)} keys")
+        self.head, self.keys, self.synonyms = head, list(keys), synonyms or {}
+        self._index = {k: i for i, k in enumerate(self.keys)}
+
+    def canon(self, key: str) -> str:
+        key = " ".join(key.split())
+        return self.synonyms.get(key, key)
+
+    def item_probs(self, ref_q: np.ndarray, item_keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """((N,) P(item's key), (N,) 1 where the head knows the key) for one message vector (D,)."""
+        probs = self.head.probs(np.asarray(ref_q, dtype=np.float32)[None])[0]  # (U,)
+        idx = [self._index.get(self.canon(k), -1) for k in item_keys]
+        known = np.array([1.0 if i >= 0 else 0.0 for i in idx], dtype=np.float32)
+        return np.array([probs[i] if i >= 0 else 0.0 for i in idx], dtype=np.float32), known
+
+    def save(self, directory: Path, fingerprint: str = "") -> Path:
+        path = Path(directory) / TOPIC_FILE
+        np.savez_compressed(path, weight=self.head.weight.astype(np.float32), bias=self.head.bias.astype(np.float32),
+                            keys=np.array(self.keys), fingerprint=np.array(fingerprint))
+        return path
+
+    @classmethod
+    def load(cls, directory: Path, synonyms: dict[str, str] | None = None) -> TopicHead:
+        path = Path(directory) / TOPIC_FILE
+        if not path.is_file():
+            raise OhloraError(f"{path} is missing: the recall policy needs its topic head (run `ohlora train recall`)")
+        with np.load(path, allow_pickle=False) as z:
+            return cls(SoftmaxHead(z["weight"], z["bias"]), [str(k) for k in z["keys"]], synonyms)
+
+
 def candidate_features(cos: np.ndarray, item_keys: list[str], rows: np.ndarray, q: np.ndarray | None,
                        bank: KeyBank | None, policy: RecallPolicy, names: tuple[str, ...],
-                       ref_cos: np.ndarray | None = None) -> np.ndarray:
+                       ref_cos: np.ndarray | None = None, ref_q: np.ndarray | None = None,
+                       topic: TopicHead | None = None) -> np.ndarray:
     """(R, F) features of the candidates `rows` among a user's N items for one message.
     `cos`: (N,) every item's cosine (gap looks at all of them); `q`: (D,) the message's vector;
-    `ref_cos`: (N,) the reference encoder's cosines (for cos_ref, gap_ref)."""
+    `ref_cos`: (N,) the reference encoder's cosines (for cos_ref, gap_ref); `ref_q`: (D',) its
+    message vector, which `topic` reads (for the topic features)."""
     cols: dict[str, np.ndarray] = {"cos": cos[rows].astype(np.float32)}
     if any(f.endswith("_ref") for f in names):
         if ref_cos is None:
@@ -191,6 +246,12 @@ def candidate_features(cos: np.ndarray, item_keys: list[str], rows: np.ndarray, 
         cols["knn_known"] = cols["knn"] * cols["known"]
     if "gap" in names:
         cols["gap"] = gap_to_other_keys(cos, item_keys)[rows]
+    if any(f.startswith("topic") for f in names):
+        if topic is None or ref_q is None:
+            raise OhloraError("the recall policy's topic features need its topic head and the reference vector")
+        p, known = topic.item_probs(ref_q, item_keys)  # (N,), (N,)
+        cols["topic"], cols["topic_known"] = p[rows], known[rows]
+        cols["topic_gap"] = gap_to_other_keys(p, item_keys)[rows]
     return np.stack([cols[f] for f in names], axis=1).reshape(len(rows), len(names))
 
 
@@ -216,18 +277,21 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 class Decider:
     """Stage 2: scores stage 1's shortlist with the policy; items outside it score -inf."""
 
-    def __init__(self, policy: RecallPolicy, bank: KeyBank | None = None):
+    def __init__(self, policy: RecallPolicy, bank: KeyBank | None = None, topic: TopicHead | None = None):
         if policy.needs_bank and bank is None:
             raise OhloraError("the recall policy needs its bank (recall_bank.npz beside the memory adapter)")
-        self.policy, self.bank = policy, bank
+        if policy.needs_topic and topic is None:
+            raise OhloraError("the recall policy needs its topic head (recall_topic.npz beside the memory adapter)")
+        self.policy, self.bank, self.topic = policy, bank, topic
 
     @property
     def needs_reference(self) -> bool:
         return self.policy.method == "calibrated" and bool(self.policy.reference)
 
     def score(self, cos: np.ndarray, item_keys: list[str], q: np.ndarray | None = None,
-              ref_cos: np.ndarray | None = None) -> np.ndarray:
-        """(N,) decision scores for N items: the cosine, or the calibrated probability."""
+              ref_cos: np.ndarray | None = None, ref_q: np.ndarray | None = None) -> np.ndarray:
+        """(N,) decision scores for N items: the cosine, or the calibrated probability. `ref_cos`
+        (N,) and `ref_q` (D',): the reference encoder's cosines and message vector."""
         p = self.policy
         if p.method == "cosine":
             return np.asarray(cos, dtype=np.float32)
@@ -235,6 +299,6 @@ class Decider:
         if not len(cos):
             return out
         short = np.argsort(-cos, kind="stable")[:p.shortlist]  # stage 1's shortlist, (S,)
-        x = candidate_features(cos, item_keys, short, q, self.bank, p, p.features, ref_cos)  # (S, F)
+        x = candidate_features(cos, item_keys, short, q, self.bank, p, p.features, ref_cos, ref_q, self.topic)  # (S, F)
         out[short] = sigmoid(x @ np.asarray(p.coef, dtype=np.float32) + p.intercept)
         return out

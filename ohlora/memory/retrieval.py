@@ -88,11 +88,12 @@ class Retriever:
             return []
         q = self.encoder.encode_query([message])[0]  # (D,)
         cos = matrix @ q  # (N,), rows are normalized
-        ref_cos = None
+        ref_cos = ref_q = None
         if self.decider.needs_reference:
             _, ref_matrix = self.item_vectors(user, self.reference)  # the same items, the same order
-            ref_cos = ref_matrix @ self.reference.encode_query([message])[0]  # (N,)
-        final = self.decider.score(cos, [i.key for i in have], q, ref_cos)  # (N,)
+            ref_q = self.reference.encode_query([message])[0]  # (D',)
+            ref_cos = ref_matrix @ ref_q  # (N,)
+        final = self.decider.score(cos, [i.key for i in have], q, ref_cos, ref_q)  # (N,)
         order = np.lexsort((-cos, -final))  # by decision score, then cosine
         calibrated = self.calibrated
         return [Recall(have[i], float(final[i]) if np.isfinite(final[i]) else 0.0,

@@ -21,18 +21,37 @@ from pathlib import Path
 import numpy as np
 
 from ohlora.datasets.combinations import Comb, load_combs
+from ohlora.datasets.writer import read_writer_rows
 from ohlora.errors import OhloraError
 from ohlora.evaluation.metrics import retrieval_metrics
 from ohlora.evaluation.recall import split_scores, substores
 from ohlora.memory.encoder import MemoryEncoder
-from ohlora.memory.loading import adapter_fingerprint, load_adapter_encoder, read_meta, reference_encoder
-from ohlora.memory.recall import BANK_FILE, Decider, KeyBank, RecallPolicy, candidate_features, sigmoid
+from ohlora.memory.loading import (
+    adapter_fingerprint,
+    load_adapter_encoder,
+    read_meta,
+    reference_encoder,
+)
+from ohlora.memory.recall import (
+    BANK_FILE,
+    TOPIC_FEATURES,
+    TOPIC_FILE,
+    Decider,
+    KeyBank,
+    RecallPolicy,
+    TopicHead,
+    candidate_features,
+    sigmoid,
+)
 from ohlora.memory.synonyms import load_synonyms
 from ohlora.paths import bundled
+from ohlora.training.softmax_head import embed, fit_head
 
 DEFAULT_FEATURES = ("cos", "knn", "known", "gap", "cos_known", "knn_known")
 REFERENCE_FEATURES = ("cos_ref", "gap_ref")
 """Added when a reference encoder is given (the memory adapter's base with the adapter off)."""
+TOPIC_L2 = (1e-3, 1e-4, 1e-5)
+"""L2 penalties the topic head is tried with; the best key accuracy on the validation messages wins."""
 TEMPERATURES = (0.02, 0.05, 0.1)
 STORE_SIZE = 90
 """Items per store when choosing the threshold: the bundled test split's size (90 distinct items)."""
@@ -83,6 +102,42 @@ def choose_threshold(scores: np.ndarray, truth: np.ndarray, target_false_recall:
     return best
 
 
+def fit_topic(reference: MemoryEncoder, rows: list[tuple[str, str]], valid_q: np.ndarray, valid_keys: list[str],
+              synonyms: dict[str, str], log=None) -> tuple[TopicHead, dict]:
+    """The recall topic head: softmax over the canonical keys of `rows` (message, key) on the
+    reference encoder's message vectors, L2 from TOPIC_L2 by accuracy on the validation messages
+    (`valid_q` (M, D'), their keys) whose key the head knows. Returns (head, report)."""
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    canon = (lambda k: synonyms.get(" ".join(k.split()), " ".join(k.split())))
+    keys = sorted({canon(k) for _, k in rows})
+    index = {k: i for i, k in enumerate(keys)}
+    x = embed(reference, [m for m, _ in rows], "topic messages")  # (N, D')
+    y = np.array([index[canon(k)] for _, k in rows])
+    known = np.array([canon(k) in index for k in valid_keys])
+    yv = np.array([index.get(canon(k), -1) for k in valid_keys])
+    best = None
+    for l2 in TOPIC_L2:
+        head = fit_head(x, y, len(keys), l2, balanced=False)
+        acc = float((head.probs(valid_q[known]).argmax(axis=1) == yv[known]).mean()) if known.any() else 0.0
+        log(f"  topic head l2 {l2:g}: validation key accuracy {acc:.3f} ({int(known.sum())} messages of known keys)")
+        if best is None or acc > best[0]:
+            best = (acc, l2, head)
+    acc, l2, head = best
+    return TopicHead(head, keys, synonyms), {"messages": len(rows), "keys": len(keys), "l2": l2,
+                                             "valid_key_accuracy": round(acc, 4)}
+
+
+def topic_rows(train: list[Comb], writer_rows=()) -> list[tuple[str, str]]:
+    """(message, key) for the topic head: every training combination line, and the writer's
+    training messages that state a fact (a statement about a key is about it)."""
+    out = [(c.message, c.key) for c in train]
+    for r in writer_rows:
+        if r.tag:
+            out.append((r.message, r.tag[1:].split(":", 1)[0].strip()))
+    return out
+
+
 def build_bank(encoder: MemoryEncoder, train: list[Comb], synonyms: dict[str, str]) -> KeyBank:
     return KeyBank(encoder.encode_query([c.message for c in train]), [c.key for c in train], synonyms)
 
@@ -91,7 +146,8 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
                target_false_recall: float = 0.10, shortlist: int = 10,
                features: tuple[str, ...] = DEFAULT_FEATURES, bank: KeyBank | None = None,
                store_size: int = STORE_SIZE, repeats: int = 5, log=None,
-               reference: MemoryEncoder | None = None) -> tuple[RecallPolicy, KeyBank, dict]:
+               reference: MemoryEncoder | None = None,
+               topic: list[tuple[str, str]] | None = None) -> tuple[RecallPolicy, KeyBank, dict]:
     """Fit the calibrated policy on `valid`; returns (policy, bank, report with validation metrics
     of the cosine baseline and of the fitted policy).
 
@@ -101,7 +157,9 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
     that "nothing stored is about this" is seen too), and the threshold is chosen on stores of
     `store_size` items, since how likely a wrong item is to pass a threshold grows with the number
     of stored items: it is chosen for stores of the size it is tested on. With a `reference`
-    encoder its cosine and gap join the features (`reference: base` in the policy).
+    encoder its cosine and gap join the features (`reference: base` in the policy); with `topic`
+    rows (message, key) too, a topic head is fit on them (`fit_topic`) and its features join
+    (the head is `policy_topic` in the report's objects: returned as the bank's `topic`).
     """
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -113,13 +171,22 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
     if reference is not None:
         features = tuple(features) + tuple(f for f in REFERENCE_FEATURES if f not in features)
     base = split_scores(encoder, Decider(RecallPolicy()), valid, synonyms, reference)  # cosines, (M, I)
+    head = None
+    if topic and reference is not None:
+        log(f"fitting the topic head on {len(topic)} messages ...")
+        head, topic_report = fit_topic(reference, topic, base.ref_q, base.message_keys, synonyms, log)
+        features = tuple(features) + tuple(f for f in TOPIC_FEATURES if f not in features)
 
     def draw(size: int, seed: int, without_right: float = 0.0):
         stores = substores(base, size, repeats, seed, without_right)  # (R*M,) rows of item indices
         msg = [r % len(valid) for r in range(len(stores))]
         ref = [base.ref_cos[m, st] for m, st in zip(msg, stores)] if reference is not None else [None] * len(msg)
+        # each store's own items, in the store's order; the message's reference vector is base.ref_q[m]
         return (msg, [base.truth[m, st] for m, st in zip(msg, stores)], [base.cos[m, st] for m, st in zip(msg, stores)],
                 [[base.item_keys[i] for i in st] for st in stores], ref)
+
+    def ref_q(m: int):
+        return base.ref_q[m] if base.ref_q is not None else None
 
     msg, truth, cos, keys, ref = draw(store_size, 0)  # for the threshold
     truth = np.stack(truth)  # (R*M, S)
@@ -136,12 +203,13 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
         for f_msg, f_truth, f_cos, f_keys, f_ref in fit_draws:
             for r, m in enumerate(f_msg):
                 short = np.argsort(-f_cos[r], kind="stable")[:shortlist]
-                xs.append(candidate_features(f_cos[r], f_keys[r], short, base.q[m], bank, probe, features, f_ref[r]))
+                xs.append(candidate_features(f_cos[r], f_keys[r], short, base.q[m], bank, probe, features, f_ref[r],
+                                             ref_q(m), head))
                 ys.append(f_truth[r][short])
         coef, intercept = fit_logistic(np.concatenate(xs), np.concatenate(ys))
         policy = replace(probe, coef=tuple(float(c) for c in coef), intercept=intercept)
-        decider = Decider(policy, bank)
-        final = np.stack([decider.score(cos[r], keys[r], base.q[m], ref[r]) for r, m in enumerate(msg)])
+        decider = Decider(policy, bank, head)
+        final = np.stack([decider.score(cos[r], keys[r], base.q[m], ref[r], ref_q(m)) for r, m in enumerate(msg)])
         t, metrics = choose_threshold(final, truth, target_false_recall)
         key = (metrics["false_recall"] <= target_false_recall, metrics["top1_accuracy"], -metrics["false_recall"])
         log(f"  temperature {temperature}: threshold {t:.3f}, valid top-1 {metrics['top1_accuracy']:.3f}, "
@@ -150,6 +218,9 @@ def fit_recall(encoder: MemoryEncoder, train: list[Comb], valid: list[Comb], syn
             best = (key, replace(policy, threshold=t), metrics)
     _, policy, metrics = best
     report["calibrated"] = {"threshold": policy.threshold, "temperature": policy.temperature, **metrics}
+    if head is not None:
+        report["topic"] = topic_report
+    bank.topic = head
     report["seconds"] = round(time.perf_counter() - t0, 1)
     policy = replace(policy, fit={"split": "validation", **{k: _round(v) for k, v in report.items()}})
     return policy, bank, report
@@ -164,9 +235,17 @@ def _round(v):
 
 
 def save_recall(directory: Path, policy: RecallPolicy, bank: KeyBank) -> None:
+    """The policy, its bank and (when the policy reads one) its topic head, beside the adapter;
+    a topic head of an earlier fit that this policy does not read is removed."""
 
     policy.save(directory)
-    bank.save(directory, adapter_fingerprint(directory))
+    fingerprint = adapter_fingerprint(directory)
+    bank.save(directory, fingerprint)
+    topic = getattr(bank, "topic", None)
+    if policy.needs_topic and topic is not None:
+        topic.save(directory, fingerprint)
+    elif (Path(directory) / TOPIC_FILE).is_file():
+        (Path(directory) / TOPIC_FILE).unlink()
 
 
 def reference_for(adapter_dir: Path, encoder: MemoryEncoder) -> MemoryEncoder | None:
@@ -187,9 +266,17 @@ def saved_bank(directory: Path, train: list[Comb], synonyms: dict[str, str]) -> 
     return bank if fresh else None
 
 
+def default_topic_rows(train: list[Comb], writer_file: Path | None = None) -> list[tuple[str, str]]:
+    """The topic head's rows: the training combinations and the writer's training messages with a
+    fact (`writer_file`, the bundled writer/train.csv by default; never its test split)."""
+    path = Path(writer_file) if writer_file is not None else bundled("data", "writer", "train.csv")
+    return topic_rows(train, read_writer_rows(path))
+
+
 def refit_recall(encoder_dir: Path, train_combs: Path | None = None, valid_combs: Path | None = None,
-                 target_false_recall: float = 0.10, shortlist: int = 10) -> dict:
-    """`ohlora train recall`: fit and save the second stage for an existing memory adapter."""
+                 target_false_recall: float = 0.10, shortlist: int = 10, topic: bool = True) -> dict:
+    """`ohlora train recall`: fit and save the second stage for an existing memory adapter; with
+    `topic` (and a reference encoder) the topic head too."""
 
     encoder_dir = Path(encoder_dir)
     try:
@@ -203,7 +290,9 @@ def refit_recall(encoder_dir: Path, train_combs: Path | None = None, valid_combs
     valid = load_combs(Path(valid_combs or bundled("data", "memory", "valid_combs.txt")))
     encoder = load_adapter_encoder(encoder_dir)
     bank = saved_bank(encoder_dir, train, synonyms)  # same adapter, same lines: its vectors are the same
+    reference = reference_for(encoder_dir, encoder)
+    rows = default_topic_rows(train) if topic and reference is not None else None
     policy, bank, report = fit_recall(encoder, train, valid, synonyms, target_false_recall, shortlist, bank=bank,
-                                      reference=reference_for(encoder_dir, encoder))
+                                      reference=reference, topic=rows)
     save_recall(encoder_dir, policy, bank)
     return report
