@@ -174,7 +174,7 @@ def test_train_intent_writes_a_head_that_loads_and_raises_recall(tmp_path):
     writer = FakeWriter()
     out = tmp_path / "intent"
     result = train_intent(IntentTrainConfig(ngram_sizes=(2,), l2=1e-4, l2_ngrams=1e-4), wcfg, out, writer,
-                          encoder=KeywordEncoder(WORDS), log=lambda m: None)
+                          encoder=KeywordEncoder(WORDS), log=lambda m: None, writer_id="w1")
     for f in ("intent.yaml", "head.npz", "ngrams.txt", "train_config.json", "intent_eval.json", "writer_cases.csv"):
         assert (out / f).is_file(), f
     assert result["valid"]["recall"] > 0.5 and result["test"]["recall"] > 0.5
@@ -187,8 +187,12 @@ def test_train_intent_writes_a_head_that_loads_and_raises_recall(tmp_path):
     assert alone["recall"] == 0 and steered["recall"] >= 0.5 and steered["false_store_rate"] == 0
     # calibrating the saved head again (--head): the weights are kept, the thresholds chosen anew
     again = tmp_path / "again"
+    decoded = len(writer.forced)
     redo = train_intent(IntentTrainConfig(), wcfg, again, writer, encoder=KeywordEncoder(WORDS), log=lambda m: None,
-                        head_dir=out)
+                        head_dir=out, writer_id="w1", reuse=out)
+    n_valid = sum(1 for _ in open(out / "intent_valid_cases.csv", encoding="utf-8")) - 1
+    # the validation decodes came from the first run (same writer): only the test split was decoded again
+    assert len(writer.forced) - decoded <= 3 and n_valid > 3
     assert np.array_equal(SoftmaxHead.load(again).weight, SoftmaxHead.load(out).weight)
     assert redo["threshold"] == result["threshold"] and "skip_nothing_prob" in redo
     assert (again / "ngrams.txt").read_text(encoding="utf-8") == (out / "ngrams.txt").read_text(encoding="utf-8")

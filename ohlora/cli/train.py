@@ -260,7 +260,11 @@ def train_guard_cmd(train_file, valid_file, base, max_false_positive, output):
 @click.option("--head", default=None,
               help="Calibrate this head again ('default': the shipped one, or a directory) instead of "
                    "fitting a new one: its weights are kept, its thresholds chosen anew.")
-def train_intent_cmd(writer, base, encoder, min_precision, max_false_store, output, max_skip_recall_loss, head):
+@click.option("--reuse", type=click.Path(exists=True, path_type=Path), default=None,
+              help="An earlier run's directory: the writer's decodes saved there (intent_valid_cases.csv, same "
+                   "writer) are taken instead of decoding those validation messages again.")
+def train_intent_cmd(writer, base, encoder, min_precision, max_false_store, output, max_skip_recall_loss, head,
+                     reuse):
     """Train the key-intent head: which memory key a message states a fact under, or nothing.
 
     A softmax head on EmbeddingGemma (and character n-grams) over the writer's key schema, fitted on
@@ -269,7 +273,8 @@ def train_intent_cmd(writer, base, encoder, min_precision, max_false_store, outp
 
     cfg = IntentTrainConfig(base=encoder, min_precision=min_precision, max_false_store=max_false_store,
                             max_skip_recall_loss=max_skip_recall_loss)
-    result = run_train_intent(cfg, writer, base, output, log=lambda m: click.echo(m, err=True), head=head)
+    result = run_train_intent(cfg, writer, base, output, log=lambda m: click.echo(m, err=True), head=head,
+                              reuse=reuse)
     click.echo(json.dumps(result, ensure_ascii=False, default=float))
 
 

@@ -34,7 +34,7 @@ from ohlora.errors import OhloraError
 from ohlora.evaluation.writer import evaluate_writer, same_item
 from ohlora.memory.heads import SoftmaxHead
 from ohlora.memory.intent import NOTHING, IntentPolicy, IntentWriter, KeyIntent, prepare, resolve_intent
-from ohlora.memory.loading import attach_writer, shipped_writer_adapter
+from ohlora.memory.loading import adapter_fingerprint, attach_writer, shipped_writer_adapter
 from ohlora.memory.ngrams import NgramVocabulary
 from ohlora.memory.synonyms import load_synonyms
 from ohlora.memory.writer import validate_tag
@@ -122,11 +122,37 @@ def choose_skip(cases: list[dict], threshold: float, cfg: IntentTrainConfig,
     return None, {**base, "skip_nothing_prob": None}
 
 
+def tag_text(tag) -> str:
+    return tag.text if tag is not None else ""
+
+
+def earlier_decodes(path: Path | None, writer_id: str) -> tuple[dict, dict]:
+    """The writer's decodes of an earlier calibration (its intent_valid_cases.csv) by the same
+    writer (`writer_id`, its adapter's content hash): ({message: own tag}, {(message, key): forced
+    tag}), "" for nothing. A message the writer decoded once need not be decoded again: its
+    decode does not depend on the head (only which key is forced does)."""
+    if path is None or not writer_id:
+        return {}, {}
+    path = Path(path) / VALID_CASES if Path(path).is_dir() else Path(path)
+    if not path.is_file():
+        return {}, {}
+    own, forced = {}, {}
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("writer") == writer_id:
+                own[row["message"]] = row["own"]
+                forced[(row["message"], row["key"])] = row["forced"]
+    return own, forced
+
+
 def train_intent(cfg: IntentTrainConfig, writer_cfg: WriterTrainConfig, output: Path, writer, encoder=None,
-                 synonyms: dict | None = None, log=None, head_dir: Path | None = None) -> dict:
+                 synonyms: dict | None = None, log=None, head_dir: Path | None = None,
+                 writer_id: str = "", reuse: Path | None = None) -> dict:
     """Fit, calibrate (with `writer`, a ConstrainedWriter) and save the head into `output`; returns
     the validation and test figures. `head_dir`: calibrate the head saved there instead of fitting
-    one (its weights and n-grams are copied to `output` unchanged)."""
+    one (its weights and n-grams are copied to `output` unchanged). `reuse`: an earlier
+    calibration's directory (or its cases CSV) whose decodes by the same writer (`writer_id`) are
+    taken instead of decoding again."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     synonyms = synonyms or {}
     train_rows, valid_rows = training_rows(writer_cfg)
@@ -160,14 +186,18 @@ def train_intent(cfg: IntentTrainConfig, writer_cfg: WriterTrainConfig, output: 
     iw = IntentWriter(intent, writer)
     cases = []
     predicted = intent.predict([r.message for r in valid_rows])
-    log(f"Calibrating on {len(valid_rows)} validation messages (the writer decodes each twice) ...")
+    own_seen, forced_seen = earlier_decodes(reuse, writer_id)
+    log(f"Calibrating on {len(valid_rows)} validation messages (the writer decodes each twice; "
+        f"{len(own_seen)} of an earlier calibration reused) ...")
     for r, it in tqdm(list(zip(valid_rows, predicted)), desc="calibrating", unit="msg", file=sys.stderr):
-        forced = iw.decide(r.message, it, threshold=0.0)
-        own = writer.write(r.message)
-        ok = lambda res: res.tag is not None and any(same_item(res.tag, e, synonyms) for e in r.accepted)  # noqa: E731
+        forced = forced_seen.get((r.message, it.key))
+        forced = forced if forced is not None else tag_text(iw.decide(r.message, it, threshold=0.0).tag)
+        own = own_seen.get(r.message)
+        own = own if own is not None else tag_text(writer.write(r.message).tag)
+        ok = lambda text: bool(text) and any(same_item(validate_tag(text).tag, e, synonyms) for e in r.accepted)  # noqa: E731
         cases.append({"message": r.message, "key": it.key, "p_key": it.p_key, "p_nothing": it.p_nothing, "due": r.due,
-                      "forced": forced.tag.text if forced.tag else "", "own": own.tag.text if own.tag else "", "forced_stored": forced.tag is not None,
-                      "forced_right": ok(forced), "own_stored": own.tag is not None, "own_right": ok(own)})
+                      "forced": forced, "own": own, "forced_stored": bool(forced), "forced_right": ok(forced),
+                      "own_stored": bool(own), "own_right": ok(own), "writer": writer_id})
     threshold, valid = choose_threshold(cases, cfg)
     skip, valid = choose_skip(cases, threshold, cfg)
     output = Path(output)
@@ -202,11 +232,13 @@ def train_intent(cfg: IntentTrainConfig, writer_cfg: WriterTrainConfig, output: 
 
 
 def run_train_intent(cfg: IntentTrainConfig, writer: str = "default", base: str | None = None,
-                     output: Path | None = None, log=None, head: str | None = None) -> dict:
+                     output: Path | None = None, log=None, head: str | None = None,
+                     reuse: Path | None = None) -> dict:
     """`ohlora train intent`: load the chat's base with the writer adapter (`writer`: "default",
     the one shipped for the base, or a directory), then `train_intent` into `output`
     [default: $OHLORA_HOME/intent/<encoder base>]. `head` ("default": the shipped one, or a
-    directory): calibrate that head again instead of fitting a new one."""
+    directory): calibrate that head again instead of fitting a new one; `reuse`: an earlier
+    calibration whose writer decodes are taken where they apply."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     spec = resolve_base(base or "gemma-3-270m")
     path = resolve_named(writer, shipped_writer_adapter(spec.name), "writer adapter")
@@ -224,4 +256,4 @@ def run_train_intent(cfg: IntentTrainConfig, writer: str = "default", base: str 
     if head and head_dir is None:
         raise OhloraError("no key-intent head is shipped for this encoder: pass --head DIR")
     return train_intent(cfg, writer_cfg, output, w, synonyms=load_synonyms(Path(writer_cfg.synonyms)), log=log,
-                        head_dir=head_dir)
+                        head_dir=head_dir, writer_id=adapter_fingerprint(path), reuse=reuse)
