@@ -149,9 +149,10 @@ def train_memory_cmd(config_path, lora_targets, **flags):
               help="The threshold is the one with the best top-1 whose false recall stays within this.")
 @click.option("--shortlist", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Items (by cosine) that the second stage scores.")
-@click.option("--topic/--no-topic", default=True, show_default=True,
+@click.option("--topic/--no-topic", default=False, show_default=True,
               help="Fit the topic head too (P(key | message) on the reference encoder's vector, from the "
-                   "training combinations and the writer's training messages) and let the decision read it.")
+                   "training combinations and the writer's training messages) and let the decision read it "
+                   "(measured: no better on validation than without it, docs/memory.md).")
 def train_recall_cmd(encoder_dir, train_combs, valid_combs, target_false_recall, shortlist, topic):
     """Fit the second recall stage of a memory adapter (ENCODER_DIR from `ohlora train memory`) on
     the validation split: the bank of training messages, the topic head, the calibrated decision

@@ -210,7 +210,9 @@ def train_intent(cfg: IntentTrainConfig, writer_cfg: WriterTrainConfig, output: 
                           ngram_sizes=tuple(cfg.ngram_sizes),
                           metrics={k: round(v, 4) for k, v in valid.items()
                                    if k not in ("threshold", "skip_nothing_prob") and v is not None}
-                          | {"valid_messages": len(valid_rows), "train_messages": len(train_rows),
+                          | {"valid_messages": len(valid_rows),
+                             "train_messages": (old_policy.metrics.get("train_messages") if head_dir is not None
+                                                else len(train_rows)),
                              "classes": 1 + len(keys)})
     head.save(output)
     policy.save(output)

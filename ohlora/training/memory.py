@@ -45,7 +45,7 @@ from ohlora.paths import adapters_dir, bundled, move_aside
 from ohlora.settings import load_config
 from ohlora.training.llm import _copy_licence
 from ohlora.training.memory_embed import TrainEmbedder
-from ohlora.training.recall_fit import check_valid_combs, default_topic_rows, fit_recall, save_recall
+from ohlora.training.recall_fit import check_valid_combs, fit_recall, save_recall
 
 
 @dataclass(frozen=True)
@@ -197,9 +197,8 @@ def fit_and_save_recall(encoder, train, valid_path: Path, test_path: Path, synon
     """Fit the second recall stage on the validation split, save it beside the adapter, and
     return the shipped pipeline's metrics on the test split."""
 
-    rows = default_topic_rows(train) if reference is not None else None
     policy, bank, _ = fit_recall(encoder, train, load_combs(valid_path), synonyms, target_false_recall, log=log,
-                                 reference=reference, topic=rows)
+                                 reference=reference)
     save_recall(out, policy, bank)
     test = split_scores(encoder, Decider(policy, bank, getattr(bank, "topic", None)), load_combs(test_path),
                         synonyms, reference)

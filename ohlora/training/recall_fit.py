@@ -274,7 +274,7 @@ def default_topic_rows(train: list[Comb], writer_file: Path | None = None) -> li
 
 
 def refit_recall(encoder_dir: Path, train_combs: Path | None = None, valid_combs: Path | None = None,
-                 target_false_recall: float = 0.10, shortlist: int = 10, topic: bool = True) -> dict:
+                 target_false_recall: float = 0.10, shortlist: int = 10, topic: bool = False) -> dict:
     """`ohlora train recall`: fit and save the second stage for an existing memory adapter; with
     `topic` (and a reference encoder) the topic head too."""
 
