@@ -111,6 +111,12 @@ def test_shipped_writer_keeps_its_measured_quality(home, intent, figures):
     assert (m["intent"] == "none") == (intent == "none"), m
 
 
+def test_bench_writer_times_the_three_ways_side_by_side(home):
+    m = json.loads(ohlora("bench", "writer", "--limit", "3", "--json").stdout.strip().splitlines()[-1])
+    assert m["messages"] == 3 and 0 <= m["skipped"] <= 3 and m["skip_nothing_prob"] is not None, m
+    assert all(m[k]["mean_ms"] > 0 for k in ("alone", "head", "head + skip", "head_forward")), m
+
+
 def test_plain_statements_the_careful_writer_missed_are_stored(home):
     """The issue's misses (`우리 집 강아지 이름은 초코야` -> 없음): the key-intent head names the key."""
     out = ohlora("ask", "-u", "e2e4", "--json", "-t", "0", "-", input="우리 집 강아지 이름은 초코야\n"

@@ -10,6 +10,7 @@ from ohlora.bench.chat import run_chat_bench
 from ohlora.bench.memory import run_memory_bench
 from ohlora.bench.table import run_table
 from ohlora.bench.train import run_train_bench
+from ohlora.bench.writer import run_writer_bench
 from ohlora.cli.options import CONTEXT, OhloraGroup, threads_option
 from ohlora.decoding.choices import WEIGHTS
 from ohlora.errors import OhloraError
@@ -66,6 +67,24 @@ def bench_memory(encoder, base, sizes, queries, output, as_json):
     if not ns or min(ns) < 1 or queries < 1:
         raise OhloraError("--sizes and --queries must be positive")
     run_memory_bench(encoder, base, ns, queries, as_json, output or home_dir() / "bench" / "memory.md")
+
+
+@bench.command("writer")
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model (the writer's).")
+@click.option("--intent", default="default", show_default=True,
+              help="Key-intent head with a skip_nothing_prob ('default': shipped, or a directory).")
+@click.option("--limit", type=click.IntRange(1, 100000), default=120, show_default=True,
+              help="Messages of the writer's test split to time.")
+@click.option("--file", "file_", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Writer CSV message,tag,also to time instead [bundled test split].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the table here [default: $OHLORA_HOME/bench/writer.md].")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on the last line.")
+def bench_writer(base, intent, limit, file_, output, as_json):
+    """The memory writer's time per message, side by side in one run: the writer alone, with the
+    key-intent head, and with the head skipping the writer when it is sure there is no fact."""
+
+    run_writer_bench(base, intent, limit, as_json, output or home_dir() / "bench" / "writer.md", file_)
 
 
 @bench.command("chat")
