@@ -51,7 +51,7 @@ RATES = ("answered_right", "stored_right", "recalled_right", "wrong_value_rate")
 CASE_FIELDS = ["id", "conversation", "kind", "n_facts", "n_filler", "key", "expected", "question", "answer",
                "answered_right", "stored_right", "recalled_right", "wrong_value", "wrong_values", "wrong_from",
                "recalled", "recall_score", "stored", "fact_writes", "facts_stored_when_told", "extra_items",
-               "history_turns", "finish_reason", "ms_question", "ms_turn_mean"]
+               "history_turns", "finish_reason", "memory_retries", "ms_question", "ms_turn_mean"]
 
 
 def squash(text: str) -> str:
@@ -158,7 +158,7 @@ def run_script(engine, store, script: LoopScript, synonyms: dict[str, str], othe
         "recall_score": round(r.recalled.score, 4) if r.recalled is not None else "",
         "stored": " ; ".join(i.text for i in items), "fact_writes": " ; ".join(writes),
         "facts_stored_when_told": told, "extra_items": extra, "history_turns": r.history_turns,
-        "finish_reason": r.finish_reason, "ms_question": round(t, 1), "ms_turn_mean": round(float(np.mean(ms)), 1),
+        "finish_reason": r.finish_reason, "memory_retries": r.memory_retries, "ms_question": round(t, 1), "ms_turn_mean": round(float(np.mean(ms)), 1),
         "_ms": ms,
     }
 
@@ -173,6 +173,7 @@ def loop_metrics(cases: list[dict]) -> dict:
     stored = [c for c in cases if c["stored_right"]]
     recalled = [c for c in cases if c["recalled_right"]]
     m["recalled_right_when_stored"] = _rate(stored, "recalled_right")
+    m["questions_retried"] = _rate(cases, "memory_retries")  # answered again for leaving the value out
     m["answered_right_when_recalled"] = _rate(recalled, "answered_right")
     m["answered_right_without_recall"] = sum(c["answered_right"] and not c["recalled_right"] for c in cases)
     m["wrong_from_script"] = sum("script" in c["wrong_from"] for c in cases)
