@@ -11,7 +11,6 @@ to a wide smile, head turn -1..1 left to right) and an emoji for the web page, s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import yaml
 
 from ohlora.errors import OhloraError
 from ohlora.formats import read_yaml
+from ohlora.paths import shipped_head
 from ohlora.memory.heads import SoftmaxHead, classifier_encoder
 
 EMOTIONS = ("neutral", "happy", "excited", "sad", "worried", "surprised", "embarrassed", "annoyed")
@@ -116,9 +116,7 @@ class Expressor:
 
 
 def shipped_expression(base: str = "embeddinggemma-300m") -> Path | None:
-
-    path = Path(str(files("ohlora").joinpath("assets", "expression", base)))
-    return path if (path / POLICY_FILE).is_file() else None
+    return shipped_head("expression", base, POLICY_FILE)
 
 
 def load_expressor(directory: Path, shared) -> Expressor:

@@ -88,3 +88,19 @@ def resolve_named(which: str | None, shipped: Path | None, what: str) -> Path | 
     if not path.is_dir():
         raise OhloraError(f"{what} directory {path} not found")
     return path
+
+
+def shipped_head(kind: str, base: str, policy_file: str) -> Path | None:
+    """A classifier head shipped in the package (assets/<kind>/<base>: the guard, the key-intent
+    head, the expression head), or None when it is not shipped (no `policy_file` there)."""
+    path = Path(bundled(kind, base))
+    return path if (path / policy_file).is_file() else None
+
+
+def resolve_head(which: str | None, shipped: Path | None, what: str, policy_file: str, trainer: str) -> Path | None:
+    """A "default|none|DIR" head setting: "default" -> `shipped` (None when not shipped), "none" ->
+    None, else DIR, which must hold `policy_file` ("<what> directory DIR has no ... (see `trainer`)")."""
+    path = resolve_named(which, shipped, what)
+    if path is not None and which != "default" and not (path / policy_file).is_file():
+        raise OhloraError(f"{what} directory {path} has no {policy_file} (see `{trainer}`)")
+    return path

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ohlora.bench.report import report
+from ohlora.config import ChatConfig
 from ohlora.datasets.writer import read_writer_rows
 from ohlora.errors import OhloraError
 from ohlora.memory.intent import IntentPolicy, IntentWriter, KeyIntent, prepare, resolve_intent
@@ -27,6 +28,7 @@ from ohlora.memory.loading import untrained_encoder
 from ohlora.memory.writer_decode import ConstrainedWriter
 from ohlora.models import set_cpu_threads
 from ohlora.paths import bundled
+from ohlora.runtime import build_runtime
 
 PRIME = "응"
 """Written (untimed) before each timed message: the writer's prefix cache then holds its prompt
@@ -41,11 +43,6 @@ def stats(ms: list[float]) -> dict:
 
 def run_writer_bench(base: str, intent: str, limit: int, as_json: bool, out: Path | None = None,
                      file_: Path | None = None) -> dict:
-    # lazy: the runtime loads torch and the models
-    from ohlora.config import ChatConfig
-    # lazy: the runtime loads torch and the models
-    from ohlora.runtime import build_runtime
-
     set_cpu_threads(1)
     intent_dir = resolve_intent(intent)
     if intent_dir is None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 import unicodedata
 from dataclasses import asdict, dataclass, field
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from ohlora.memory.ngrams import NgramVocabulary, beside
 from ohlora.memory.values import value_from_message
 from ohlora.memory.writer import WriteResult, validate_tag
 from ohlora.parsing import MemoryTag, normalize_space
-from ohlora.paths import resolve_named
+from ohlora.paths import resolve_head, shipped_head
 
 POLICY_FILE = "intent.yaml"
 CLASSIFY_TEMPLATE = "task: classification | query: {}"
@@ -125,16 +124,12 @@ class KeyIntent:
 
 
 def shipped_intent(base: str = "embeddinggemma-300m") -> Path | None:
-    path = Path(str(files("ohlora").joinpath("assets", "intent", base)))
-    return path if (path / POLICY_FILE).is_file() else None
+    return shipped_head("intent", base, POLICY_FILE)
 
 
 def resolve_intent(which: str) -> Path | None:
     """"default" -> the shipped head (None if not shipped); "none" -> None; else a directory."""
-    path = resolve_named(which, shipped_intent(), "key-intent head")
-    if path is not None and which != "default" and not (path / POLICY_FILE).is_file():
-        raise OhloraError(f"key-intent directory {path} has no {POLICY_FILE} (see `ohlora train intent`)")
-    return path
+    return resolve_head(which, shipped_intent(), "key-intent", POLICY_FILE, "ohlora train intent")
 
 
 def intents(probs: np.ndarray, keys: tuple[str, ...]) -> list[Intent]:

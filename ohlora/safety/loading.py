@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
-from ohlora.errors import OhloraError
 from ohlora.memory.loading import untrained_encoder
-from ohlora.paths import resolve_named
+from ohlora.paths import resolve_head, shipped_head
 from ohlora.safety.classifier import POLICY_FILE, GuardClassifier, GuardPolicy
 from ohlora.memory.heads import SoftmaxHead, classifier_encoder
 from ohlora.memory.ngrams import NgramVocabulary
 
 
 def shipped_guard(base: str = "embeddinggemma-300m") -> Path | None:
-    path = Path(str(files("ohlora").joinpath("assets", "guard", base)))
-    return path if (path / POLICY_FILE).is_file() else None
+    return shipped_head("guard", base, POLICY_FILE)
 
 
 def resolve_guard(which: str) -> Path | None:
     """"default" -> the shipped guard (None if not shipped); "none" -> None; else a directory."""
-    path = resolve_named(which, shipped_guard(), "guard")
-    if path is None or which == "default":
-        return path
-    if not (path / POLICY_FILE).is_file():
-        raise OhloraError(f"guard directory {path} not found or without {POLICY_FILE} (see `ohlora train guard`)")
-    return path
+    return resolve_head(which, shipped_guard(), "guard", POLICY_FILE, "ohlora train guard")
 
 
 def classification_encoder(base: str, batch_size: int = 32):
