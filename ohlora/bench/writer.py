@@ -49,7 +49,8 @@ def run_writer_bench(base: str, intent: str, limit: int, as_json: bool, out: Pat
         raise OhloraError("bench writer compares the writer with and without its key-intent head: "
                           "pass --intent default or a directory")
     rows = read_writer_rows(file_ or Path(bundled("data", "writer", "test.csv")))[:limit]
-    rt = build_runtime(ChatConfig(base=base, memory_encoder="none", memory_writer="adapter", guard="none"))
+    rt = build_runtime(ChatConfig(base=base, memory_encoder="none", memory_writer="adapter", guard="none",
+                                  summary_adapter="none"))
     writer = rt.engine.writer
     if not isinstance(writer, ConstrainedWriter):
         raise OhloraError(f"no calibrated writer adapter is shipped for {base}")
