@@ -121,6 +121,12 @@ class RecallPolicy:
             raise OhloraError(f"{path}: not a valid recall policy ({e})") from e
 
 
+def canonical_key(key: str, synonyms: dict[str, str]) -> str:
+    """The key with its spaces normalized, as its synonym group's name (좋아하는 아이돌 -> 좋아하는 가수)."""
+    key = " ".join(key.split())
+    return synonyms.get(key, key)
+
+
 class KeyBank:
     """Training messages' vectors (N, D) with their keys; votes for keys by nearest neighbours."""
 
@@ -140,8 +146,7 @@ class KeyBank:
         """The topic head fit beside this bank (`ohlora train recall`), if any; saved on its own."""
 
     def canon(self, key: str) -> str:
-        key = " ".join(key.split())
-        return self.synonyms.get(key, key)
+        return canonical_key(key, self.synonyms)
 
     def knows(self, key: str) -> bool:
         return self.canon(key) in self._index
@@ -196,8 +201,7 @@ class TopicHead:
         self._index = {k: i for i, k in enumerate(self.keys)}
 
     def canon(self, key: str) -> str:
-        key = " ".join(key.split())
-        return self.synonyms.get(key, key)
+        return canonical_key(key, self.synonyms)
 
     def item_probs(self, ref_q: np.ndarray, item_keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """((N,) P(item's key), (N,) 1 where the head knows the key) for one message vector (D,)."""

@@ -166,7 +166,6 @@ def train_intent(cfg: IntentTrainConfig, writer_cfg: WriterTrainConfig, output: 
     if encoder is None:
         encoder = classification_encoder(cfg.base)
     t0 = time.perf_counter()
-    train_p = [prepare(r.message) for r in train_rows]
     if head_dir is not None:
         old_policy = IntentPolicy.load(Path(head_dir))
         if tuple(old_policy.keys) != keys:
@@ -177,6 +176,7 @@ def train_intent(cfg: IntentTrainConfig, writer_cfg: WriterTrainConfig, output: 
         log(f"Calibrating the head in {head_dir} (not refitted) ...")
     else:
         log(f"Embedding {len(train_rows)} training and {len(valid_rows)} validation messages ...")
+        train_p = [prepare(r.message) for r in train_rows]
         xt = embed(encoder, train_p, "train")  # (N, D)
         head, ngrams, _ = fit_with_ngrams(xt, train_p, labelled(train_rows, keys), 1 + len(keys),
                                           tuple(cfg.ngram_sizes), cfg.ngram_min_count, cfg.l2, cfg.l2_ngrams,

@@ -200,7 +200,7 @@ def fit_and_save_recall(encoder, train, valid_path: Path, test_path: Path, synon
     policy, bank, _ = fit_recall(encoder, train, load_combs(valid_path), synonyms, target_false_recall, log=log,
                                  reference=reference)
     save_recall(out, policy, bank)
-    test = split_scores(encoder, Decider(policy, bank, getattr(bank, "topic", None)), load_combs(test_path),
+    test = split_scores(encoder, Decider(policy, bank, bank.topic), load_combs(test_path),
                         synonyms, reference)
     report = recall_report(test, policy.threshold, {c.key for c in train}, synonyms)
     log("recall on test (two stages): " + json.dumps({k: round(v, 4) if isinstance(v, float) else v

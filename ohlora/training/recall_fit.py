@@ -41,9 +41,11 @@ from ohlora.memory.recall import (
     RecallPolicy,
     TopicHead,
     candidate_features,
+    canonical_key,
     sigmoid,
 )
 from ohlora.memory.synonyms import load_synonyms
+from ohlora.memory.writer import validate_tag
 from ohlora.paths import bundled
 from ohlora.training.softmax_head import embed, fit_head
 
@@ -109,7 +111,9 @@ def fit_topic(reference: MemoryEncoder, rows: list[tuple[str, str]], valid_q: np
     (`valid_q` (M, D'), their keys) whose key the head knows. Returns (head, report)."""
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    canon = (lambda k: synonyms.get(" ".join(k.split()), " ".join(k.split())))
+    def canon(k: str) -> str:
+        return canonical_key(k, synonyms)
+
     keys = sorted({canon(k) for _, k in rows})
     index = {k: i for i, k in enumerate(keys)}
     x = embed(reference, [m for m, _ in rows], "topic messages")  # (N, D')
@@ -133,8 +137,8 @@ def topic_rows(train: list[Comb], writer_rows=()) -> list[tuple[str, str]]:
     training messages that state a fact (a statement about a key is about it)."""
     out = [(c.message, c.key) for c in train]
     for r in writer_rows:
-        if r.tag:
-            out.append((r.message, r.tag[1:].split(":", 1)[0].strip()))
+        if r.due:
+            out.append((r.message, validate_tag(r.tag).tag.key))
     return out
 
 
