@@ -343,3 +343,54 @@ def test_format_defaults_follow_the_kind_of_base():
     assert (enc.pooling, enc.key_loss, enc.item_template) == ("mean", 0.0, "{}")  # klue/roberta-base: the original's
     assert load_memory_train_config(loss="pair").for_kind("causal-lm").key_loss == 0.0
     assert load_memory_train_config(pooling="mean", key_loss=0).for_kind("causal-lm").pooling == "mean"  # flags win
+
+
+def test_hard_negative_sampler_puts_confused_keys_in_one_step():
+    from collections import Counter
+
+    combs = parse_combs(COMBS + "[오늘 일정: 회의] 아 오늘 너무 길다\n[반려동물: 강아지] 산책 가야지\n"
+                                "[좋아하는 음식: 김밥] 소풍 가자\n")
+    syn = load_synonyms()
+    confused = {"오늘 일정": Counter({"좋아하는 음식": 5})}
+    hard = MatrixSampler(combs, syn, k=4, positive_share=0.5, seed=0, grouped=True, confusions=confused, hard_share=1.0)
+    plain = MatrixSampler(combs, syn, k=4, positive_share=0.5, seed=0, grouped=True)
+
+    def together(s):  # steps whose two keys are the confused pair
+        return sum({syn.get(c, c) for c in s.sample(with_keys=True)[3]} == {"오늘 일정", "좋아하는 음식"}
+                   for _ in range(300))
+
+    assert together(hard) >= 80 > together(plain)  # about 1/3 of the steps against 1/6 at random
+    plain = MatrixSampler(combs, syn, k=4, positive_share=0.5, seed=0, grouped=True)
+    again = MatrixSampler(combs, syn, k=4, positive_share=0.5, seed=0, grouped=True, confusions=confused)
+    assert plain.sample() == again.sample()  # hard_share 0: the random draw is unchanged
+    with pytest.raises(OhloraError, match="hard_negatives"):
+        load_memory_train_config(loss="pair", hard_negatives=0.5)
+
+
+def test_mine_confusions_counts_the_keys_ranked_above_the_own_key():
+    from ohlora.training.memory_mining import confusion_table, mine_confusions
+
+    combs = parse_combs(COMBS)
+    vectors = {"[오늘 일정: 발표]": [1, 0, 0], "나 지금 너무 떨려": [0.6, 0.8, 0],  # own item is second
+               "[좋아하는 음식: 떡볶이]": [0, 1, 0], "저녁 뭐 먹지": [0, 1, 0]}
+
+    def embed(texts, side):
+        return torch.tensor([vectors.get(t, [0, 0, 1]) for t in texts], dtype=torch.float32), 0.0
+
+    found = mine_confusions(embed, combs, load_synonyms(), per_message=2)
+    assert found["오늘 일정"]["좋아하는 음식"] == 1
+    assert "좋아하는 음식" not in found or "오늘 일정" not in found["좋아하는 음식"]  # ranked its own first
+    assert confusion_table(found)[0]["key"] in found
+
+
+def test_train_memory_with_hard_negatives_writes_what_it_mined(tmp_path, tiny_model_dir):
+    train = tmp_path / "train.txt"
+    train.write_text(COMBS, encoding="utf-8")
+    r = CliRunner().invoke(main, ["train", "memory", "--base", str(tiny_model_dir), "--train-combs", str(train),
+                                  "--test-combs", str(train), "-o", str(tmp_path / "mem"), "--steps", "2", "--k", "4",
+                                  "--hard-negatives", "0.5", "--no-recall-fit", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((tmp_path / "mem" / "hard_negatives.csv").open(encoding="utf-8")))
+    assert rows and set(rows[0]) == {"key", "confused_with", "messages"} and rows[0]["key"] != rows[0]["confused_with"]
+    meta = (tmp_path / "mem" / "memory_encoder.yaml").read_text(encoding="utf-8")
+    assert "hard_negatives: 0.5" in meta

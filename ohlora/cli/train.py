@@ -125,6 +125,10 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
 @click.option("--contrastive", type=float, default=None,
               help="Weight of an added InfoNCE term on the matrix loss's cosines (ranks the right item "
                    "first) [0.01 EmbeddingGemma, 0 Gemma].")
+@click.option("--hard-negatives", type=click.FloatRange(0, 1), default=None,
+              help="Share of a step's keys drawn among the keys the key before it is confused with "
+                   "(mined from the encoder's own rankings before training; the list is saved as "
+                   "hard_negatives.csv) [0].")
 @threads_option()
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -45,7 +45,11 @@ from ohlora.paths import adapters_dir, bundled, move_aside
 from ohlora.settings import load_config
 from ohlora.training.llm import _copy_licence
 from ohlora.training.memory_embed import TrainEmbedder
+from ohlora.training.memory_mining import confusion_table, mine_confusions
 from ohlora.training.recall_fit import check_valid_combs, fit_recall, save_recall
+
+
+HARD_NEGATIVES_FILE = "hard_negatives.csv"
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,10 @@ class MemoryTrainConfig:
     same-key items against the step's other items, temperature `contrastive_temperature`): it
     rewards ranking the right item first, which the MSE fit alone does not; 0 turns it off."""
     contrastive_temperature: float = 0.05
+    hard_negatives: float = 0.0
+    """Matrix loss, grouped sampling: share of a step's keys drawn among the keys the key before
+    it is confused with (mined before the first step from the encoder's own rankings of the
+    training messages; memory_mining.py); 0 draws every key at random."""
     valid_combs: str = ""
     """Validation combinations: the second recall stage is fit on them (default: bundled)."""
     fit_recall: bool = True
@@ -121,6 +129,9 @@ class MemoryTrainConfig:
             (self.contrastive >= 0 and self.contrastive_temperature > 0,
              "contrastive must be >= 0 and contrastive_temperature > 0"),
             (not self.contrastive or self.loss == "matrix", "contrastive needs the matrix loss"),
+            (0 <= self.hard_negatives <= 1, "hard_negatives must be in [0, 1]"),
+            (not self.hard_negatives or (self.loss == "matrix" and self.sampling == "grouped"),
+             "hard_negatives needs the matrix loss with grouped sampling"),
             (not self.key_loss or (self.loss == "matrix" and self.layer == -1),
              "key_loss needs the matrix loss and the last layer"),
         ]
@@ -226,9 +237,13 @@ class MatrixSampler:
     """Draws K memory lines and K message lines per step; part of the messages share a key with
     the memories so that every step sees positives, not only the 0 and 1/3 of random pairs."""
 
-    def __init__(self, combs, synonyms, k: int, positive_share: float, seed: int, grouped: bool = False):
+    def __init__(self, combs, synonyms, k: int, positive_share: float, seed: int, grouped: bool = False,
+                 confusions: dict | None = None, hard_share: float = 0.0):
+        """`confusions` ({key: Counter(confused key: times)}, memory_mining) with `hard_share` > 0:
+        grouped steps draw that share of their keys as a key the previous one is confused with."""
 
         self.combs, self.k, self.share = combs, k, positive_share
+        self.confusions, self.hard_share = confusions or {}, hard_share
         self.sim = lambda a, b: key_similarity(a, b, synonyms)
         self.rng = random.Random(seed)
         self.by_key: dict[str, list] = {}
@@ -255,7 +270,7 @@ class MatrixSampler:
         """K/2 keys; for each, two lines lend their memories and two others their messages."""
         keys = [k for k, lines in self.by_key.items() if len(lines) >= 2]
         mems, msgs = [], []
-        for key in self.rng.sample(keys, min(len(keys), self.k // 2)):
+        for key in self._grouped_keys(keys):
             lines = self.by_key[key]
             picked = self.rng.sample(lines, min(4, len(lines)))
             mem_lines, msg_lines = picked[:2], (picked[2:] or picked[:2])
@@ -263,6 +278,26 @@ class MatrixSampler:
             msgs += msg_lines if len(msg_lines) == 2 else msg_lines * 2
         truth = [[self.sim(m.key, q.key) for q in msgs] for m in mems]
         return mems, msgs, truth
+
+
+    def _grouped_keys(self, keys: list[str]) -> list[str]:
+        """K/2 keys of >= 2 lines: random, or with hard negatives a `hard_share` of them each
+        drawn (weighted by how often) among the keys the key before it is confused with."""
+        n = min(len(keys), self.k // 2)
+        if not (self.confusions and self.hard_share):
+            return self.rng.sample(keys, n)
+        eligible, chosen = set(keys), []
+        while len(chosen) < n:
+            near = self.confusions.get(chosen[-1]) if chosen else None
+            if near and self.rng.random() < self.hard_share:
+                pool = [(o, w) for o, w in sorted(near.items()) if o in eligible and o not in chosen]
+                if pool:
+                    chosen.append(self.rng.choices([o for o, _ in pool], [w for _, w in pool])[0])
+                    continue
+            key = self.rng.choice(keys)
+            if key not in chosen:
+                chosen.append(key)
+        return chosen
 
 
 def check_train_combs(cfg: MemoryTrainConfig, train: list, synonyms: dict[str, str]) -> None:
@@ -327,7 +362,20 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
     embed = TrainEmbedder(model, tok, fmt, cfg.layer, keys=[c.key for c in train] if cfg.key_loss else None,
                           head=head)
 
-    sampler = MatrixSampler(train, synonyms, cfg.k, cfg.positive_share, cfg.seed, grouped=cfg.sampling == "grouped")
+    confusions = None
+    if cfg.hard_negatives:
+        log(f"Mining hard negatives: {len(train)} training messages ranked by the encoder before training ...")
+        model.eval()
+        confusions = mine_confusions(embed, train, synonyms)
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / HARD_NEGATIVES_FILE).open("w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, ["key", "confused_with", "messages"])
+            w.writeheader()
+            w.writerows(confusion_table(confusions, top=10_000))
+        log(f"{sum(map(len, confusions.values()))} confused key pairs over {len(confusions)} keys "
+            f"(the list: {HARD_NEGATIVES_FILE})")
+    sampler = MatrixSampler(train, synonyms, cfg.k, cfg.positive_share, cfg.seed, grouped=cfg.sampling == "grouped",
+                            confusions=confusions, hard_share=cfg.hard_negatives)
     train_pairs = read_pairs_from_rows(make_pairs(train, synonyms))
     rng = random.Random(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
