@@ -194,6 +194,8 @@ JSON = {"Content-Type": "application/json"}
     ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "안녕"}], "conversation": '
                              '1180591620717411303424}', "conversation"),
     ("/v1/chat/completions", "[" * 30000, None),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "안녕"}], "conversation": NaN}', "conversation"),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "안녕"}], "top_p": -Infinity}', "top_p"),
 ])
 def test_valid_json_the_server_cannot_take_is_a_400_naming_the_field(path, body, param):
     client, store, _, gen = make(replies=["응 (답변 종료)"])

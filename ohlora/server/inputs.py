@@ -2,12 +2,15 @@
 
 A body that is valid JSON but that nothing behind the routes could take is a 400 naming the field,
 here, before any route sees it: text with a lone surrogate (`"\\ud800"`: not Unicode, SQLite and
-the response encoder refuse it), an integer outside SQLite's 64 bits, nesting too deep to parse.
+the response encoder refuse it), an integer outside SQLite's 64 bits, NaN or Infinity (Python's
+json module reads them, but they are not JSON and every range check passes a NaN), nesting too
+deep to parse.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 
 from fastapi import Request
@@ -56,6 +59,8 @@ def unusable(data) -> tuple[str, str] | None:
         elif isinstance(value, int) and not isinstance(value, bool):
             if not MIN_SQLITE_INT <= value <= MAX_SQLITE_ID:
                 return where, "is an integer out of range (at most 2^63-1)"
+        elif isinstance(value, float) and not math.isfinite(value):
+            return where, "is not a finite number (NaN and Infinity are not JSON)"
         elif isinstance(value, dict):
             for k in value:
                 if SURROGATE.search(k):
