@@ -200,3 +200,72 @@ def test_train_writer_on_a_tiny_model(tmp_path, tiny_model_dir):
     leak = write_rows(tmp_path / "leak.csv", [("나 내일 면접 있어 0", "[내일 일정: 면접]", "")])
     with pytest.raises(OhloraError, match="also training messages"):
         train_writer(WriterTrainConfig(**{**cfg.__dict__, "test_file": str(leak), "output": str(tmp_path / "w2")}))
+
+
+class CharTokenizer:
+    """One token per character (id 0 is EOS): enough for the writer's decoding rules."""
+
+    eos_token_id = 0
+
+    def __init__(self, text: str):
+        self.chars = ["<eos>"] + sorted(set(text))
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.chars.index(c) for c in text]}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.chars[i] for i in ids if i)
+
+
+class ScriptedGenerator:
+    """A session whose next-token scores follow `free` (what the model would write), then any
+    character that continues the message after the value so far, then "]" after `close_after`."""
+
+    def __init__(self, tok, free: str, message: str, close_after: str):
+        self.tok, self.free, self.message, self.close_after = tok, free, message.replace(" ", ""), close_after
+
+    def session(self, prompt, max_new_tokens):
+        import contextlib
+
+        import torch
+
+        gen, out = self, []
+
+        class Session:
+            vocab = None
+
+            def logits(self):
+                text = gen.tok.decode(out)
+                value = text.split(":", 1)[1].strip() if ":" in text else ""
+                scores = torch.zeros(len(gen.tok.chars))
+                if gen.free.startswith(value) and len(value) < len(gen.free):
+                    scores[gen.tok.chars.index(gen.free[len(value)])] += 10
+                at = gen.message.find(value.replace(" ", "")) if value else -1
+                if at >= 0 and at + len(value.replace(" ", "")) < len(gen.message):
+                    scores[gen.tok.chars.index(gen.message[at + len(value.replace(" ", ""))])] += 5
+                if value.endswith(gen.close_after):
+                    scores[gen.tok.chars.index("]")] += 6
+                return scores
+
+            def advance(self, t):
+                out.append(t)
+
+        return contextlib.nullcontext(Session())
+
+
+def test_span_keys_read_the_value_off_the_message():
+    from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy
+    from ohlora.training.writer import span_keys_from
+
+    msg = "저 사회복지사 2급 자격증 있어요"
+    tok = CharTokenizer(msg + " [자격증: 값]\n없음사회복무요원")
+    gen = ScriptedGenerator(tok, "사회복무요원]", msg, close_after="급")
+    free = ConstrainedWriter(gen, tok, policy=WriterPolicy(("자격증",)))
+    assert free.decide(msg, key="자격증").text == "[자격증:사회복무요원]"  # the model's own guess
+    span = ConstrainedWriter(gen, tok, policy=WriterPolicy(("자격증",), span_keys=("자격증",)))
+    assert span.decide(msg, key="자격증").text == "[자격증:사회복지사2급]"  # "무" does not continue the message
+    other = "오늘 비 와"  # no span of it starts the value: decoded freely
+    assert span.decide(other, key="자격증").text == "[자격증:사회복무요원]"
+    rows = [WriterRow(i, f"내 이름은 민지{i}야", f"[이름: 민지{i}]") for i in range(5)]
+    rows += [WriterRow(i, f"너무 떨려 {i}", "[기분: 긴장됨]") for i in range(5)]
+    assert span_keys_from(rows, 0.9) == ("이름",) and span_keys_from(rows[:4], 0.9) == ()

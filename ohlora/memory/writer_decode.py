@@ -7,7 +7,11 @@ decodes in two parts:
 1. The opening is constrained to the answers it was trained on: " 없음" or " [key:" for a key of
    its schema (the keys of its training data, `writer_policy.yaml`). A token trie over those
    openings masks every other token, step by step (as grammar-constrained decoders do).
-2. After the key, the value is decoded greedily and freely, up to "]".
+2. After the key, the value is decoded greedily up to "]": freely, or for the schema's span keys
+   (`span_keys`: names, foods, titles, places, whose values the training messages hold word for
+   word) as a span of the message: at each step the likeliest of the top SPAN_CANDIDATES tokens
+   that keeps the value a substring of the message (spaces ignored), "]" once it is not empty.
+   Where no candidate fits, the rest of the value is decoded freely (no span fits).
 
 Two probabilities are read on the way: p_store, the model's probability of opening a tag rather
 than "없음" (at the first step where the two part), and p_key, the probability of the chosen key
@@ -29,6 +33,12 @@ from ohlora.formats import read_yaml
 from ohlora.memory.writer import Validated, WriteResult, WriterFormat, validate_tag
 
 POLICY_FILE = "writer_policy.yaml"
+SPAN_CANDIDATES = 20
+"""Span keys: how many of the likeliest next tokens may continue the value before it goes free."""
+
+
+def squashed(text: str) -> str:
+    return "".join(text.split())
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,8 @@ class WriterPolicy:
     """The schema: keys the writer may write (empty: any key, free decoding)."""
     min_store_prob: float = 0.5
     min_key_prob: float = 0.0
+    span_keys: tuple[str, ...] = ()
+    """Keys whose value is decoded as a span of the message (see the module's docstring)."""
     fit: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -44,7 +56,7 @@ class WriterPolicy:
             raise OhloraError("writer policy: min_store_prob and min_key_prob must be in [0, 1]")
 
     def save(self, directory: Path) -> Path:
-        data = {**asdict(self), "keys": list(self.keys)}
+        data = {**asdict(self), "keys": list(self.keys), "span_keys": list(self.span_keys)}
         path = Path(directory) / POLICY_FILE
         path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
         return path
@@ -56,7 +68,7 @@ class WriterPolicy:
             return cls()
         data = read_yaml(path, "writer policy", invalid="not a valid writer policy")
         try:
-            return cls(**{**data, "keys": tuple(data.get("keys", ()))})
+            return cls(**{**data, "keys": tuple(data.get("keys", ())), "span_keys": tuple(data.get("span_keys", ()))})
         except TypeError as e:
             raise OhloraError(f"{path}: not a valid writer policy ({e})") from e
 
@@ -154,10 +166,17 @@ class ConstrainedWriter:
                 key = self.trie.ends[id(node)] or None
                 if key is None:
                     return Decision(fmt.nothing, p_store, 1.0, None)
-            for _ in range(fmt.max_new_tokens - len(out)):  # the value, freely
-                probs = s.logits()
-                nxt = int(probs.argmax())
-                nxt = int(vocab[nxt]) if vocab is not None else nxt
+            opened = len(out)
+            span = squashed(message) if key in self.policy.span_keys else None
+            for _ in range(fmt.max_new_tokens - len(out)):  # the value: a span of the message, or freely
+                logits = s.logits()
+                nxt = None
+                if span is not None:
+                    nxt = self._span_token(logits, vocab, out[opened:], span)
+                    span = span if nxt is not None else None  # no candidate fits: free from here
+                if nxt is None:
+                    nxt = int(logits.argmax())
+                    nxt = int(vocab[nxt]) if vocab is not None else nxt
                 if nxt == self.tok.eos_token_id:
                     break
                 out.append(nxt)
@@ -169,6 +188,25 @@ class ConstrainedWriter:
         if "]" in text:
             text = text[:text.index("]") + 1]
         return Decision(text, p_store, p_key, key)
+
+    def _span_token(self, logits, vocab, value: list[int], span: str) -> int | None:
+        """The likeliest of the top SPAN_CANDIDATES next tokens (full ids) after the value's
+        tokens `value` that keeps it a substring of `span` (the squashed message), or that
+        closes it with "]" once it is not empty; None if none does."""
+        # lazy: torch loads only when this runs
+        import torch
+
+        top = torch.topk(logits, min(SPAN_CANDIDATES, logits.shape[-1])).indices.tolist()
+        for row in top:
+            t = int(vocab[row]) if vocab is not None else row
+            text = self.tok.decode(value + [t], skip_special_tokens=True)
+            if "]" in text or self.fmt.end in text:
+                if squashed(text.split("]")[0]) and squashed(text.split("]")[0]) in span:
+                    return t
+                continue
+            if t != self.tok.eos_token_id and squashed(text) and squashed(text) in span:
+                return t
+        return None
 
     def _leads_to(self, node: dict, label: str) -> set[int]:
         """Children of `node` from which an opening with `label` can be reached."""

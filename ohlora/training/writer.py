@@ -29,7 +29,7 @@ from ohlora.formats import read_yaml
 from ohlora.memory.loading import WRITER_NAME
 from ohlora.memory.synonyms import load_synonyms
 from ohlora.memory.writer import WriterFormat, validate_tag
-from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy
+from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy, squashed
 from ohlora.models import load_adapter, load_base, resolve_base, set_cpu_threads
 from ohlora.paths import move_aside
 from ohlora.settings import load_config
@@ -59,6 +59,10 @@ class WriterTrainConfig(TaskTrainConfig):
     batch_size: int = 16
     lora_rank: int = 8
     lora_alpha: int = 16
+    span_min_share: float = 0.9
+    """A key's values are decoded as spans of the message (WriterPolicy.span_keys) when at least
+    this share of its training rows (and at least SPAN_MIN_ROWS) hold the value word for word
+    (spaces ignored); above 1 turns spans off."""
 
 
 def load_writer_train_config(path: Path | None = None, **overrides) -> WriterTrainConfig:
@@ -82,6 +86,20 @@ def training_rows(cfg: WriterTrainConfig):
             seen.add(r.message)
             unique.append(r)
     return split_valid(unique, cfg.valid_share)
+
+
+SPAN_MIN_ROWS = 5
+
+
+def span_keys_from(rows, min_share: float, min_rows: int = SPAN_MIN_ROWS) -> tuple[str, ...]:
+    """Keys of the rows' tags whose value is a substring of the message (spaces ignored) in at
+    least `min_share` of their rows, of at least `min_rows` rows."""
+    held: dict[str, list[bool]] = {}
+    for r in rows:
+        if r.due:
+            tag = validate_tag(r.tag).tag
+            held.setdefault(tag.key, []).append(squashed(tag.value) in squashed(r.message))
+    return tuple(sorted(k for k, v in held.items() if len(v) >= min_rows and sum(v) / len(v) >= min_share))
 
 
 def schema_keys(rows) -> tuple[str, ...]:
@@ -124,7 +142,7 @@ def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[P
     _copy_licence(spec, out)
     write_train_log(out, fit.log_rows)
     synonyms = load_synonyms(Path(cfg.synonyms))
-    policy = WriterPolicy(schema_keys(train_rows + valid_rows))
+    policy = WriterPolicy(schema_keys(train_rows + valid_rows), span_keys=span_keys_from(train_rows, cfg.span_min_share))
     writer = ConstrainedWriter(FastGenerator(model, tok, vocab, adapter=model.active_adapter), tok, fmt, policy)
     if valid_rows:
         writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log, out_dir=out)
@@ -158,7 +176,8 @@ def calibrate_writer(cfg: WriterTrainConfig, log=None) -> dict:
     model = load_adapter(model, out, name=WRITER_NAME)
     fmt = WriterFormat.load(out)
     gen = FastGenerator(model, tok, load_head_vocab(out), adapter=WRITER_NAME)
-    writer = ConstrainedWriter(gen, tok, fmt, WriterPolicy(schema_keys(train_rows + valid_rows)))
+    writer = ConstrainedWriter(gen, tok, fmt, WriterPolicy(schema_keys(train_rows + valid_rows),
+                                                        span_keys=span_keys_from(train_rows, cfg.span_min_share)))
     synonyms = load_synonyms(Path(cfg.synonyms))
     writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log, out_dir=out)
     writer.policy.save(out)
