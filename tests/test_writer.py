@@ -203,18 +203,31 @@ def test_train_writer_on_a_tiny_model(tmp_path, tiny_model_dir):
 
 
 class CharTokenizer:
-    """One token per character (id 0 is EOS): enough for the writer's decoding rules."""
+    """One token per character (id 0 is EOS), except `rare` characters: two byte-like tokens
+    each, which decode to U+FFFD until both are there (as byte-fallback BPE does)."""
 
     eos_token_id = 0
 
-    def __init__(self, text: str):
-        self.chars = ["<eos>"] + sorted(set(text))
+    def __init__(self, text: str, rare: str = ""):
+        self.rare = rare
+        self.chars = ["<eos>"] + sorted(set(text) - set(rare))
+        self.halves = {c: (len(self.chars) + 2 * i, len(self.chars) + 2 * i + 1) for i, c in enumerate(rare)}
+        self.chars += [f"{c}{h}" for c in rare for h in "12"]
 
     def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [self.chars.index(c) for c in text]}
+        return {"input_ids": [i for c in text for i in (self.halves[c] if c in self.halves else [self.chars.index(c)])]}
 
     def decode(self, ids, skip_special_tokens=True):
-        return "".join(self.chars[i] for i in ids if i)
+        out, i = [], 0
+        while i < len(ids):
+            tok = self.chars[ids[i]] if ids[i] else ""
+            if len(tok) == 2 and tok[1] == "1" and i + 1 < len(ids) and ids[i + 1] == ids[i] + 1:
+                out.append(tok[0])
+                i += 2
+                continue
+            out.append("\ufffd" if len(tok) == 2 else tok)
+            i += 1
+        return "".join(out)
 
 
 class ScriptedGenerator:
@@ -239,10 +252,12 @@ class ScriptedGenerator:
                 value = text.split(":", 1)[1].strip() if ":" in text else ""
                 scores = torch.zeros(len(gen.tok.chars))
                 if gen.free.startswith(value) and len(value) < len(gen.free):
-                    scores[gen.tok.chars.index(gen.free[len(value)])] += 10
-                at = gen.message.find(value.replace(" ", "")) if value else -1
+                    scores[gen.tok(gen.free[len(value)])["input_ids"][0]] += 10
+                at = gen.message.find(value.replace(" ", ""))
                 if at >= 0 and at + len(value.replace(" ", "")) < len(gen.message):
-                    scores[gen.tok.chars.index(gen.message[at + len(value.replace(" ", ""))])] += 5
+                    scores[gen.tok(gen.message[at + len(value.replace(" ", ""))])["input_ids"][0]] += 5
+                if value.endswith("\ufffd"):  # the second half of a rare character
+                    scores[out[-1] + 1] += 20
                 if value.endswith(gen.close_after):
                     scores[gen.tok.chars.index("]")] += 6
                 return scores
@@ -264,6 +279,11 @@ def test_span_keys_read_the_value_off_the_message():
     assert free.decide(msg, key="자격증").text == "[자격증:사회복무요원]"  # the model's own guess
     span = ConstrainedWriter(gen, tok, policy=WriterPolicy(("자격증",), span_keys=("자격증",)))
     assert span.decide(msg, key="자격증").text == "[자격증:사회복지사2급]"  # "무" does not continue the message
+    trip = "연말에 괌 가기로 했어"  # 괌 is two byte tokens: the first one alone is no character yet
+    tok2 = CharTokenizer(trip + " [여행 계획: 값]\n없음하와이", rare="괌")
+    gen2 = ScriptedGenerator(tok2, "하와이]", "괌", close_after="괌")
+    writer2 = ConstrainedWriter(gen2, tok2, policy=WriterPolicy(("여행 계획",), span_keys=("여행 계획",)))
+    assert writer2.decide(trip, key="여행 계획").text == "[여행 계획:괌]"
     other = "오늘 비 와"  # no span of it starts the value: decoded freely
     assert span.decide(other, key="자격증").text == "[자격증:사회복무요원]"
     rows = [WriterRow(i, f"내 이름은 민지{i}야", f"[이름: 민지{i}]") for i in range(5)]

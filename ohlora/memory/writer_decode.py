@@ -199,12 +199,20 @@ class ConstrainedWriter:
         top = torch.topk(logits, min(SPAN_CANDIDATES, logits.shape[-1])).indices.tolist()
         for row in top:
             t = int(vocab[row]) if vocab is not None else row
+            if t == self.tok.eos_token_id:
+                continue
             text = self.tok.decode(value + [t], skip_special_tokens=True)
+            # a byte token of a rare character decodes to U+FFFD until the character is whole
+            pending = text.endswith("\ufffd")
+            text = text.rstrip("\ufffd")
+            if "\ufffd" in text:
+                continue
             if "]" in text or self.fmt.end in text:
-                if squashed(text.split("]")[0]) and squashed(text.split("]")[0]) in span:
+                head = squashed(text.split("]")[0].split(self.fmt.end)[0])
+                if head and not pending and head in span:
                     return t
                 continue
-            if t != self.tok.eos_token_id and squashed(text) and squashed(text) in span:
+            if (squashed(text) or pending) and squashed(text) in span:
                 return t
         return None
 
