@@ -255,11 +255,11 @@ class ScriptedGenerator:
                     scores[gen.tok(gen.free[len(value)])["input_ids"][0]] += 10
                 at = gen.message.find(value.replace(" ", ""))
                 if at >= 0 and at + len(value.replace(" ", "")) < len(gen.message):
-                    scores[gen.tok(gen.message[at + len(value.replace(" ", ""))])["input_ids"][0]] += 5
+                    scores[gen.tok(gen.message[at + len(value.replace(" ", ""))])["input_ids"][0]] += 8
                 if value.endswith("\ufffd"):  # the second half of a rare character
                     scores[out[-1] + 1] += 20
                 if value.endswith(gen.close_after):
-                    scores[gen.tok.chars.index("]")] += 6
+                    scores[gen.tok.chars.index("]")] += 12
                 return scores
 
             def advance(self, t):

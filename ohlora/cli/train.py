@@ -183,6 +183,9 @@ def train_recall_cmd(encoder_dir, train_combs, valid_combs, target_false_recall,
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML with settings (a `train_writer:` section or top-level keys).")
+@click.option("--span-values/--no-span-values", default=None,
+              help="Decode the values of keys whose training values are word for word in the message as "
+                   "spans of the message (writer_policy.yaml span_keys) [off].")
 @click.option("--calibrate-only", is_flag=True,
               help="Do not train: choose the store thresholds of the writer adapter at --output again "
                    "(validation split) and evaluate it on the test split.")

@@ -10,7 +10,8 @@ decodes in two parts:
 2. After the key, the value is decoded greedily up to "]": freely, or for the schema's span keys
    (`span_keys`: names, foods, titles, places, whose values the training messages hold word for
    word) as a span of the message: at each step the likeliest of the top SPAN_CANDIDATES tokens
-   that keeps the value a substring of the message (spaces ignored), "]" once it is not empty.
+   (at least SPAN_MIN_RATIO as likely as the best) that keeps the value a substring of the
+   message (spaces ignored), "]" once it is not empty.
    Where no candidate fits, the rest of the value is decoded freely (no span fits).
 
 Two probabilities are read on the way: p_store, the model's probability of opening a tag rather
@@ -22,6 +23,7 @@ chosen on the writer's validation split (`ohlora train writer`).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +37,9 @@ from ohlora.memory.writer import Validated, WriteResult, WriterFormat, validate_
 POLICY_FILE = "writer_policy.yaml"
 SPAN_CANDIDATES = 20
 """Span keys: how many of the likeliest next tokens may continue the value before it goes free."""
+SPAN_MIN_RATIO = 0.01
+"""...and how unlikely one may be against the likeliest (a token the model all but rules out is
+no span of the message, only a character that happens to occur in it)."""
 
 
 def squashed(text: str) -> str:
@@ -196,9 +201,12 @@ class ConstrainedWriter:
         # lazy: torch loads only when this runs
         import torch
 
-        top = torch.topk(logits, min(SPAN_CANDIDATES, logits.shape[-1])).indices.tolist()
-        for row in top:
+        best, top = torch.topk(logits, min(SPAN_CANDIDATES, logits.shape[-1]))
+        floor = float(best[0]) + math.log(SPAN_MIN_RATIO)
+        for score, row in zip(best.tolist(), top.tolist()):
             t = int(vocab[row]) if vocab is not None else row
+            if score < floor:
+                break
             if t == self.tok.eos_token_id:
                 continue
             text = self.tok.decode(value + [t], skip_special_tokens=True)
@@ -207,13 +215,14 @@ class ConstrainedWriter:
             text = text.rstrip("\ufffd")
             if "\ufffd" in text:
                 continue
-            if "]" in text or self.fmt.end in text:
-                head = squashed(text.split("]")[0].split(self.fmt.end)[0])
-                if head and not pending and head in span:
+            if "]" in text:  # closes the value: not empty, and nothing but spaces may end it early
+                head = text.split("]")[0]
+                if squashed(head) and not pending and self.fmt.end not in head and squashed(head) in span:
                     return t
                 continue
-            if (squashed(text) or pending) and squashed(text) in span:
-                return t
+            if self.fmt.end not in text and squashed(text) in span:
+                if not text[len(text.rstrip()):] or not self.tok.decode(value)[-1:].isspace():
+                    return t  # a bare space keeps the span, once
         return None
 
     def _leads_to(self, node: dict, label: str) -> set[int]:

@@ -59,10 +59,12 @@ class WriterTrainConfig(TaskTrainConfig):
     batch_size: int = 16
     lora_rank: int = 8
     lora_alpha: int = 16
+    span_values: bool = False
+    """Decode the values of some keys as spans of the message (WriterPolicy.span_keys): the keys
+    for which at least `span_min_share` of the training rows (and at least SPAN_MIN_ROWS) hold the
+    value word for word (spaces ignored). Off by default: on the shipped writer and key-intent
+    head it changed 3 of 776 validation decisions and no figure (docs/memory.md)."""
     span_min_share: float = 0.9
-    """A key's values are decoded as spans of the message (WriterPolicy.span_keys) when at least
-    this share of its training rows (and at least SPAN_MIN_ROWS) hold the value word for word
-    (spaces ignored); above 1 turns spans off."""
 
 
 def load_writer_train_config(path: Path | None = None, **overrides) -> WriterTrainConfig:
@@ -142,7 +144,8 @@ def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[P
     _copy_licence(spec, out)
     write_train_log(out, fit.log_rows)
     synonyms = load_synonyms(Path(cfg.synonyms))
-    policy = WriterPolicy(schema_keys(train_rows + valid_rows), span_keys=span_keys_from(train_rows, cfg.span_min_share))
+    spans = span_keys_from(train_rows, cfg.span_min_share) if cfg.span_values else ()
+    policy = WriterPolicy(schema_keys(train_rows + valid_rows), span_keys=spans)
     writer = ConstrainedWriter(FastGenerator(model, tok, vocab, adapter=model.active_adapter), tok, fmt, policy)
     if valid_rows:
         writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log, out_dir=out)
@@ -176,8 +179,8 @@ def calibrate_writer(cfg: WriterTrainConfig, log=None) -> dict:
     model = load_adapter(model, out, name=WRITER_NAME)
     fmt = WriterFormat.load(out)
     gen = FastGenerator(model, tok, load_head_vocab(out), adapter=WRITER_NAME)
-    writer = ConstrainedWriter(gen, tok, fmt, WriterPolicy(schema_keys(train_rows + valid_rows),
-                                                        span_keys=span_keys_from(train_rows, cfg.span_min_share)))
+    spans = span_keys_from(train_rows, cfg.span_min_share) if cfg.span_values else ()
+    writer = ConstrainedWriter(gen, tok, fmt, WriterPolicy(schema_keys(train_rows + valid_rows), span_keys=spans))
     synonyms = load_synonyms(Path(cfg.synonyms))
     writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log, out_dir=out)
     writer.policy.save(out)
