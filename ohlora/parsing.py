@@ -87,6 +87,11 @@ def normalize_space(s: str) -> str:
     return " ".join(s.split())
 
 
+def squashed(text: str) -> str:
+    """`text` with every space removed (Korean spacing varies: `강아지 초코` = `강아지초코`)."""
+    return "".join(text.split())
+
+
 BLANK_CHARS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 """Letters that show as nothing: the Hangul fillers (`ㅤ`, U+3164, the usual "blank message" in Korean
 chats) and the blank braille pattern."""

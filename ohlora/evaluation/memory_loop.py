@@ -38,6 +38,7 @@ from tqdm import tqdm
 from ohlora.datasets.memory_loop import Fact, LoopScript, read_loop_scripts
 from ohlora.evaluation.writer import same_item
 from ohlora.memory.synonyms import load_synonyms
+from ohlora.parsing import squashed
 from ohlora.paths import ensure_dir, home_dir
 from ohlora.runtime import build_runtime
 from ohlora.store.conversations import Turn
@@ -54,8 +55,8 @@ CASE_FIELDS = ["id", "conversation", "kind", "n_facts", "n_filler", "key", "expe
                "history_turns", "finish_reason", "memory_retries", "ms_question", "ms_turn_mean"]
 
 
-def squash(text: str) -> str:
-    return "".join(str(text).split())
+def squash(text) -> str:
+    return squashed(str(text))
 
 
 def carries(answer: str, fact: Fact) -> bool:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from ohlora.parsing import squashed
+
 _SELF = re.compile(r"(?:^|[\s,])(?:나|내|난|내가|나는|제|저|저는|제가|우리|울)(?=[\s가는의도를랑한]|$)")
 _QUESTION_END = re.compile(r"(?:지|니|냐|나|까|더라|던가|게|래|야|죠|요|어|아|자)\s*[?？!~.ㅎㅋ]*\s*$")
 _ASKING = re.compile(r"뭐|뭔|무슨|어디|언제|누구|몇|얼마|어떤|어때|기억|알아|알지|맞지|했지|였지|이었지|더라")
@@ -41,7 +43,7 @@ def asks_back(message: str) -> bool:
 
 
 def _squash(text: str) -> str:
-    return "".join(text.split()).lower()
+    return squashed(text).lower()
 
 
 def carries(answer: str, value: str) -> bool:

@@ -33,6 +33,7 @@ import yaml
 from ohlora.errors import OhloraError
 from ohlora.formats import read_yaml
 from ohlora.memory.writer import Validated, WriteResult, WriterFormat, validate_tag
+from ohlora.parsing import squashed
 
 POLICY_FILE = "writer_policy.yaml"
 SPAN_CANDIDATES = 20
@@ -40,10 +41,6 @@ SPAN_CANDIDATES = 20
 SPAN_MIN_RATIO = 0.01
 """...and how unlikely one may be against the likeliest (a token the model all but rules out is
 no span of the message, only a character that happens to occur in it)."""
-
-
-def squashed(text: str) -> str:
-    return "".join(text.split())
 
 
 @dataclass(frozen=True)

@@ -279,7 +279,6 @@ class MatrixSampler:
         truth = [[self.sim(m.key, q.key) for q in msgs] for m in mems]
         return mems, msgs, truth
 
-
     def _grouped_keys(self, keys: list[str]) -> list[str]:
         """K/2 keys of >= 2 lines: random, or with hard negatives a `hard_share` of them each
         drawn (weighted by how often) among the keys the key before it is confused with."""
@@ -371,7 +370,7 @@ def train_memory(cfg: MemoryTrainConfig, command: str = "", log=None) -> tuple[P
         with (out / HARD_NEGATIVES_FILE).open("w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, ["key", "confused_with", "messages"])
             w.writeheader()
-            w.writerows(confusion_table(confusions, top=10_000))
+            w.writerows(confusion_table(confusions))
         log(f"{sum(map(len, confusions.values()))} confused key pairs over {len(confusions)} keys "
             f"(the list: {HARD_NEGATIVES_FILE})")
     sampler = MatrixSampler(train, synonyms, cfg.k, cfg.positive_share, cfg.seed, grouped=cfg.sampling == "grouped",

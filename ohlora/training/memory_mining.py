@@ -57,7 +57,7 @@ def mine_confusions(embed, combs: list[Comb], synonyms: dict[str, str], per_mess
     return out
 
 
-def confusion_table(confusions: dict[str, Counter], top: int = 50) -> list[dict]:
-    """The most frequent confusions, for the record beside the adapter."""
+def confusion_table(confusions: dict[str, Counter], top: int | None = None) -> list[dict]:
+    """Every confusion (or the `top` most frequent), most frequent first: the record beside the adapter."""
     rows = [{"key": k, "confused_with": o, "messages": n} for k, c in confusions.items() for o, n in c.items()]
     return sorted(rows, key=lambda r: (-r["messages"], r["key"], r["confused_with"]))[:top]

@@ -29,8 +29,9 @@ from ohlora.formats import read_yaml
 from ohlora.memory.loading import WRITER_NAME
 from ohlora.memory.synonyms import load_synonyms
 from ohlora.memory.writer import WriterFormat, validate_tag
-from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy, squashed
+from ohlora.memory.writer_decode import ConstrainedWriter, WriterPolicy
 from ohlora.models import load_adapter, load_base, resolve_base, set_cpu_threads
+from ohlora.parsing import squashed
 from ohlora.paths import move_aside
 from ohlora.settings import load_config
 from ohlora.training.llm import _copy_licence
@@ -104,6 +105,13 @@ def span_keys_from(rows, min_share: float, min_rows: int = SPAN_MIN_ROWS) -> tup
     return tuple(sorted(k for k, v in held.items() if len(v) >= min_rows and sum(v) / len(v) >= min_share))
 
 
+def starting_policy(cfg: WriterTrainConfig, train_rows, valid_rows) -> WriterPolicy:
+    """The schema (the keys of all the rows) and, with `span_values`, the span keys; the store
+    thresholds are fitted on it afterwards."""
+    spans = span_keys_from(train_rows, cfg.span_min_share) if cfg.span_values else ()
+    return WriterPolicy(schema_keys(train_rows + valid_rows), span_keys=spans)
+
+
 def schema_keys(rows) -> tuple[str, ...]:
     """The keys of the writer's training rows: the schema its decoding is held to."""
 
@@ -144,9 +152,8 @@ def train_writer(cfg: WriterTrainConfig, command: str = "", log=None) -> tuple[P
     _copy_licence(spec, out)
     write_train_log(out, fit.log_rows)
     synonyms = load_synonyms(Path(cfg.synonyms))
-    spans = span_keys_from(train_rows, cfg.span_min_share) if cfg.span_values else ()
-    policy = WriterPolicy(schema_keys(train_rows + valid_rows), span_keys=spans)
-    writer = ConstrainedWriter(FastGenerator(model, tok, vocab, adapter=model.active_adapter), tok, fmt, policy)
+    writer = ConstrainedWriter(FastGenerator(model, tok, vocab, adapter=model.active_adapter), tok, fmt,
+                               starting_policy(cfg, train_rows, valid_rows))
     if valid_rows:
         writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log, out_dir=out)
     writer.policy.save(out)
@@ -179,8 +186,7 @@ def calibrate_writer(cfg: WriterTrainConfig, log=None) -> dict:
     model = load_adapter(model, out, name=WRITER_NAME)
     fmt = WriterFormat.load(out)
     gen = FastGenerator(model, tok, load_head_vocab(out), adapter=WRITER_NAME)
-    spans = span_keys_from(train_rows, cfg.span_min_share) if cfg.span_values else ()
-    writer = ConstrainedWriter(gen, tok, fmt, WriterPolicy(schema_keys(train_rows + valid_rows), span_keys=spans))
+    writer = ConstrainedWriter(gen, tok, fmt, starting_policy(cfg, train_rows, valid_rows))
     synonyms = load_synonyms(Path(cfg.synonyms))
     writer.policy, _ = fit_writer_policy(writer, valid_rows, synonyms, log=log, out_dir=out)
     writer.policy.save(out)
