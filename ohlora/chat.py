@@ -26,14 +26,15 @@ from ohlora.config import ChatConfig
 from ohlora.decoding.generator import GenerationResult, Generator, OnText
 from ohlora.errors import OhloraError
 from ohlora.expression import NEUTRAL
+from ohlora.grounding import YES_NO, Asked, FactCheck
 from ohlora.memory.answer_check import asks_back, carries
 from ohlora.memory.retrieval import Recall, Retriever
+from ohlora.memory.summarizer import SummaryResult
 from ohlora.memory.writer import ChatTagWriter, MemoryWriter, WriteResult
 from ohlora.parsing import MemoryTag, StreamFilter, check_message, is_looped, normalize_space, parse_answer
 from ohlora.prompt import PromptFormat
 from ohlora.store.conversations import ConversationStore, Turn
 from ohlora.store.memories import AddResult, MemoryStore, validate_user
-from ohlora.timecheck import wrong_date_claims
 
 FALLBACK_ANSWER = "음... 뭐라고 답해야 할지 모르겠어 😅 다시 한 번 말해 줄래?"
 SUMMARY_CACHE = 256
@@ -78,7 +79,11 @@ class TurnResult:
     guard: object | None = None
     """The ethics guard's GuardDecision when it answered instead of the model (finish "guard")."""
     date_retries: int = 0
-    """Answers thrown away because they named a wrong weekday or date (`timecheck`)."""
+    """Answers thrown away because they said a fact wrong or left an asked one out: a weekday or
+    date (`timecheck`), or one of the persona card's (`grounding`)."""
+    grounding: str = ""
+    """"repaired" when every try said a fact wrong and the wrong words were replaced by the right
+    ones; "grounded" when the answer is the sentence built from the card and the clock; "" else."""
     memory_retries: int = 0
     """Answers generated again because they left out the recalled value asked about."""
     history_turns: int = 0
@@ -110,6 +115,7 @@ class TurnResult:
                        if self.write else None),
             "guard": self.guard.as_dict() if self.guard is not None else None,
             "date_retries": self.date_retries,
+            "grounding": self.grounding,
             "memory_retries": self.memory_retries,
             "history_turns": self.history_turns,
             "conversation": self.conversation,
@@ -135,6 +141,7 @@ class ChatEngine:
         clock: Callable[[], dt.date] = dt.date.today,
         expressor=None,
         summarizer=None,
+        fact_check: FactCheck | None = None,
     ):
         self.generator = generator
         self.retriever = retriever
@@ -152,6 +159,8 @@ class ChatEngine:
         self.clock = clock
         self.expressor = expressor
         """answer -> Expression (None: every answer gets the neutral face)."""
+        self.fact_check = fact_check or FactCheck()
+        """Checks answers about dates and her card's facts (`grounding`); without a card, dates only."""
         self.summarizer = summarizer
         """Folds the turns that leave the prompt into the running summary (None: they are dropped)."""
         self._summaries: OrderedDict[str, str] = OrderedDict()
@@ -198,21 +207,29 @@ class ChatEngine:
         prompt = self.prompt_format.render(message, recalled.item.text if recalled else None, hint, shown, facts,
                                            summary)
         verdicts: list[str] = []
-        # An answer to a date question, or to a question about a recalled memory, is checked before
-        # it is shown, so it is not streamed
-        check_dates = hint is not None and self.config.time_check
+        # An answer to a date question, to a question about her card's facts, or to one about a
+        # recalled memory, is checked before it is shown, so it is not streamed
+        check = self.fact_check
+        asked = check.asked(message) if self.config.time_check else Asked()
+        check_facts = self.config.time_check and (hint is not None or bool(asked))
         check_memory = recalled is not None and self.config.memory_retries > 0 and asks_back(message)
-        held = check_dates or check_memory
+        held = check_facts or check_memory
+
+        def wrong(answer) -> bool:
+            return check_facts and answer is not None and bool(check.problems(asked, answer.message, today))
+
         parsed, result, tries = self.answer(prompt, None if held else on_text, temperature, max_new_tokens,
                                             on_try=verdicts.append)
         t0 = self.config.temperature if temperature is None else temperature
-        date_retries = 0
-        while check_dates and parsed is not None and wrong_date_claims(parsed.message, today) \
-                and date_retries < self.config.date_retries:
+        date_retries, grounding, seen = 0, "", [parsed]
+        while wrong(parsed) and date_retries < self.config.date_retries:
             date_retries += 1  # the successor's rule: try again a little warmer
             parsed, result, more = self.answer(prompt, None, t0 + 0.1 * date_retries, max_new_tokens,
                                                on_try=verdicts.append)
             tries += more
+            seen.append(parsed)
+        if wrong(parsed):  # every try said a fact wrong: mend one, else say it from the card
+            parsed, grounding = self._ground(asked, [a for a in seen if a is not None], today)
         memory_retries = 0
         if check_memory and parsed is not None and not carries(parsed.message, recalled.item.value):
             while memory_retries < self.config.memory_retries:
@@ -220,15 +237,14 @@ class ChatEngine:
                 again, res, more = self.answer(prompt, None, t0 + 0.1 * memory_retries, max_new_tokens,
                                                on_try=verdicts.append)
                 tries += more
-                if again is not None and carries(again.message, recalled.item.value) \
-                        and not (check_dates and wrong_date_claims(again.message, today)):
+                if again is not None and carries(again.message, recalled.item.value) and not wrong(again):
                     parsed, result = again, res  # the first answer that uses the memory; none: the first stands
                     break
         if held and on_text:
             on_text(parsed.message if parsed is not None else FALLBACK_ANSWER)
         loops = verdicts.count("loop")
         base = dict(tries=tries, prompt=prompt, raw=result.text, n_tokens=result.n_tokens, loops=loops,
-                    date_retries=date_retries, memory_retries=memory_retries, history_turns=len(shown),
+                    date_retries=date_retries, memory_retries=memory_retries, grounding=grounding, history_turns=len(shown),
                     conversation=conversation, summary=summary)
         if parsed is None:
             writes = TurnWrites(user, conversation, Turn(message, FALLBACK_ANSWER))
@@ -243,6 +259,24 @@ class ChatEngine:
         folded = self.fold(user, conversation, history + [Turn(message, parsed.message)], summary, covered, writes)
         return self._done(TurnResult(parsed.message, result.finish_reason, recalled, write=write,
                                      expression=expression, folded=folded, writes=writes, **base), commit)
+
+    def _ground(self, asked: Asked, answers: list, today: dt.date):
+        """(answer, how) for a turn whose every try said a fact wrong: the first try whose wrong
+        words, replaced by the right ones, leave nothing wrong or missing ("repaired"); else the
+        sentence from the card and the clock ("grounded"); else the last try repaired as far as
+        it goes."""
+        check, offset = self.fact_check, asked.date.offset if asked.date else None
+        yes_no = asked.date is not None and bool(asked.date.claimed)  # `오늘 1일 맞나?`: a mended `맞아!` lies
+        for a in answers:
+            fixed = check.repair(a.message, today, offset)
+            if fixed != a.message and yes_no and YES_NO.search(fixed):
+                continue
+            if not check.problems(asked, fixed, today):
+                return replace(a, message=fixed), "repaired"
+        sentence = check.grounded(asked, today)
+        if sentence:
+            return replace(answers[-1], message=sentence), "grounded"
+        return replace(answers[-1], message=check.repair(answers[-1].message, today, offset)), "repaired"
 
     def _done(self, result: TurnResult, commit: bool) -> TurnResult:
         return self.commit(result) if commit else result
@@ -285,7 +319,10 @@ class ChatEngine:
         upto = len(turns) - len(self.fit_history(turns))  # the first turn the next prompt shows
         if upto <= covered:
             return None
-        result = self.summarizer.fold(summary, turns[max(covered, upto - MAX_FOLD):upto])
+        said_by_guard = getattr(self.guard, "said", None)
+        chunk = [t for t in turns[max(covered, upto - MAX_FOLD):upto]
+                 if said_by_guard is None or not said_by_guard(t.answer)]  # the guard's turns are not folded
+        result = self.summarizer.fold(summary, chunk) if chunk else SummaryResult(summary, "guard turns only", "", 0.0, 0)
         pending = writes if writes is not None else TurnWrites(user, conversation)
         pending.summary = (result.summary, upto)
         kept = conversation is not None and self.conversations is not None

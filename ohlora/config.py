@@ -78,10 +78,13 @@ class ChatConfig:
     adapter: "default" (the one shipped for the base), a directory from `ohlora train summary`,
     or "none" (they are dropped)."""
     time_check: bool = True
-    """Check answers to date questions (a wrong weekday/date for today or tomorrow, or the weekend
-    on a weekday) and retry them warmer; such answers are shown once checked, not streamed."""
+    """Check answers about the day and about her (`grounding.FactCheck`): a wrong weekday/date for
+    today or tomorrow, the weekend on a weekday, or an age, birthday, MBTI, school, ... against the
+    persona card, and an asked fact left out. Such answers are retried warmer, then repaired or
+    answered from the card and the clock; they are shown once checked, not streamed."""
     date_retries: int = 2
-    """How many times a wrong-date answer is generated again (temperature +0.1 each time)."""
+    """How many times an answer with a wrong or missing fact (a date, or the card's) is generated
+    again (temperature +0.1 each time) before it is repaired or answered from the card."""
     memory_retries: int = 2
     """When the user asks her back about themself (`내 강아지 이름 뭐였지?`) and a memory was
     recalled, an answer that leaves its value out is generated again (temperature +0.1 each time)

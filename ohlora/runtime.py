@@ -44,6 +44,7 @@ from ohlora.models import (
 )
 from ohlora.paths import memory_db_path, resolve_named
 from ohlora.persona import FILENAME as PERSONA_FILE
+from ohlora.grounding import FactCheck
 from ohlora.persona import PersonaCard, time_hinter
 from ohlora.prompt import PromptFormat
 from ohlora.safety.classifier import GuardPolicy
@@ -110,7 +111,7 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
     guard = build_guard(cfg, retriever, store, log)
     engine = ChatEngine(generator, retriever, store, fmt, cfg, writer=writer,
                         guard=guard, conversations=ConversationStore(store), facts_fn=card.facts,
-                        expressor=build_expressor(retriever), summarizer=summarizer)
+                        expressor=build_expressor(retriever), summarizer=summarizer, fact_check=FactCheck(card))
     engine.hint_fn = time_hinter(card, clock=lambda: engine.clock())  # one clock for the hint and the check
     return Runtime(engine, store, time.perf_counter() - t0, name, card)
 

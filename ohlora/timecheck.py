@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 
 from ohlora.persona import WEEKDAYS
 
@@ -23,16 +24,36 @@ _CLAUSE = re.compile(r"[.!?~,\n]|…|그리고|근데|그런데")
 # ("토요일에 놀자", "3일까지"): the name must be followed by a copula or end the clause
 _IS = r"(?=\s*(?:이야|이잖아|이니까|이라|이네|인데|이지|이다|이고|이었|야|임|$))"
 _WEEKDAY = re.compile("(?:" + "|".join(w[0] for w in WEEKDAYS) + r")요일" + _IS)
-_DATE = re.compile(r"(?:(\d{1,2})\s*월\s*)?(\d{1,2})\s*일(?!요일)" + _IS)
+_DATE = re.compile(r"(?:(\d{1,2})\s*월\s*)?(\d{1,2})\s*일(?!요일)" + _IS[:-1] + r"|\s*[월화수목금토일]요일)")
+"""A date said to be the day: before a copula, at the clause's end, or before its weekday (`12월 7일 금요일이야`)."""
 _WEEKEND = re.compile(r"주말")
 _WEEKDAY_WORD = re.compile(r"평일")
 _NEGATED = re.compile(r"주말(?:이|은|도)?\s*(?:아니|아냐|아님)|평일(?:이|은)?\s*(?:아니|아냐|아님)")
 
 
-def wrong_date_claims(answer: str, today: dt.date) -> list[str]:
-    """What the answer says wrongly about 오늘/내일/모레 (empty when nothing is wrong)."""
-    wrong, offset = [], None
+@dataclass(frozen=True)
+class Claim:
+    """A fact an answer states wrongly: `said` at answer[start:end], where `right` belongs."""
+
+    start: int
+    end: int
+    said: str
+    right: str
+    why: str
+
+    def __str__(self) -> str:
+        return self.why
+
+
+def date_claims(answer: str, today: dt.date, default_offset: int | None = None) -> list[Claim]:
+    """The weekdays and dates the answer says wrongly of 오늘/내일/모레, with their places and
+    the right words. `default_offset`: the day (0 today, 1 tomorrow) that clauses before any day
+    word are about, for an answer to a question about that day (`12월 2일 월요일이야!` to `오늘
+    무슨 요일이야?`); None: such clauses are not read."""
+    wrong, offset, pos = [], default_offset, 0
     for clause in _CLAUSE.split(answer):
+        at = answer.find(clause, pos)  # where this clause starts in the answer
+        pos = at + len(clause)
         named = [(clause.find(w), off) for w, off in DAY_WORDS.items() if w in clause]
         if named:
             offset = min(named)[1]  # the first day word of the clause decides
@@ -41,20 +62,29 @@ def wrong_date_claims(answer: str, today: dt.date) -> list[str]:
         day = today + dt.timedelta(days=offset)
         label = next(w for w, o in DAY_WORDS.items() if o == offset)
         for m in _WEEKDAY.finditer(clause):
-            said = m.group(0)
-            if said != WEEKDAYS[day.weekday()]:
-                wrong.append(f"{label} {said} (is {WEEKDAYS[day.weekday()]})")
+            said, right = m.group(0), WEEKDAYS[day.weekday()]
+            if said != right:
+                wrong.append(Claim(at + m.start(), at + m.end(), said, right, f"{label} {said} (is {right})"))
         for m in _DATE.finditer(clause):
             month, d = m.group(1), int(m.group(2))
             if d != day.day or (month and int(month) != day.month):
-                wrong.append(f"{label} {m.group(0).strip()} (is {day.month}월 {day.day}일)")
+                right = f"{day.month}월 {day.day}일" if month else f"{day.day}일"
+                wrong.append(Claim(at + m.start(), at + m.end(), m.group(0), right,
+                                   f"{label} {m.group(0).strip()} (is {day.month}월 {day.day}일)"))
         weekend = day.weekday() >= 5
         if not _NEGATED.search(clause):
             if _WEEKEND.search(clause) and not weekend and _says_is(clause, "주말"):
-                wrong.append(f"{label} 주말 (is a weekday)")
+                i = at + clause.find("주말")
+                wrong.append(Claim(i, i + 2, "주말", "평일", f"{label} 주말 (is a weekday)"))
             if _WEEKDAY_WORD.search(clause) and weekend and _says_is(clause, "평일"):
-                wrong.append(f"{label} 평일 (is the weekend)")
+                i = at + clause.find("평일")
+                wrong.append(Claim(i, i + 2, "평일", "주말", f"{label} 평일 (is the weekend)"))
     return wrong
+
+
+def wrong_date_claims(answer: str, today: dt.date) -> list[str]:
+    """What the answer says wrongly about 오늘/내일/모레 (empty when nothing is wrong)."""
+    return [c.why for c in date_claims(answer, today)]
 
 
 def _says_is(clause: str, word: str) -> bool:

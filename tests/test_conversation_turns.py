@@ -79,7 +79,8 @@ def test_a_wrong_weekday_is_retried_warmer_and_never_streamed():
 def test_date_retries_are_bounded():
     gen = FakeGenerator(["오늘은 화요일이야! (답변 종료)"] * 5)
     t = engine(gen, date_retries=2).turn("kim", "오늘 무슨 요일이야?")
-    assert t.date_retries == 2 and t.answer == "오늘은 화요일이야!"  # the last try stands
+    assert t.date_retries == 2 and t.answer == "오늘은 수요일이야!"  # no try was right: the wrong day is mended
+    assert t.grounding == "repaired" and t.tries == 3
 
 
 class FakeGuard:

@@ -21,7 +21,7 @@ ROOT = Path(ohlora.__file__).parent
 # Chat-time layers, lowest first: a module may import its own layer and the ones below.
 LAYERS = [
     ("base", ("errors", "paths", "formats", "settings", "models")),
-    ("text", ("loop_guard", "parsing", "prompt", "persona", "timecheck")),
+    ("text", ("loop_guard", "parsing", "prompt", "persona", "timecheck", "grounding")),
     ("state", ("store",)),
     ("decoding", ("decoding",)),
     ("memory", ("memory",)),

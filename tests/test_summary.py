@@ -218,3 +218,41 @@ def test_the_terminal_shows_a_fold_with_show_memory():
 
     t = TurnResult("응", "stop", None, folded=SummaryResult("사용자는 학생임.", "too long", "x" * 200, 5.0, 4))
     assert describe_memory(t) == ["  (지난 4턴 요약: 사용자는 학생임. — 새 요약 버림: too long)"]
+
+
+def test_the_guards_turns_are_not_folded_into_the_summary():
+    from ohlora.safety.guard import EthicsGuard, load_messages
+
+    guard = EthicsGuard(classifier=None, store=MemoryStore())
+    reply = load_messages()["block"]["love"].format(time="10분")
+    assert guard.said(reply) and guard.said(load_messages()["warn"]["politics"]) and not guard.said("나도 좋아!")
+    gen = FakeGenerator([f"답{i} (답변 종료)" for i in range(len(MSGS))])
+    summ = FakeSummarizer()
+    eng = engine(gen, summ)
+    eng.guard = guard
+    history = [Turn("사랑해 사귀자", reply)] + [Turn(m, f"답{i}") for i, m in enumerate(MSGS[:3])]
+    eng.fold("kim", None, history, "", 0)
+    folded = [u for _, us in summ.calls for u in us]
+    assert folded and "사랑해 사귀자" not in folded and folded[0] == MSGS[0]
+
+
+def test_a_fact_the_user_told_stays_the_users_in_the_summary():
+    from ohlora.memory.summarizer import fix_speakers, swapped_sentences
+
+    turns = [Turn("나 김치찌개 진짜 좋아해", "김치찌개 맛있지! 어디 거 좋아해?"),
+             Turn("내일 오후 3시에 치과 예약 있어", "헉 치과 무섭겠다 화이팅!"),
+             Turn("마라탕 좋아해?", "응! 나도 마라탕 완전 좋아해")]
+    assert swapped_sentences("오로라는 내일 오후 3시에 치과 예약이 있음.", turns) == ["오로라는 내일 오후 3시에 치과 예약이 있음."]
+    assert fix_speakers("사용자는 김치찌개를 좋아함. 오로라는 김치찌개를 좋아함.", turns) == "사용자는 김치찌개를 좋아함."
+    for hers in ("오로라는 자기도 마라탕을 좋아한다고 함.", "오로라는 응원함.", "오로라는 맛집을 추천함."):
+        assert swapped_sentences(hers, turns) == [], hers
+    check = validate_summary("오로라는 내일 치과 예약이 있음.", "", turns, SummaryFormat())
+    assert check.reason == "ok" and check.summary == "사용자는 내일 치과 예약이 있음."
+
+
+def test_the_speaker_check_on_its_fixed_set():
+    from ohlora.evaluation.summary import speaker_check
+
+    m = speaker_check()
+    assert m["speaker_rows"] == 60
+    assert m["speaker_swaps_caught"] >= 0.9 and m["speaker_false_flags"] <= 0.05  # measured: 29/30 and 0/30

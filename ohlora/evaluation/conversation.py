@@ -26,8 +26,8 @@ import click
 
 from ohlora.datasets.csvfile import read_csv
 from ohlora.errors import OhloraError
+from ohlora.grounding import answers_date
 from ohlora.paths import bundled, ensure_dir
-from ohlora.persona import WEEKDAYS
 from ohlora.runtime import build_runtime
 from ohlora.store.conversations import Turn
 from ohlora.timecheck import wrong_date_claims
@@ -36,6 +36,12 @@ EVAL_DAY = dt.date(2026, 12, 2)
 """The persona questions' ages hold from 2026-10-11 to 2027-10-10 (see the data README)."""
 DATE_DAYS = [dt.date(2026, 12, 2), dt.date(2026, 12, 4), dt.date(2026, 12, 5)]
 """A Wednesday, a Friday (tomorrow is the weekend) and a Saturday."""
+
+
+SUITE_FILES = {"persona": "persona_questions.csv", "persona-paraphrased": "persona_questions_paraphrased.csv",
+               "dates": "dates_questions.csv", "dates-paraphrased": "dates_questions_paraphrased.csv"}
+"""The question files of the persona and date suites; the paraphrased ones were written apart from
+the fact check's patterns (by another session, from the card alone) and held out from them."""
 
 
 def data_file(name: str) -> Path:
@@ -75,19 +81,14 @@ def load_dialogues(path: Path | None = None) -> list[dict]:
 
 
 def date_ok(kind: str, answer: str, today: dt.date) -> bool:
-    """Does the answer give the right thing for a date question of `kind`?"""
+    """Does the answer give the right thing for a date question of `kind` (and nothing wrong)?
+    The same rule the chat's fact check holds answers to (`grounding.answers_date`)."""
+    what, _, when = kind.partition("_")
+    if what not in ("weekday", "date", "weekend") or when not in ("today", "tomorrow"):
+        raise OhloraError(f"unknown date question kind {kind!r}")
     if wrong_date_claims(answer, today):
         return False
-    day = today + dt.timedelta(days=1 if kind.endswith("tomorrow") else 0)
-    if kind.startswith("weekday"):
-        return WEEKDAYS[day.weekday()] in answer or f"{WEEKDAYS[day.weekday()][0]}요일" in answer
-    if kind.startswith("date"):
-        return f"{day.day}일" in answer
-    if kind.startswith("weekend"):
-        weekend = day.weekday() >= 5
-        says_weekend = "주말" in answer and not any(n in answer for n in ("아니", "아냐", "평일"))
-        return says_weekend == weekend or (not weekend and "평일" in answer)
-    raise OhloraError(f"unknown date question kind {kind!r}")
+    return answers_date(what, answer, today + dt.timedelta(days=1 if when == "tomorrow" else 0))
 
 
 def load_long_dialogues(path: Path | None = None) -> list[dict]:
@@ -129,15 +130,17 @@ def evaluate_conversation(engine, suites=("persona", "dialogues", "dates"), limi
         engine.clock = lambda: today
         return engine.turn("eval-conversation", message, store=False, history=list(history)).answer
 
-    if "persona" in suites:
-        qs = load_persona_questions()[:limit]
-        log(f"persona: {len(qs)} questions")
+    for suite in ("persona", "persona-paraphrased"):
+        if suite not in suites:
+            continue
+        qs = load_persona_questions(data_file(SUITE_FILES[suite]))[:limit]
+        log(f"{suite}: {len(qs)} questions")
         ok = 0
         for q, check in qs:
             a = ask(q)
             ok += check.passes(a)
-            cases.append({"suite": "persona", "message": q, "answer": a, "pass": check.passes(a)})
-        metrics["persona_accuracy"] = ok / max(1, len(qs))
+            cases.append({"suite": suite, "message": q, "answer": a, "pass": check.passes(a)})
+        metrics[f"{suite.replace('-', '_')}_accuracy"] = ok / max(1, len(qs))
     if "dialogues" in suites:
         dialogues = load_dialogues()[:limit]
         log(f"dialogues: {len(dialogues)} held-out dialogues")
@@ -154,9 +157,11 @@ def evaluate_conversation(engine, suites=("persona", "dialogues", "dates"), limi
                               "answer": a, "pass": check.passes(a)})
         metrics["reference_accuracy"] = ok / max(1, n)
         metrics["reference_checks"] = n
-    if "dates" in suites:
-        rows = read_csv(data_file("dates_questions.csv"), ("question", "kind"), "date questions")[:limit]
-        log(f"dates: {len(rows)} questions x {len(DATE_DAYS)} days")
+    for suite in ("dates", "dates-paraphrased"):
+        if suite not in suites:
+            continue
+        rows = read_csv(data_file(SUITE_FILES[suite]), ("question", "kind"), "date questions")[:limit]
+        log(f"{suite}: {len(rows)} questions x {len(DATE_DAYS)} days")
         ok = n = 0
         for _, r in rows:
             for day in DATE_DAYS:
@@ -164,10 +169,11 @@ def evaluate_conversation(engine, suites=("persona", "dialogues", "dates"), limi
                 good = date_ok(r["kind"], a, day)
                 n += 1
                 ok += good
-                cases.append({"suite": "dates", "message": r["question"], "today": day.isoformat(), "answer": a,
+                cases.append({"suite": suite, "message": r["question"], "today": day.isoformat(), "answer": a,
                               "pass": good})
-        metrics["date_accuracy"] = ok / max(1, n)
-        metrics["date_questions"] = n
+        name = "date" if suite == "dates" else "date_paraphrased"
+        metrics[f"{name}_accuracy"] = ok / max(1, n)
+        metrics[f"{name}_questions"] = n
     if "long" in suites:
         engine.clock = lambda: EVAL_DAY
         metrics.update(evaluate_long(engine, limit, cases, log))

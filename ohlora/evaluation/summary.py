@@ -6,7 +6,9 @@ Metrics (a dict, as sentence-transformers' evaluators return):
 - bigram_f1: character-bigram F1 of the kept summary against the reference;
 - the same two for an extractive baseline (the previous summary, then the user's messages, cut to
   the length limit), which shows what a model adds over copying;
-- ms_mean: time per fold; reasons: why summaries were refused.
+- ms_mean: time per fold; reasons: why summaries were refused;
+- speaker_swaps_caught / speaker_false_flags: the check that gives a fact the user told back to
+  the user (`오로라는 김치찌개를 좋아함` -> `사용자는 ...`), on the fixed set `summaries/speakers.jsonl`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from tqdm import tqdm
 from ohlora.datasets.summaries import read_summary_rows
 from ohlora.errors import OhloraError
 from ohlora.memory.loading import attach_summarizer, shipped_summary_adapter
+from ohlora.memory.summarizer import swapped_sentences
 from ohlora.models import load_base, resolve_base, set_cpu_threads
 from ohlora.parsing import normalize_space
 from ohlora.paths import bundled, ensure_dir, home_dir, resolve_named
+from ohlora.store.conversations import Turn
 
 CASES_FILE = "summary_cases.csv"
 
@@ -94,6 +98,28 @@ def evaluate_summarizer(summarizer, rows, out_dir: Path | None = None, progress:
     return metrics
 
 
+def speaker_check(path: Path | None = None) -> dict:
+    """The swapped-speaker check (`summarizer.swapped_sentences`) on a fixed set of summaries
+    (`summaries/speakers.jsonl`: turns, a summary, and whether it gives the user's fact to her):
+    the share of swapped summaries caught and of correct ones it would change."""
+    path = path or Path(bundled("data", "summaries", "speakers.jsonl"))
+    rows = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise OhloraError(f"{path} line {n}: not JSON ({e.msg})") from None
+    swapped = [r for r in rows if r.get("swapped")]
+    right = [r for r in rows if not r.get("swapped")]
+
+    def flagged(r) -> bool:
+        return bool(swapped_sentences(r["summary"], [Turn(t["user"], t["answer"]) for t in r["turns"]]))
+
+    return {"speaker_rows": len(rows), "speaker_swaps_caught": sum(map(flagged, swapped)) / max(1, len(swapped)),
+            "speaker_false_flags": sum(map(flagged, right)) / max(1, len(right))}
+
+
 def run_summary_eval(which: str, base: str, file_: Path | None, output: Path | None, as_json: bool) -> dict:
     """`ohlora eval summary`: load the base and the summary adapter, evaluate, print, save the cases."""
 
@@ -109,7 +135,8 @@ def run_summary_eval(which: str, base: str, file_: Path | None, output: Path | N
     model, tok = load_base(resolve_base(base))
     _, summarizer = attach_summarizer(model, tok, Path(path))
     out = ensure_dir(Path(output or home_dir() / "eval" / "summary"))
-    metrics = {"summary_model": Path(path).name, **evaluate_summarizer(summarizer, rows, out, progress=True)}
+    metrics = {"summary_model": Path(path).name, **evaluate_summarizer(summarizer, rows, out, progress=True),
+               **speaker_check()}
     (out / "summary_metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=1), encoding="utf-8")
     if as_json:
         click.echo(json.dumps(metrics, ensure_ascii=False))

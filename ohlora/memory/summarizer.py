@@ -14,7 +14,9 @@ new summary:
 
 Every new summary is checked by `validate_summary` (length, Korean, no format leaks, no loops,
 grounded in its source, keeps the earlier summary) before it replaces the old one. A summary that
-fails keeps the previous summary, and the folded turns are dropped, as they were before.
+fails keeps the previous summary, and the folded turns are dropped, as they were before. A
+sentence that gives her what the user told (`오로라는 김치찌개를 좋아함` after the user's `나 김치찌개
+좋아해`: `swapped_sentences`) is given back to the user (`사용자는 ...`).
 """
 
 from __future__ import annotations
@@ -112,6 +114,60 @@ def kept(summary: str, previous: str) -> float:
     return sum(s in summary for s in ws) / len(ws)
 
 
+_HER = re.compile(r"^\s*오로라(?:는|가|도|의)\s")
+_CLAUSES = re.compile(r"[.!?~,\n]")
+_SELF = re.compile(r"(?<![가-힣])(?:나|난|나도|나는|내가|내|나의|저|저도|제가)(?![가-힣])")
+_PARTICLE = re.compile(r"(?:은|는|이|가|을|를|에|에서|의|도|랑|이랑|하고|와|과|로|으로|께|한테|까지|부터)$")
+
+
+def _stems(text: str) -> set[str]:
+    """The content stems of a text: words of 2+ characters (particles dropped), first two characters."""
+    out = set()
+    for w in words(text):
+        w = _PARTICLE.sub("", w) if len(w) > 2 else w
+        if len(w) >= 2 and not w.startswith(GENERIC):
+            out.add(_stem(w))
+    return out
+
+
+def swapped_sentences(summary: str, turns) -> list[str]:
+    """The summary's sentences about 오로라 that carry what the user told of themself: at least half
+    of their content stems occur in the user's lines, and at least half of those not in a clause
+    where she speaks of herself (`나도 마라탕 좋아해`). `오로라는 김치찌개를 좋아함` after `나 김치찌개 좋아해` /
+    `김치찌개 맛있지! 어디 거 좋아해?` is one; `오로라는 맛집을 추천함` is not."""
+    user = " ".join(normalize_space(t.user) for t in turns)
+    own = " ".join(c for t in turns for c in _CLAUSES.split(normalize_space(t.answer)) if _SELF.search(c))
+    out = []
+    for sentence in _split_sentences(summary):
+        if not _HER.match(sentence):
+            continue
+        stems = _stems(_HER.sub("", sentence))
+        from_user = {st for st in stems if st in user}
+        not_hers = {st for st in from_user if st not in own}
+        if not_hers and 2 * len(from_user) >= len(stems) and 2 * len(not_hers) >= len(from_user):
+            out.append(sentence)
+    return out
+
+
+def _split_sentences(summary: str) -> list[str]:
+    return [x.strip() for x in re.split(r"(?<=[.!?])\s+", summary) if x.strip()]
+
+
+def fix_speakers(summary: str, turns) -> str:
+    """The summary with each swapped sentence given back to the user (`오로라는` -> `사용자는`), or
+    dropped where the summary already says the same of the user."""
+    swapped = set(swapped_sentences(summary, turns))
+    if not swapped:
+        return summary
+    out: list[str] = []
+    for sentence in _split_sentences(summary):
+        if sentence in swapped:
+            sentence = _HER.sub(lambda m: "사용자" + m.group(0).strip()[3:] + " ", sentence, 1)
+        if sentence not in out:
+            out.append(sentence)
+    return " ".join(out)
+
+
 @dataclass(frozen=True)
 class SummaryCheck:
     summary: str | None
@@ -137,7 +193,7 @@ def validate_summary(text: str, previous: str, turns, fmt: SummaryFormat) -> Sum
         return SummaryCheck(None, "not grounded in the turns")
     if previous.strip() and kept(s, previous) < fmt.min_kept:
         return SummaryCheck(None, "lost the earlier summary")
-    return SummaryCheck(s, "ok")
+    return SummaryCheck(fix_speakers(s, turns), "ok")  # a fact the user told stays the user's
 
 
 @dataclass(frozen=True)

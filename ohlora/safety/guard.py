@@ -13,6 +13,8 @@ The clock is injected, so tests fix "now".
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -93,6 +95,13 @@ class EthicsGuard:
         self.policy = policy or EscalationPolicy()
         self.messages = messages or load_messages()
         self.clock = clock
+        self._replies = [re.compile(re.escape(str(text)).replace(r"\{time\}", ".{1,16}").replace(r"\{minutes\}", r"\d+"))
+                         for table in self.messages.values() if isinstance(table, dict) for text in table.values()]
+
+    def said(self, answer: str) -> bool:
+        """Is `answer` one of the guard's own replies (any action, category or block length)? The
+        running summary leaves such turns out: they are not what was talked about."""
+        return any(p.fullmatch(answer.strip()) for p in self._replies)
 
     def blocked(self, user: str) -> GuardDecision | None:
         """The block in force for `user`, if any (checked before a turn is even queued)."""
