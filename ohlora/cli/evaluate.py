@@ -100,11 +100,11 @@ def eval_guard_cmd(which, file_, output, as_json):
 
 @eval_.command("conversation")
 @chat_options
-@click.option("--suite", "suites", multiple=True, type=click.Choice(["persona", "persona-paraphrased", "dialogues", "dates",
-                                                               "dates-paraphrased", "long"]),
-              help="Which checks [persona, dialogues, dates]; '*-paraphrased': 50 persona and 30 date "
-                   "questions held out from the fact check's patterns; 'long': long dialogues with the "
-                   "running summary vs dropped turns vs the whole history.")
+@click.option("--suite", "suites", multiple=True, type=click.Choice(["persona", "persona-paraphrased", "persona-heldout", "dialogues",
+                                                               "dates", "dates-paraphrased", "dates-heldout", "long"]),
+              help="Which checks [persona, dialogues, dates]; '*-paraphrased' (the fact check's development "
+                   "set) and '*-heldout': 50 persona and 30 date questions each, written apart from the fact "
+                   "check; 'long': long dialogues with the running summary vs dropped turns vs the whole history.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most N items per suite.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where conversation_cases.csv and the metrics go [default: $OHLORA_HOME/eval/conversation].")
