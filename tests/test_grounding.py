@@ -148,3 +148,20 @@ def test_a_date_answer_that_names_no_day_is_read_as_the_asked_one():
     gen = FakeGenerator(["2026년 12월 2일 월요일이야! (답변 종료)"] * 3)
     t = engine(gen).turn("kim", "오늘 요일 좀 알려줘")
     assert t.grounding == "repaired" and t.answer == "2026년 12월 2일 수요일이야!"
+
+
+def test_every_question_set_loads_with_its_size():
+    from ohlora.datasets.csvfile import read_csv
+    from ohlora.evaluation.conversation import SUITE_FILES, data_file
+
+    sizes = {"persona": 49, "persona-paraphrased": 50, "persona-heldout": 50, "dates": 35, "dates-paraphrased": 30,
+             "dates-heldout": 30}
+    for suite, name in SUITE_FILES.items():
+        if suite.startswith("persona"):
+            n = len(load_persona_questions(data_file(name)))
+        else:
+            rows = read_csv(data_file(name), ("question", "kind"), suite)
+            assert {r["kind"] for _, r in rows} <= {f"{k}_{w}" for k in ("weekday", "date", "weekend")
+                                                     for w in ("today", "tomorrow")}
+            n = len(rows)
+        assert n == sizes[suite], suite
