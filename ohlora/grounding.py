@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from ohlora.persona import WEEKDAYS, PersonaCard
 from ohlora.timecheck import Claim, date_claims
 
-_QUESTION = re.compile(r"[?？]|뭐|머|뭔|뭘|무슨|무엇|언제|언젠|어디|어느|누구|누군|몇|어떻게|어때|어떤|왜|알려|말해|궁금"
-                       r"|맞아|맞지|맞나|맞니|맞냐|아니지|아냐|아니야|인가|일까|이냐|냐\b|니\b|며칠|더라")
+_QUESTION = re.compile(r"[?？]|뭐|머|뭔|뭘|무슨|무엇|언제|언젠|어디|어느|누구|누군|몇|어떻게|어때|어떤|왜|알려|말해|궁금|던가|아님|나요"
+                       r"|맞아|맞지|맞나|맞니|맞냐|아니지|아냐|아니야|인가|일까|이냐|냐\b|니\b|며칠|더라|임\s*[ㅋㅎ~]*\s*$")
 _YOU = re.compile(r"(?<![가-힣])(?:너|넌|너는|너도|너의|네가|니가|니|로라|오로라|로라야|로라는|로라도)(?![가-힣])")
 _ME = re.compile(r"(?<![가-힣])(?:내|나|난|나는|내가|나의|제|저|저는|제가|우리|울)(?![가-힣])")
 _CLAUSE = re.compile(r"[.!?~,\n]|…|그리고|근데|그런데")
@@ -145,11 +145,15 @@ def answers_date(kind: str, answer: str, day: dt.date) -> bool:
 
 
 _DAY_OFFSET = (("모레", 2), ("내일", 1), ("낼", 1), ("오늘", 0))
+_END = r"(?=\s*(?:[?？~!ㅋㅎ]|$))"
+_ASKS_IS = (r"\s*(?:이|은|는)?\s*(?:맞|아니(?!어도|라도)|아님|아냐|이지(?!만)|지\s*\?|이야\s*\?|야\s*\?|이냐|냐" + _END
+            + r"|인가|던가|이던가|더라|이더라|임" + _END + r"|이니" + _END + r"|니" + _END + r"|이에요|인지|\?)")
+"""After a named day (`화요일`, `주말`, `1일`): asked whether it is (`화요일이던가?`, `주말 아님?`, `평일임`)."""
 _DATE_Q = {
-    "weekday": re.compile(r"(?:무슨|몇|뭔|어느)\s*요일|(?<![월화수목금토일])요일\s*(?:좀\s*)?(?:뭐|머|이야|임|알려|인지|이지|이더라)"
-                          r"|[월화수목금토일]요일\s*(?:맞|아니|이지|이야\s*\?|이냐|인가|임\s*\?|이었나|이더라)"),
-    "date": re.compile(r"며칠|몇\s*일(?!\s*요일)|날짜|몇\s*월|\d{1,2}\s*일\s*(?:맞|아니|이지|이야\s*\?|인가|이냐|임\s*\?)"),
-    "weekend": re.compile(r"(?:주말|평일)\s*(?:이야|이지|임|맞|아니|인가|이냐|야\s*\?|\?|이니|이더라|이에요|인지)"),
+    "weekday": re.compile(r"(?:무슨|몇|뭔|어느)\s*요일|(?<![월화수목금토일])요일\s*(?:이|은|는)?\s*(?:좀\s*)?"
+                          r"(?:뭐|머|뭔|이야|임|알려|인지|이지|이더라|어떻게)|[월화수목금토일]요일" + _ASKS_IS),
+    "date": re.compile(r"며칠|몇\s*일(?!\s*요일)|날짜|몇\s*월|\d{1,2}\s*일" + _ASKS_IS),
+    "weekend": re.compile(r"(?:주말|평일)" + _ASKS_IS),
 }
 
 
@@ -166,7 +170,7 @@ def ask_date(message: str) -> DateAsk | None:
         if _DATE_Q[kind].search(message):
             named = _NAMED[kind].search(message)
             claimed = named.group(0).replace(" ", "") if named else ""
-            return DateAsk(kind, offset, claimed, bool(claimed) and bool(re.search(r"아니|아냐|안\s", message)))
+            return DateAsk(kind, offset, claimed, bool(claimed) and bool(re.search(r"아니|아냐|아님|안\s", message)))
     return None
 
 
@@ -321,11 +325,11 @@ def persona_topics(card: PersonaCard) -> list[Topic]:
     yy = f"{b.year % 100:02d}"
     others = tuple(w for w in WEEKDAYS if w != weekday)
     t = [
-        Topic("age", _q(r"몇\s*살|나이|살이야|살이지|살임|살\s*\?|몇\s*짤|20대|스물"), ("{age}살", "{age}"),
+        Topic("age", _q(r"몇\s*살|나이|살이야|살이지|살임|살\s*\?|몇\s*짤|[1-3]0대|스물|서른"), ("{age}살", "{age}"),
               sentence=f"나 {{age}}살이야! {b.year}년생 😊"),
         Topic("birth year", _q(r"년생|몇\s*년\s*(?:도\s*)?(?:에\s*)?태어|태어난\s*(?:연도|년도|해)|출생\s*(?:연도|년도)"), (str(b.year), f"{yy}년생"),
               sentence=f"나 {b.year}년생이야! 😊"),
-        Topic("birthday", _q(r"생일\s*(?:이|은|는)?\s*(?:\d{1,2}\s*월\s*)?(?:언제|언젠|몇|며칠|알려|무슨\s*날|뭐|머|맞)"
+        Topic("birthday", _q(r"(?:생일|귀\s*빠진\s*날|태어난\s*날(?!\S*\s*(?:무슨\s*)?요일))\s*(?:이|은|는)?\s*(?:\d{1,2}\s*월\s*)?(?:언제|언젠|몇|며칠|알려|무슨\s*날|뭐|머|맞)"
                              r"|생일\s*\S{1,4}\s*(?:은|는)?\s*언제|언제\s*(?:가\s*)?생일"
                              r"|몇\s*월\s*며칠에\s*태어|언제\s*태어"),
               (f"{b.month}월 {b.day}일", f"{b.month}월{b.day}일", f"{b.month}/{b.day}"),
@@ -343,9 +347,10 @@ def persona_topics(card: PersonaCard) -> list[Topic]:
             if not mine:
                 continue
             other = pair.replace(mine, "")
-            words = "|".join(w + "형?" for c in pair for w in (MBTI_WORDS[c], MBTI_ALSO.get(c)) if w)
+            words = "|".join(w + "(?:형|적)?" for c in pair for w in (MBTI_WORDS[c], MBTI_ALSO.get(c)) if w)
             t.append(Topic(f"MBTI {pair}", re.compile(letters.format(pair) + r"|(?:" + words + r")\S*\s*(?:이야|야|임)?\s*"
-                                                      r"(?:아니면\s*)?(?:" + words + ")"),
+                                                      r"(?:아니면\s*)?(?:" + words + ")|(?:" + words + r")\S*\s*(?:인\s*)?편"
+                                                      r"|(?<![A-Za-z])[" + pair + r"]\s*(?:임|야|이야|형|냐|인가)\s*\?"),
                            (m, f"{mine}야", f"{mine}형", f"{mine}이야", MBTI_WORDS[mine]) + ((MBTI_ALSO[mine],) if mine in MBTI_ALSO else ()),
                            (f"{other}야", f"{other}형"),
                            sentence=f"나 {m}라서 {MBTI_WORDS[mine]}형({mine})이야! 💪"))
@@ -366,15 +371,15 @@ def persona_topics(card: PersonaCard) -> list[Topic]:
         t.append(Topic("major", _q(r"전공|무슨\s*과(?!일)|학과|(?:대학|학교)에서\s*(?:뭐|무슨\s*\S+)\s*(?:공부|배워)"), accepts,
                        sentence=f"{major} 전공이야! 🤖"))
     if edu.get("year"):
-        t.append(Topic("학년", _q(r"몇\s*학년"), (str(edu["year"]),), sentence=f"{_iya(str(edu['year']))}!"))
+        t.append(Topic("학년", _q(r"몇\s*학년|학년\s*(?:이|은)?\s*(?:어떻게|뭐|머|몇)"), (str(edu["year"]),), sentence=f"{_iya(str(edu['year']))}!"))
     if edu.get("class_of"):
         cy = f"{int(edu['class_of']) % 100:02d}"
-        t.append(Topic("학번", _q(r"학번|몇\s*년도에\s*입학|언제\s*입학"), (f"{cy}학번", str(edu["class_of"])),
+        t.append(Topic("학번", _q(r"학번|몇\s*년\s*도?\s*(?:에\s*)?입학|입학\s*(?:년도|연도|언제|했)|언제\s*입학"), (f"{cy}학번", str(edu["class_of"])),
                        sentence=f"{cy}학번이야! {edu['class_of']}년에 입학했어 📚"))
     if edu.get("high_school"):
         hs = str(edu["high_school"])
         short = hs.replace("등학교", "") if hs.endswith("고등학교") else hs
-        t.append(Topic("high school", _q(r"(?:고등학교|고딩|고교)\s*(?:는|은|가|이|때)?\s*(?:학교\s*)?(?:어디|이름|어느|뭐|머)"
+        t.append(Topic("high school", _q(r"(?:고등학교|고딩|고교|고등학생)\s*(?:는|은|가|이|때)?\s*(?:\S*\s*)?(?:학교\s*)?(?:어디|이름|어느|뭐|머)"
                                          r"|(?:어느|어디|무슨)\s*고등"
                                                   r"|(?:고등학교|고딩|고교|고등)\S*\s*(?:어디\s*)?나왔"), (short,), sentence=f"{hs} 나왔어! 🏫"))
     note = str(edu.get("note") or "")
@@ -396,7 +401,7 @@ def persona_topics(card: PersonaCard) -> list[Topic]:
         bf = str(r["best_friend"])
         name, _, desc = bf.partition(" (")
         desc = desc.rstrip(")")
-        t.append(Topic("best friend", _q(r"(?:베프|절친|친한\s*친구|베스트\s*프렌드|단짝)(?:\s*친구)?\s*(?:가|는|이|은)?\s*(?:누구|누군|이름|있어|뭐|머)"
+        t.append(Topic("best friend", _q(r"(?:베프|절친|친한\s*(?:친구|애|사람)|베스트\s*프렌드|단짝)(?:\s*친구)?\s*(?:이름)?\s*(?:가|는|이|은)?\s*(?:누구|누군|이름|있어|뭐|머)"
                                      r"|누가\s*(?:베프|절친|제일\s*친해)|제일\s*친한\s*친구"), (name,),
                        sentence=f"내 베프는 {_iya(name)}! " + (f"{_iya(desc)} 🥰" if desc else "🥰")))
         if desc:
@@ -405,7 +410,7 @@ def persona_topics(card: PersonaCard) -> list[Topic]:
                            sentence=f"{name}는 내 베프! {_iya(desc)} 🥰"))
     if r.get("dream"):
         d = str(r["dream"])
-        words = tuple(w for w in d.split() if len(w) >= 2 and re.search(r"[가-힣]", w) and not w.endswith("하기"))
+        words = tuple(w for w in d.split() if len(w) >= 2 and re.fullmatch(r"[가-힣]+", w) and not w.endswith("하기"))
         t.append(Topic("dream", _q(r"꿈\s*(?:이|은)?\s*(?:뭐|머|뭔|있)(?!.*꿨)|장래\s*희망|목표\s*(?:가|는)?\s*(?:뭐|머|뭔|같은)"
                                   r"|나중에\s*뭐\s*(?:하고|할|되고)"), (d,) + words,
                        sentence=f"내 꿈은 {d}! 🚀"))

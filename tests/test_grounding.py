@@ -165,3 +165,9 @@ def test_every_question_set_loads_with_its_size():
                                                      for w in ("today", "tomorrow")}
             n = len(rows)
         assert n == sizes[suite], suite
+
+
+def test_a_word_shared_with_other_answers_does_not_count_as_the_dream(fc):
+    asked = fc.asked("장래희망 있어?")
+    assert fc.problems(asked, "난 AI로 만들어진 가상 인간이야!", WED)  # `AI로` is not her dream
+    assert fc.problems(asked, "우주 정복이 꿈이야!", WED) == []
