@@ -43,8 +43,8 @@ SUITE_FILES = {"persona": "persona_questions.csv", "persona-paraphrased": "perso
                "dates-paraphrased": "dates_questions_paraphrased.csv", "dates-heldout": "dates_questions_heldout.csv"}
 """The question files of the persona and date suites. The paraphrased and held-out ones were
 written from the card alone, by sessions that never saw the fact check's patterns; the patterns
-were then widened on the paraphrased ones' misses (a development set now), never on the
-held-out ones (README "Fact check")."""
+were widened on the paraphrased ones' misses (its development set now), never on the held-out
+ones (data README)."""
 
 
 def data_file(name: str) -> Path:
