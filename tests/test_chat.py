@@ -1,3 +1,5 @@
+import datetime as dt
+
 import pytest
 
 from ohlora.chat import FALLBACK_ANSWER, ChatEngine
@@ -78,7 +80,8 @@ def test_bad_messages_are_rejected_before_generation(fake_generator, keyword_enc
 def test_time_hint_is_rendered_when_the_hint_function_gives_one(fake_generator, keyword_encoder):
     store = MemoryStore()
     eng = ChatEngine(fake_generator, Retriever(keyword_encoder, store), store, PromptFormat(),
-                     hint_fn=lambda m: "오늘: 2026년 11월 25일 수요일" if "오늘" in m else None)
+                     hint_fn=lambda m: "오늘: 2026년 11월 25일 수요일" if "오늘" in m else None,
+                     clock=lambda: dt.date(2026, 11, 25))  # the hint's day: the answer is checked against it
     fake_generator.enqueue("수요일! (답변 종료)", "응 (답변 종료)")
     eng.turn("kim", "오늘 무슨 요일이야?")
     eng.turn("kim", "안녕")
