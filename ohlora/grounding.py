@@ -147,19 +147,28 @@ def answers_date(kind: str, answer: str, day: dt.date) -> bool:
 _DAY_OFFSET = (("모레", 2), ("내일", 1), ("낼", 1), ("오늘", 0))
 _END = r"(?=\s*(?:[?？~!ㅋㅎ]|$))"
 _ASKS_IS = (r"\s*(?:이|은|는)?\s*(?:맞|아니(?!어도|라도)|아님|아냐|이지(?!만)|지\s*\?|이야\s*\?|야\s*\?|이냐|냐" + _END
-            + r"|인가|던가|이던가|더라|이더라|임" + _END + r"|이니" + _END + r"|니" + _END + r"|이에요|인지|\?)")
+            + r"|인가|던가|이던가|더라|이더라|임" + _END + r"|이니" + _END + r"|니" + _END + r"|이에요|예요|에요|인지|\?)")
 """After a named day (`화요일`, `주말`, `1일`): asked whether it is (`화요일이던가?`, `주말 아님?`, `평일임`)."""
 _DATE_Q = {
     "weekday": re.compile(r"(?:무슨|몇|뭔|어느)\s*요일|(?<![월화수목금토일])요일\s*(?:이|은|는)?\s*(?:좀\s*)?"
                           r"(?:뭐|머|뭔|이야|임|알려|인지|이지|이더라|어떻게)|[월화수목금토일]요일" + _ASKS_IS),
     "date": re.compile(r"며칠|몇\s*일(?!\s*요일)|날짜|몇\s*월|\d{1,2}\s*일" + _ASKS_IS),
-    "weekend": re.compile(r"(?:주말|평일)" + _ASKS_IS),
+    "weekend": re.compile(r"(?:주말|평일)" + _ASKS_IS + r"|(?:주말|평일)(?:이라|이니까|인데)\S*.*(?:맞지|맞아|맞나|맞죠)"),
 }
+
+
+def chat_forms(message: str) -> str:
+    """Everyday chat spellings in their written forms, for reading questions: `수욜` -> `수요일`,
+    `어케` -> `어떻게`, `12/2` -> `12월 2일`."""
+    message = re.sub(r"([월화수목금토일])욜", r"\1요일", message)
+    message = re.sub(r"어케|어캐", "어떻게", message)
+    return re.sub(r"(?<![\d/])(1[0-2]|0?[1-9])\s*/\s*([12]\d|3[01]|0?[1-9])(?![\d/])", r"\1월 \2일", message)
 
 
 def ask_date(message: str) -> DateAsk | None:
     """The date question a message asks (`내일 무슨 요일이야?` -> weekday, +1), or None; a
     question about her birth (`무슨 요일에 태어났어?`) is a persona topic, not this."""
+    message = chat_forms(message)
     if _BORN.search(message) or not _QUESTION.search(message):
         return None
     offset = next((off for w, off in _DAY_OFFSET if w in message), None)
@@ -196,6 +205,7 @@ class FactCheck:
     # -- what the message asks -------------------------------------------------------------
     def asked(self, message: str) -> Asked:
         """What `message` asks her about (empty for a message about the user, or no question)."""
+        message = chat_forms(message)
         if not _QUESTION.search(message):
             return Asked()
         about_user = bool(_ME.search(message)) and not _YOU.search(message)
@@ -330,11 +340,11 @@ def persona_topics(card: PersonaCard) -> list[Topic]:
         Topic("birth year", _q(r"년생|몇\s*년\s*(?:도\s*)?(?:에\s*)?태어|태어난\s*(?:연도|년도|해)|출생\s*(?:연도|년도)"), (str(b.year), f"{yy}년생"),
               sentence=f"나 {b.year}년생이야! 😊"),
         Topic("birthday", _q(r"(?:생일|귀\s*빠진\s*날|태어난\s*날(?!\S*\s*(?:무슨\s*)?요일))\s*(?:이|은|는)?\s*(?:\d{1,2}\s*월\s*)?(?:언제|언젠|몇|며칠|알려|무슨\s*날|뭐|머|맞)"
-                             r"|생일\s*\S{1,4}\s*(?:은|는)?\s*언제|언제\s*(?:가\s*)?생일"
+                             r"|생일\s*\S{1,4}\s*(?:은|는)?\s*언제|언제\s*(?:가\s*)?생일|생일\S*\s.{0,20}(?:날짜|며칠|몇\s*월)"
                              r"|몇\s*월\s*며칠에\s*태어|언제\s*태어"),
               (f"{b.month}월 {b.day}일", f"{b.month}월{b.day}일", f"{b.month}/{b.day}"),
               sentence=f"내 생일은 {b.month}월 {b.day}일이야! 🎂"),
-        Topic("birth weekday", _q(r"(?:요일|주말|평일)에\s*태어|태어난\s*(?:날\S*\s*)?(?:무슨\s*)?(?:요일|주말|평일)"), (weekday,), others,
+        Topic("birth weekday", _q(r"(?:요일|주말|평일)에\s*태어|태어난\s*(?:날\S*\s*)?(?:무슨\s*)?(?:요일|주말|평일)|무슨\s*요일.{0,20}태어난\s*날"), (weekday,), others,
               sentence=f"{b.year}년 {b.month}월 {b.day}일, {weekday}에 태어났어! ✨"),
         Topic("zodiac", _q(r"별자리"), (zodiac(b),), sentence=f"나 {zodiac(b)}자리야! ✨"),
     ]
@@ -350,7 +360,8 @@ def persona_topics(card: PersonaCard) -> list[Topic]:
             words = "|".join(w + "(?:형|적)?" for c in pair for w in (MBTI_WORDS[c], MBTI_ALSO.get(c)) if w)
             t.append(Topic(f"MBTI {pair}", re.compile(letters.format(pair) + r"|(?:" + words + r")\S*\s*(?:이야|야|임)?\s*"
                                                       r"(?:아니면\s*)?(?:" + words + ")|(?:" + words + r")\S*\s*(?:인\s*)?편"
-                                                      r"|(?<![A-Za-z])[" + pair + r"]\s*(?:임|야|이야|형|냐|인가)\s*\?"),
+                                                      r"|(?<![A-Za-z])[" + pair + r"]\s*(?:임|야|이야|형|냐|인가)\s*\?"
+                                                      r"|(?:" + words + r")\s*(?:맞|이지|인가|이야\s*\?|야\s*\?)"),
                            (m, f"{mine}야", f"{mine}형", f"{mine}이야", MBTI_WORDS[mine]) + ((MBTI_ALSO[mine],) if mine in MBTI_ALSO else ()),
                            (f"{other}야", f"{other}형"),
                            sentence=f"나 {m}라서 {MBTI_WORDS[mine]}형({mine})이야! 💪"))
@@ -362,7 +373,8 @@ def persona_topics(card: PersonaCard) -> list[Topic]:
         u, major, year = edu["university"], edu.get("major", ""), edu.get("year", "")
         t.append(Topic("university", _q(r"(?<!고등)(?:학교|대학)\s*(?:는|은|랑|하고|이랑)?\s*(?:어디|이름|어느|뭐|머|무슨|전공)"
                                                  r"|(?:어느|무슨|어디)\s*(?:학교|대학)"
-                                                 r"|어디\s*다녀|재학\s*중인|다니는\s*(?:데|곳|학교|대학)"), (u,),
+                                                 r"|어디\s*다녀|재학\s*중인|다니는\s*(?:데|곳|학교|대학)"
+                                                 r"|(?:무슨|어느|어디)\s*대(?![가-힣])"), (u,),
                        sentence=" ".join(x for x in (f"나 {u}", major, _iya(year) if year else "") if x) + "! 📚"
                        if year else f"나 {_iya(u)}! 📚"))
     if edu.get("major"):
@@ -395,23 +407,24 @@ def persona_topics(card: PersonaCard) -> list[Topic]:
     foods = [str(f) for f in r.get("favorite_foods") or []]
     if foods:
         t.append(Topic("food", _q(r"좋아하는\s*(?:음식|디저트|간식|거\s*먹)|최애\s*(?:음식|디저트|간식|메뉴)"
-                                  r"|(?:음식|디저트|간식)\s*(?:은|는)?\s*(?:뭐|머|뭘)?\s*좋아|뭐\s*먹는\s*거\s*좋아"),
+                                  r"|(?:음식|디저트|간식)\s*(?:은|는)?\s*(?:뭐|머|뭘)?\s*좋아|뭐\s*먹는\s*거\s*좋아"
+                                  r"|소울\s*푸드|제일\s*좋아하는\s*(?:메뉴|먹을\s*거)"),
                        tuple(foods), sentence=f"{_and(foods)} 좋아해! 😋"))
     if r.get("best_friend"):
         bf = str(r["best_friend"])
         name, _, desc = bf.partition(" (")
         desc = desc.rstrip(")")
-        t.append(Topic("best friend", _q(r"(?:베프|절친|친한\s*(?:친구|애|사람)|베스트\s*프렌드|단짝)(?:\s*친구)?\s*(?:이름)?\s*(?:가|는|이|은)?\s*(?:누구|누군|이름|있어|뭐|머)"
+        t.append(Topic("best friend", _q(r"(?:베프|절친|친한\s*(?:친구|애|사람)|베스트\s*프렌드|단짝)(?:\s*친구)?\s*(?:이름)?\s*(?:가|는|이|은)?\s*(?:\S+\s+)?(?:누구|누군|이름|있어|뭐|머|소개)"
                                      r"|누가\s*(?:베프|절친|제일\s*친해)|제일\s*친한\s*친구"), (name,),
                        sentence=f"내 베프는 {_iya(name)}! " + (f"{_iya(desc)} 🥰" if desc else "🥰")))
         if desc:
-            t.append(Topic("who is the friend", _q(re.escape(name) + r"(?:는|은|가|이)?\s*누구"),
+            t.append(Topic("who is the friend", _q(re.escape(name) + r"(?:는|은|가|이)?\s*(?:\S+\s+)?누구"),
                            tuple(w for w in re.split(r"[\s,]+", desc) if re.fullmatch(r"[A-Za-z]{2,}", w)) or (name,),
                            sentence=f"{name}는 내 베프! {_iya(desc)} 🥰"))
     if r.get("dream"):
         d = str(r["dream"])
         words = tuple(w for w in d.split() if len(w) >= 2 and re.fullmatch(r"[가-힣]+", w) and not w.endswith("하기"))
-        t.append(Topic("dream", _q(r"꿈\s*(?:이|은)?\s*(?:뭐|머|뭔|있)(?!.*꿨)|장래\s*희망|목표\s*(?:가|는)?\s*(?:뭐|머|뭔|같은)"
+        t.append(Topic("dream", _q(r"꿈\s*(?:이|은)?\s*(?:뭐|머|뭔|있|말해|알려)(?!.*꿨)|장래\s*희망|목표\s*(?:가|는)?\s*(?:뭐|머|뭔|같은)"
                                   r"|나중에\s*뭐\s*(?:하고|할|되고)"), (d,) + words,
                        sentence=f"내 꿈은 {d}! 🚀"))
     if r.get("name_origin"):

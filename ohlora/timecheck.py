@@ -23,7 +23,8 @@ _CLAUSE = re.compile(r"[.!?~,\n]|…|그리고|근데|그런데")
 # a weekday or date said to BE the day ("수요일이야", "3일이잖아", "목요일!"), not one to do things on
 # ("토요일에 놀자", "3일까지"): the name must be followed by a copula or end the clause
 _IS = r"(?=\s*(?:이야|이잖아|이니까|이라|이네|인데|이지|이다|이고|이었|야|임|$))"
-_WEEKDAY = re.compile("(?:" + "|".join(w[0] for w in WEEKDAYS) + r")요일" + _IS)
+_WEEKDAY = re.compile("(?:" + "|".join(w[0] for w in WEEKDAYS) + r")(?:요일|욜)" + _IS)
+"""`수요일이야`, and the chat's `수욜이야`."""
 _DATE = re.compile(r"(?:(\d{1,2})\s*월\s*)?(\d{1,2})\s*일(?!요일)" + _IS[:-1] + r"|\s*[월화수목금토일]요일)")
 """A date said to be the day: before a copula, at the clause's end, or before its weekday (`12월 7일 금요일이야`)."""
 _WEEKEND = re.compile(r"주말")
@@ -63,7 +64,7 @@ def date_claims(answer: str, today: dt.date, default_offset: int | None = None) 
         label = next(w for w, o in DAY_WORDS.items() if o == offset)
         for m in _WEEKDAY.finditer(clause):
             said, right = m.group(0), WEEKDAYS[day.weekday()]
-            if said != right:
+            if said[0] != right[0]:
                 wrong.append(Claim(at + m.start(), at + m.end(), said, right, f"{label} {said} (is {right})"))
         for m in _DATE.finditer(clause):
             month, d = m.group(1), int(m.group(2))

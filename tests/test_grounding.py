@@ -171,3 +171,12 @@ def test_a_word_shared_with_other_answers_does_not_count_as_the_dream(fc):
     asked = fc.asked("장래희망 있어?")
     assert fc.problems(asked, "난 AI로 만들어진 가상 인간이야!", WED)  # `AI로` is not her dream
     assert fc.problems(asked, "우주 정복이 꿈이야!", WED) == []
+
+
+def test_chat_spellings_are_read_as_written_ones(fc):
+    assert ask_date("오늘 금욜이지?") == DateAsk("weekday", 0, "금요일")
+    assert ask_date("내일 요일 어케 돼?") == DateAsk("weekday", 1)
+    assert ask_date("혹시 오늘 12/2예요?") == DateAsk("date", 0, "2일")
+    assert [c.right for c in fc.claims("오늘 금욜이야!", WED)] == ["수요일"]
+    assert names(fc, "로라 외향형 맞지?") == ["MBTI EI"] and names(fc, "소울푸드 뭐야?") == ["food"]
+    assert names(fc, "내가 무슨 대 다닌다고 했지?") == [] and ask_date("주말이라 심심해 뭐 하지?") is None
