@@ -319,6 +319,8 @@ def date_sentence(ask: DateAsk, today: dt.date) -> str:
         label = ("응, " if true else "아니, ") + label
     if ask.kind == "weekend":
         return f"{label} {day.month}월 {day.day}일 {weekday}, " + ("주말이야! 🥳" if day.weekday() >= 5 else "평일이야!")
+    if day.weekday() >= 5:  # a weekend day is said to be one (`내일 토욜이야?? 주말이면 좋겠다`)
+        return f"{label} {day.month}월 {day.day}일 {weekday}, 주말이야! 🥳"
     return f"{label} {day.month}월 {day.day}일 {_iya(weekday)}! 📅"
 
 
