@@ -16,8 +16,9 @@ card holds:
   grounded(asked, today)        an answer built from the card and the clock alone, in her voice
 
 The chat (`ChatEngine.turn`) holds such an answer, generates again a little warmer while it has
-problems (`ChatConfig.fact_retries`), then repairs the first answer, and when even that leaves a
-problem answers with the grounded sentence: a wrong fact is never shown.
+problems (`ChatConfig.date_retries`), then shows the first try whose wrong words, replaced by the
+right ones, leave no problem, and when none does answers with the grounded sentence: a wrong fact
+is never shown.
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ MBTI_ALSO = {"S": "현실", "J": "계획", "P": "즉흥"}
 """Everyday words for a letter (`계획형이야 즉흥형이야?`), heard beside the test's own."""
 ZODIAC = [((1, 20), "물병"), ((2, 19), "물고기"), ((3, 21), "양"), ((4, 20), "황소"), ((5, 21), "쌍둥이"),
           ((6, 22), "게"), ((7, 23), "사자"), ((8, 23), "처녀"), ((9, 23), "천칭"), ((10, 23), "전갈"),
-          ((11, 23), "사수"), ((12, 25), "염소")]
+          ((11, 23), "사수"), ((12, 22), "염소")]
 """(first day, sign): a sign runs from its first day to the day before the next one's."""
 
 
 def zodiac(day: dt.date) -> str:
-    sign = "염소"  # 12-25 .. 01-19
+    sign = "염소"  # 12-22 .. 01-19
     for start, name in ZODIAC:
         if (day.month, day.day) >= start:
             sign = name

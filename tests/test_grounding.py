@@ -98,7 +98,8 @@ def test_grounded_date_sentences_pass_the_date_scoring():
 
 def test_zodiac_signs_turn_on_their_first_day():
     assert zodiac(dt.date(2003, 10, 11)) == "천칭" and zodiac(dt.date(2003, 10, 23)) == "전갈"
-    assert zodiac(dt.date(2003, 1, 5)) == "염소" and zodiac(dt.date(2003, 12, 31)) == "염소"
+    assert zodiac(dt.date(2003, 1, 5)) == "염소" and zodiac(dt.date(2003, 12, 22)) == "염소"
+    assert zodiac(dt.date(2003, 12, 21)) == "사수"
 
 
 def engine(gen, **cfg):
