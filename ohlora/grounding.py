@@ -28,13 +28,12 @@ import re
 from dataclasses import dataclass, field
 
 from ohlora.persona import WEEKDAYS, PersonaCard
-from ohlora.timecheck import Claim, date_claims
+from ohlora.timecheck import CLAUSE, Claim, date_claims
 
 _QUESTION = re.compile(r"[?？]|뭐|머|뭔|뭘|무슨|무엇|언제|언젠|어디|어느|누구|누군|몇|어떻게|어때|어떤|왜|알려|말해|궁금|던가|아님|나요"
                        r"|맞아|맞지|맞나|맞니|맞냐|아니지|아냐|아니야|인가|일까|이냐|냐\b|니\b|며칠|더라|임\s*[ㅋㅎ~]*\s*$")
 _YOU = re.compile(r"(?<![가-힣])(?:너|넌|너는|너도|너의|네가|니가|니|로라|오로라|로라야|로라는|로라도)(?![가-힣])")
 _ME = re.compile(r"(?<![가-힣])(?:내|나|난|나는|내가|나의|제|저|저는|제가|우리|울)(?![가-힣])")
-_CLAUSE = re.compile(r"[.!?~,\n]|…|그리고|근데|그런데")
 _NOT_HERS = re.compile(r"(?<![가-힣])(?:너|넌|너는|네가|니가|너도)(?![가-힣])")
 """A clause of her answer about the user (`너는 INFP구나`) states none of her facts."""
 _SCHOOLY = re.compile(r"다니|다녀|다녔|다닌|학교|대학|재학|학생|캠퍼스|입학|졸업|전공|학년|공부|학번")
@@ -261,7 +260,7 @@ class FactCheck:
         card, out, pos = self.card, [], 0
         b, raw = card.birthday, card.raw
         edu = raw.get("education") if isinstance(raw.get("education"), dict) else {}
-        for clause in _CLAUSE.split(answer):
+        for clause in CLAUSE.split(answer):
             at = answer.find(clause, pos)
             pos = at + len(clause)
             if not clause.strip() or _NOT_HERS.search(clause):

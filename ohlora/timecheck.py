@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from ohlora.persona import WEEKDAYS
 
 DAY_WORDS = {"오늘": 0, "내일": 1, "모레": 2}
-_CLAUSE = re.compile(r"[.!?~,\n]|…|그리고|근데|그런데")
+CLAUSE = re.compile(r"[.!?~,\n]|…|그리고|근데|그런데")
+"""Where an answer's clauses part (punctuation and connectives); the fact check reads them too."""
 # a weekday or date said to BE the day ("수요일이야", "3일이잖아", "목요일!"), not one to do things on
 # ("토요일에 놀자", "3일까지"): the name must be followed by a copula or end the clause
-_IS = r"(?=\s*(?:이야|이잖아|이니까|이라|이네|인데|이지|이다|이고|이었|야|임|$))"
+_COPULA = r"\s*(?:이야|이잖아|이니까|이라|이네|인데|이지|이다|이고|이었|야|임|$)"
+_IS = "(?=" + _COPULA + ")"
 _WEEKDAY = re.compile("(?:" + "|".join(w[0] for w in WEEKDAYS) + r")(?:요일|욜)" + _IS)
 """`수요일이야`, and the chat's `수욜이야`."""
-_DATE = re.compile(r"(?:(\d{1,2})\s*월\s*)?(\d{1,2})\s*일(?!요일)" + _IS[:-1] + r"|\s*[월화수목금토일]요일)")
+_DATE = re.compile(r"(?:(\d{1,2})\s*월\s*)?(\d{1,2})\s*일(?!요일)" + "(?=" + _COPULA + r"|\s*[월화수목금토일]요일)")
 """A date said to be the day: before a copula, at the clause's end, or before its weekday (`12월 7일 금요일이야`)."""
 _WEEKEND = re.compile(r"주말")
 _WEEKDAY_WORD = re.compile(r"평일")
@@ -52,7 +54,7 @@ def date_claims(answer: str, today: dt.date, default_offset: int | None = None) 
     word are about, for an answer to a question about that day (`12월 2일 월요일이야!` to `오늘
     무슨 요일이야?`); None: such clauses are not read."""
     wrong, offset, pos = [], default_offset, 0
-    for clause in _CLAUSE.split(answer):
+    for clause in CLAUSE.split(answer):
         at = answer.find(clause, pos)  # where this clause starts in the answer
         pos = at + len(clause)
         named = [(clause.find(w), off) for w, off in DAY_WORDS.items() if w in clause]

@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 
 from ohlora.datasets.csvfile import read_csv
+from ohlora.datasets.jsonlines import read_jsonl
 from ohlora.errors import OhloraError
 from ohlora.grounding import answers_date
 from ohlora.paths import bundled, ensure_dir
@@ -72,15 +73,7 @@ def load_persona_questions(path: Path | None = None) -> list[tuple[str, Check]]:
 
 
 def load_dialogues(path: Path | None = None) -> list[dict]:
-    path = path or data_file("test.jsonl")
-    out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise OhloraError(f"{path} line {n}: not JSON ({e.msg})") from None
-    return out
+    return read_jsonl(path or data_file("test.jsonl"))
 
 
 def date_ok(kind: str, answer: str, today: dt.date) -> bool:

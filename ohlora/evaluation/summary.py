@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from ohlora.datasets.jsonlines import read_jsonl
 from ohlora.datasets.summaries import read_summary_rows
 from ohlora.errors import OhloraError
 from ohlora.memory.loading import attach_summarizer, shipped_summary_adapter
@@ -102,14 +103,7 @@ def speaker_check(path: Path | None = None) -> dict:
     """The swapped-speaker check (`summarizer.swapped_sentences`) on a fixed set of summaries
     (`summaries/speakers.jsonl`: turns, a summary, and whether it gives the user's fact to her):
     the share of swapped summaries caught and of correct ones it would change."""
-    path = path or Path(bundled("data", "summaries", "speakers.jsonl"))
-    rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise OhloraError(f"{path} line {n}: not JSON ({e.msg})") from None
+    rows = read_jsonl(path or Path(bundled("data", "summaries", "speakers.jsonl")))
     swapped = [r for r in rows if r.get("swapped")]
     right = [r for r in rows if not r.get("swapped")]
 
