@@ -239,6 +239,27 @@ def test_dialogue_rows_carry_their_history_and_the_persona_facts(tmp_path):
         load_dialogue_rows(f, fmt, len, 60)
 
 
+def test_a_dialogue_after_a_summary_shows_it_in_every_row(tmp_path):
+    import json
+
+    from ohlora.datasets.sft import load_dialogue_rows
+    from ohlora.persona import PersonaCard
+
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"id": "s1", "summary": "사용자의 고양이 이름은 보리임.",
+                             "turns": [{"user": "오늘 비 온대", "answer": "우산 챙겨!"},
+                                       {"user": "우리 고양이 이름 기억나?", "answer": "보리잖아! 🐱"}]},
+                            ensure_ascii=False) + "\n", encoding="utf-8")
+    fmt = PromptFormat(persona_template="({facts})\n")
+    rows = load_dialogue_rows(f, fmt, len, budget=200)
+    assert [r.category for r in rows] == ["dialogue-summary"] * 2 and [len(r.history) for r in rows] == [0, 1]
+    prompt = rows[1].prompt(fmt, PersonaCard.load())
+    assert prompt.index("고양이 이름은 보리임") < prompt.index("오늘 비 온대") < prompt.index("우리 고양이 이름 기억나?")
+    f.write_text('{"id": "x", "summary": 3, "turns": [{"user": "안녕", "answer": "안녕!"}]}\n', encoding="utf-8")
+    with pytest.raises(OhloraError, match="summary must be a string"):
+        load_dialogue_rows(f, fmt, len, 60)
+
+
 def test_training_can_start_from_an_existing_adapter(tiny_cfg, tmp_path):
     import json
 

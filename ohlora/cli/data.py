@@ -11,6 +11,7 @@ from ohlora.cli.options import CONTEXT, OhloraGroup
 from ohlora.datasets.combinations import load_combs, write_pairs
 from ohlora.datasets.sft import check_rows, read_rows
 from ohlora.memory.synonyms import load_synonyms
+from ohlora.training.preference_data import run_build_pairs, run_sample_answers
 
 
 @click.group(cls=OhloraGroup, context_settings=CONTEXT)
@@ -51,3 +52,39 @@ def data_memory_pairs(combs, output, synonyms):
 
     n = write_pairs(load_combs(combs), load_synonyms(synonyms), output)
     click.echo(f"wrote {n} pairs to {output}")
+
+
+@data.command("sample-answers")
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="JSONL of {id, message, history, memory, summary}.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Candidates JSONL to write (the prompt rows with a `candidates` list).")
+@click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model.")
+@click.option("--adapter", default="default", show_default=True, help="Chat adapter ('default': shipped, or a dir).")
+@click.option("-n", "n", type=click.IntRange(1, 16), default=4, show_default=True, help="Answers per prompt.")
+@click.option("--temperature", type=click.FloatRange(0.05, 2.0), default=0.8, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(8, 256), default=60, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Sequences per generate call.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=0, help="CPU threads [all cores, at most 8].")
+def data_sample_answers(prompts, output, base, adapter, n, temperature, max_new_tokens, batch_size, seed, threads):
+    """Sample N answers per prompt from a chat adapter, for a judge to grade (preference pairs)."""
+
+    k = run_sample_answers(base, adapter, prompts, output, n, temperature, max_new_tokens, batch_size, seed, threads)
+    click.echo(f"wrote {n} candidates for each of {k} prompts to {output}")
+
+
+@data.command("pairs")
+@click.option("--candidates", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Candidates JSONL from `ohlora data sample-answers`.")
+@click.option("--judgments", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help='JSONL of {id, verdicts: ["good"|"bad", ...], reference, reasons}.')
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Pairs JSONL.")
+@click.option("--max-per-prompt", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_pairs(candidates, judgments, output, max_per_prompt, seed):
+    """Preference pairs from judged candidates: a good one (or the judge's reference) against a bad one."""
+
+    c = run_build_pairs(candidates, judgments, output, max_per_prompt, seed)
+    click.echo(f"{c['pairs']} pairs ({c['from_reference']} with the judge's reference) from {c['judged']} judged "
+               f"prompts, {c['good']} of {c['candidates']} candidates good -> {output}")

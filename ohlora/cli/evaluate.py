@@ -3,6 +3,7 @@ cases and metrics to a folder."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -15,6 +16,8 @@ from ohlora.evaluation.guard import run_guard_eval
 from ohlora.evaluation.llm_report import run_llm_eval
 from ohlora.evaluation.memory_loop import run_memory_loop_eval
 from ohlora.evaluation.memory_report import run_memory_eval
+from ohlora.evaluation.memory_use import MODES, run_memory_use_eval
+from ohlora.evaluation.side_by_side import run_answer, run_score
 from ohlora.evaluation.summary import run_summary_eval
 from ohlora.evaluation.writer_report import run_writer_eval
 from ohlora.paths import home_dir
@@ -134,6 +137,68 @@ def eval_memory_loop_cmd(file_, limit, output, as_json, config_path, **overrides
 
     cfg = load_chat_config(config_path, **overrides)
     run_memory_loop_eval(cfg, file_, limit, output, as_json)
+
+
+@eval_.command("memory-use")
+@chat_options
+@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Memory-use cases JSONL [default: the bundled set, ohlora/assets/data/memory_use].")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(MODES),
+              help="'shown': the item is put in the prompt as if recalled (the adapter alone); 'recalled': "
+                   "the chat's retriever decides from the user's stored items (the whole system) [both].")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Run the first N cases only [all].")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where memory_use_cases.csv and the metrics go [default: $OHLORA_HOME/eval/memory_use].")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on the last line.")
+def eval_memory_use_cmd(file_, modes, limit, output, as_json, config_path, **overrides):
+    """Is a recalled memory used only where it belongs? The rate of answers that name an unrelated
+    stored item, and of answers that use a needed one. Each case is its own user `memuse-<id>` in
+    the memory database, cleared before and after."""
+
+    cfg = load_chat_config(config_path, **overrides)
+    run_memory_use_eval(cfg, file_, limit, modes or MODES, output, as_json)
+
+
+@eval_.group("side-by-side", cls=OhloraGroup)
+def side_by_side():
+    """A blind review of two chat adapters: `answer` writes both adapters' answers shuffled (the
+    judge reads blind.jsonl, never key.json); `score` unblinds the judge's verdicts."""
+
+
+@side_by_side.command("answer")
+@chat_options
+@click.option("--a", "adapter_a", required=True, help="Baseline adapter ('default' or a directory).")
+@click.option("--b", "adapter_b", required=True, help="Candidate adapter ('default' or a directory).")
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="JSONL of {id, history: [{user, answer}], message}.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Where blind.jsonl (for the judge) and key.json (kept from the judge) go.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (per prompt) and shuffle seed.")
+def side_by_side_answer_cmd(adapter_a, adapter_b, prompts, output, seed, config_path, **overrides):
+    """Both adapters answer every prompt through the whole chat, same seed per prompt; the pair's
+    order is shuffled per prompt."""
+
+    cfg = load_chat_config(config_path, **overrides)
+    out = run_answer(cfg, adapter_a, adapter_b, prompts, output, seed)
+    click.echo(f"blind pairs: {out / 'blind.jsonl'} (the key, kept from the judge: {out / 'key.json'})")
+
+
+@side_by_side.command("score")
+@click.option("--output", "-o", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="The directory of `answer` (holds key.json).")
+@click.option("--judgments", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help='JSONL of {id, winner: "1" | "2" | "tie", reason}, one line per prompt.')
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def side_by_side_score_cmd(output, judgments, as_json):
+    """B's win rate against A (ties counted apart); writes side_by_side.json."""
+
+    r = run_score(output, judgments)
+    if as_json:
+        click.echo(json.dumps(r, ensure_ascii=False))
+        return
+    click.echo(f"B ({r['B']}) vs A ({r['A']}) on {r['prompts']} prompts: B wins {r['b_wins']}, A wins "
+               f"{r['a_wins']}, ties {r['ties']}; B's win rate {r['b_win_rate_decided']:.1%} of decided, "
+               f"{r['b_win_rate_all']:.1%} of all")
 
 
 @eval_.command("expression")

@@ -21,6 +21,7 @@ from ohlora.training.llm_config import load_train_config
 from ohlora.training.memory import load_memory_train_config, train_memory
 from ohlora.training.recall_fit import refit_recall
 from ohlora.training.summary import load_summary_train_config, train_summary
+from ohlora.training.preference import load_pref_config, train_prefs
 from ohlora.training.writer import (
     calibrate_writer,
     load_writer_train_config,
@@ -84,6 +85,32 @@ def train_llm_cmd(config_path, resume, overwrite, full_logits, lora_targets, **f
         flags["answer_only_head"] = False
     cfg = load_train_config(config_path, **flags)
     out = train_llm(cfg, resume=resume, overwrite=overwrite, command="ohlora " + " ".join(sys.argv[1:]))
+    click.echo(str(out))
+
+
+@train.command("prefs")
+@click.option("--adapter", default=None, help="Chat adapter to start from, also the reference ['default': shipped].")
+@click.option("--pairs", "pairs_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Preference pairs JSONL (`ohlora data pairs`) [bundled data/preferences/pairs.jsonl].")
+@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
+              help="Adapter directory [default: $OHLORA_HOME/adapters/ohlora-prefs].")
+@click.option("--beta", type=float, default=None, help="DPO temperature [0.1].")
+@click.option("--nll-weight", type=float, default=None, help="Weight of the chosen answer's token loss (RPO) [0.2].")
+@click.option("--epochs", type=float, default=None, help="Passes over the pairs [1].")
+@click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate [2e-5].")
+@click.option("--batch-size", type=int, default=None, help="Pairs per step [4].")
+@click.option("--limit", type=int, default=None, help="Train on the first N pairs only [all].")
+@click.option("--threads", type=int, default=None, help="CPU threads [all cores, at most 8].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML with settings (a `train_prefs:` section or top-level keys).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing adapter (the old one is moved aside).")
+def train_prefs_cmd(config_path, overwrite, **flags):
+    """Preference tuning (DPO, with an optional token loss on the chosen answer) of the chat
+    adapter on judged pairs; the starting adapter is the reference."""
+
+    cfg = load_pref_config(config_path, **flags)
+    out = train_prefs(cfg, command="ohlora " + " ".join(sys.argv[1:]), overwrite=overwrite,
+                      log=lambda m: click.echo(m, err=True))
     click.echo(str(out))
 
 

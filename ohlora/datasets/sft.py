@@ -147,7 +147,9 @@ def spread_rows(rows: list[SFTRow], k: int) -> list[SFTRow]:
 
 def load_dialogue_rows(path: Path, fmt: PromptFormat, count, budget: int, summaries=()) -> list[SFTRow]:
     """One SFT row per turn of each dialogue (JSON lines {"id", "turns": [{"user", "answer"}]}),
-    its earlier turns as history cut to `budget` tokens the way the chat cuts them.
+    its earlier turns as history cut to `budget` tokens the way the chat cuts them. A dialogue
+    with a "summary" continues after it: each of its rows shows that running summary above the
+    history (a chat whose first turns were folded away).
 
     `summaries`: summary rows (`training.summary_data.SummaryRow`) whose turns come from these
     dialogues (their `source` is the dialogue's id). For each, the dialogue's later turns are
@@ -174,9 +176,13 @@ def load_dialogue_rows(path: Path, fmt: PromptFormat, count, budget: int, summar
             raise OhloraError(f"{path} line {n}: not a dialogue object with turns of user/answer ({e})") from None
         if not turns or any(not t.user or not t.answer for t in turns):
             raise OhloraError(f"{path} line {n}: every turn needs a user message and an answer")
+        before = d.get("summary") or ""
+        if not isinstance(before, str):
+            raise OhloraError(f"{path} line {n}: summary must be a string")
         for i, t in enumerate(turns):
             history = tuple(fmt.fit_history(turns[:i], count, budget))
-            rows.append(SFTRow(n, t.user, t.answer, category="dialogue", history=history))
+            rows.append(SFTRow(n, t.user, t.answer, category="dialogue-summary" if before else "dialogue",
+                               history=history, summary=before.strip()))
         users = [t.user for t in turns]
         for s in by_source.get(str(d.get("id", "")), []):
             last = s.turns[-1].user.strip()

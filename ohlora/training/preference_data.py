@@ -1,0 +1,205 @@
+"""Preference data for the chat adapter: prompts -> sampled candidates -> judgments -> pairs.
+
+1. `sample_candidates`: the adapter answers each prompt `n` times (sampled, batched HF generate;
+   the prompt is rendered exactly as the chat and SFT render it: persona facts, summary,
+   history, memory, message).
+2. A judge (a person, or a helper working from `docs/review/rubric.md`) reads the candidates and
+   writes, per prompt, a verdict per candidate ("good" / "bad") and, when none is good, a
+   corrected `reference` answer.
+3. `build_pairs`: chosen = a good candidate (or the reference), rejected = a bad one; every pair
+   keeps its prompt fields so the trainer renders it the same way.
+
+Files are JSON lines. Prompt: {"id", "message", "history": [{"user", "answer"}], "memory", "summary"}.
+Candidates: the prompt + {"candidates": [text, ...]}. Judgment: {"id", "verdicts": ["good"|"bad"],
+"reference": text or "", "reasons": [...]} . Pair: the prompt + {"chosen", "rejected", "source"}.
+Texts are answers without the stop phrase (a memory tag may lead, as the adapter writes it).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ohlora.datasets.jsonlines import read_jsonl
+from ohlora.datasets.sft import SFTRow
+from ohlora.errors import OhloraError
+from ohlora.models import load_adapter, load_base, resolve_base, set_cpu_threads, shipped_adapter
+from ohlora.parsing import parse_answer, split_tag
+from ohlora.persona import PersonaCard
+from ohlora.prompt import PromptFormat
+from ohlora.store.conversations import Turn
+
+VERDICTS = ("good", "bad")
+
+
+@dataclass(frozen=True)
+class PrefPrompt:
+    id: str
+    message: str
+    history: tuple[Turn, ...] = ()
+    memory: str = ""
+    summary: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+    """Other fields of the row (kept when it is written out again)."""
+
+    def row(self, answer: str = "") -> SFTRow:
+        """As an SFT row: renders the prompt the way training and the chat do."""
+        return SFTRow(0, self.message, answer, memory=self.memory, history=self.history, summary=self.summary)
+
+    def as_dict(self) -> dict:
+        return {**self.extra, "id": self.id, "message": self.message, "memory": self.memory, "summary": self.summary,
+                "history": [{"user": t.user, "answer": t.answer} for t in self.history]}
+
+
+def prompt_from(d: dict, where: str) -> PrefPrompt:
+    if "id" not in d or not isinstance(d.get("message"), str) or not d["message"].strip():
+        raise OhloraError(f"{where}: needs an id and a message")
+    turns = d.get("history") or []
+    if any(not isinstance(t, dict) or not t.get("user") or not t.get("answer") for t in turns):
+        raise OhloraError(f"{where}: every history turn needs a user message and an answer")
+    known = {"id", "message", "history", "memory", "summary"}
+    return PrefPrompt(str(d["id"]), d["message"].strip(), tuple(Turn(t["user"].strip(), t["answer"].strip()) for t in turns),
+                      (d.get("memory") or "").strip(), (d.get("summary") or "").strip(),
+                      {k: v for k, v in d.items() if k not in known})
+
+
+def read_prompts(path) -> list[PrefPrompt]:
+    prompts = [prompt_from(d, f"{path} line {i}") for i, d in enumerate(read_jsonl(path), 1)]
+    if len({p.id for p in prompts}) != len(prompts):
+        raise OhloraError(f"{path}: ids must be unique")
+    return prompts
+
+
+def sample_candidates(model, tokenizer, fmt, card, prompts: list[PrefPrompt], n: int = 4, temperature: float = 0.8,
+                      max_new_tokens: int = 60, batch_size: int = 8, seed: int = 0, progress=None) -> list[list[str]]:
+    """`n` sampled answers per prompt (stop phrase and anything after it cut off)."""
+    # lazy: torch loads only when this runs
+    import torch
+
+    tokenizer.padding_side = "left"
+    out: list[list[str]] = []
+    torch.manual_seed(seed)
+    per = max(1, batch_size // n)  # prompts per generate call; each gives n sequences
+    for start in range(0, len(prompts), per):
+        chunk = prompts[start:start + per]
+        texts = [p.row().prompt(fmt, card) for p in chunk]
+        enc = tokenizer(texts, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            gen = model.generate(**enc, do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
+                                 max_new_tokens=max_new_tokens, num_return_sequences=n,
+                                 stop_strings=[fmt.stop_phrase], tokenizer=tokenizer,
+                                 pad_token_id=tokenizer.pad_token_id)
+        new = gen[:, enc["input_ids"].shape[1]:]  # (len(chunk) * n, <= max_new_tokens)
+        decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+        for i in range(len(chunk)):
+            out.append([cut_answer(t, fmt.stop_phrase) for t in decoded[i * n:(i + 1) * n]])
+        if progress:
+            progress(len(chunk))
+    return out
+
+
+def cut_answer(text: str, stop_phrase: str) -> str:
+    """The answer up to the stop phrase (the whole text when it never came)."""
+    return text.split(stop_phrase, 1)[0].strip()
+
+
+def read_judgments(path, prompts_by_id: dict[str, list[str]]) -> dict[str, dict]:
+    """id -> judgment, checked against the candidates it judges (one verdict per candidate)."""
+    out = {}
+    for i, j in enumerate(read_jsonl(path), 1):
+        where = f"{path} line {i}"
+        pid = str(j.get("id"))
+        if pid not in prompts_by_id:
+            raise OhloraError(f"{where}: no candidates for id {pid!r}")
+        verdicts = [str(v).strip().lower() for v in j.get("verdicts", [])]
+        if len(verdicts) != len(prompts_by_id[pid]) or any(v not in VERDICTS for v in verdicts):
+            raise OhloraError(f"{where}: needs one verdict (good/bad) per candidate ({len(prompts_by_id[pid])})")
+        if pid in out:
+            raise OhloraError(f"{where}: id {pid} is judged twice")
+        out[pid] = {**j, "verdicts": verdicts, "reference": (j.get("reference") or "").strip()}
+    return out
+
+
+def with_tag_of(reference: str, candidate: str) -> str:
+    """A corrected reference keeps the memory tag the adapter led its candidate with (the
+    reference judges the answer, not whether something was worth storing)."""
+    tag, _ = split_tag(candidate)
+    ref_tag, _ = split_tag(reference)
+    return f"{tag.text} {reference}" if tag and not ref_tag else reference
+
+
+def build_pairs(rows: list[dict], judgments: dict[str, dict], max_per_prompt: int = 3, seed: int = 0,
+                stop_phrase: str = "(답변 종료)") -> list[dict]:
+    """(prompt, chosen, rejected) rows: every good candidate (or the reference) against every bad
+    one, at most `max_per_prompt` per prompt (seeded choice); a prompt with no bad candidate
+    gives none."""
+    rng = random.Random(seed)
+    pairs = []
+    for row in rows:
+        j = judgments.get(str(row["id"]))
+        if j is None:
+            continue
+        cands = row["candidates"]
+        bad = [c for c, v in zip(cands, j["verdicts"]) if v == "bad"]
+        good = [c for c, v in zip(cands, j["verdicts"]) if v == "good"]
+        if not good and j["reference"]:
+            good = [with_tag_of(j["reference"], bad[0] if bad else "")]
+            source = "reference"
+        else:
+            source = "judged"
+        combos = list(dict.fromkeys((g, b) for g in good for b in bad if g.strip() != b.strip()))
+        rng.shuffle(combos)
+        prompt = {k: v for k, v in row.items() if k != "candidates"}
+        for g, b in combos[:max_per_prompt]:
+            if parse_answer(f"{g} {stop_phrase}", stop_phrase).message.strip():
+                pairs.append({**prompt, "chosen": g, "rejected": b, "source": source})
+    return pairs
+
+
+def log_progress(total: int, label: str):
+    """A tqdm bar on stderr; returns its update function."""
+    bar = tqdm(total=total, desc=label, file=sys.stderr)
+    return bar.update
+
+
+def run_sample_answers(base: str, adapter: str, prompts_file, output, n: int = 4, temperature: float = 0.8,
+                       max_new_tokens: int = 60, batch_size: int = 8, seed: int = 0, threads: int = 0) -> int:
+    """`ohlora data sample-answers`: writes the candidates JSONL; returns how many prompts."""
+    prompts = read_prompts(prompts_file)
+    spec = resolve_base(base)
+    start = shipped_adapter(spec.name) if adapter == "default" else Path(adapter).expanduser()
+    if start is None or not (Path(start) / "adapter_config.json").is_file():
+        raise OhloraError(f"adapter {adapter!r} is not an adapter directory")
+    set_cpu_threads(threads or None)
+    fmt, card = PromptFormat.load(Path(start)), PersonaCard.load(Path(start) / "persona.yaml")
+    model, tok = load_base(spec, device="cpu")
+    model = load_adapter(model, Path(start))
+    cands = sample_candidates(model, tok, fmt, card, prompts, n, temperature, max_new_tokens, batch_size, seed,
+                              progress=log_progress(len(prompts), "sample answers"))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with Path(output).open("w", encoding="utf-8") as f:
+        for p, c in zip(prompts, cands):
+            f.write(json.dumps({**p.as_dict(), "candidates": c}, ensure_ascii=False) + "\n")
+    return len(prompts)
+
+
+def run_build_pairs(candidates_file, judgments_file, output, max_per_prompt: int = 3, seed: int = 0) -> dict:
+    """`ohlora data pairs`: writes the pairs JSONL; returns counts."""
+    rows = read_jsonl(candidates_file)
+    for i, r in enumerate(rows, 1):
+        prompt_from(r, f"{candidates_file} line {i}")
+        if not isinstance(r.get("candidates"), list) or not r["candidates"]:
+            raise OhloraError(f"{candidates_file} line {i}: needs a list of candidates")
+    judgments = read_judgments(judgments_file, {str(r["id"]): r["candidates"] for r in rows})
+    pairs = build_pairs(rows, judgments, max_per_prompt, seed)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+    verdicts = [v for j in judgments.values() for v in j["verdicts"]]
+    return {"prompts": len(rows), "judged": len(judgments), "candidates": len(verdicts),
+            "good": verdicts.count("good"), "pairs": len(pairs),
+            "from_reference": sum(p["source"] == "reference" for p in pairs)}
