@@ -142,6 +142,7 @@ class ChatEngine:
         expressor=None,
         summarizer=None,
         fact_check: FactCheck | None = None,
+        examples=None,
     ):
         self.generator = generator
         self.retriever = retriever
@@ -161,6 +162,9 @@ class ChatEngine:
         """answer -> Expression (None: every answer gets the neutral face)."""
         self.fact_check = fact_check or FactCheck()
         """Checks answers about dates and her card's facts (`grounding`); without a card, dates only."""
+        self.examples = examples
+        """An ExampleBank (`memory/examples.py`), or None: her own pairs nearest to the message are
+        shown before the history when `config.examples` > 0."""
         self.summarizer = summarizer
         """Folds the turns that leave the prompt into the running summary (None: they are dropped)."""
         self._summaries: OrderedDict[str, str] = OrderedDict()
@@ -204,8 +208,10 @@ class ChatEngine:
         if covered > len(history) - len(shown):  # never show a turn the summary already covers
             shown = history[covered:]
         facts = self.facts_fn(today) if self.facts_fn and self.prompt_format.persona_template else None
-        prompt = self.prompt_format.render(message, recalled.item.text if recalled else None, hint, shown, facts,
-                                           summary)
+        worked = self.examples.nearest(message, self.config.examples, self.config.examples_min_cos) \
+            if self.examples is not None and self.config.examples else []
+        prompt = self.prompt_format.render(message, recalled.item.text if recalled else None, hint,
+                                           [*worked, *shown], facts, summary)
         verdicts: list[str] = []
         # An answer to a date question, to a question about her card's facts, or to one about a
         # recalled memory, is checked before it is shown, so it is not streamed

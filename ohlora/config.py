@@ -90,6 +90,11 @@ class ChatConfig:
     recalled, an answer that leaves its value out is generated again (temperature +0.1 each time)
     up to this many times; the first that names it is kept (`memory/answer_check.py`). Such
     answers are shown once checked, not streamed. 0: never."""
+    examples: int = 0
+    """Show this many of her own SFT pairs nearest to the message (by the memory's sentence model,
+    EmbeddingGemma) as worked turns before the history (`memory/examples.py`); 0: none."""
+    examples_min_cos: float = 0.5
+    """A bank pair is shown only when its message is at least this close (cosine) to the user's."""
     guard: str = "default"
     """The ethics guard: "default" (the one shipped for EmbeddingGemma-300M, reading the memory's
     model with its adapter off), "none", or a directory from `ohlora train guard`."""
@@ -131,6 +136,9 @@ class ChatConfig:
             (_is_int(self.history_align) and 1 <= self.history_align <= 64, "history_align must be in [1, 64]"),
             (_is_int(self.date_retries) and 0 <= self.date_retries <= 10, "date_retries must be in [0, 10]"),
             (_is_int(self.memory_retries) and 0 <= self.memory_retries <= 10, "memory_retries must be in [0, 10]"),
+            (_is_int(self.examples) and 0 <= self.examples <= 8, "examples must be in [0, 8]"),
+            (isinstance(self.examples_min_cos, (int, float)) and -1 <= self.examples_min_cos <= 1,
+             "examples_min_cos must be in [-1, 1]"),
             (isinstance(self.guard, str) and self.guard.strip() != "", "guard must be 'default', 'none' or a directory"),
             (isinstance(self.guard_blocks, (list, tuple)), "guard_blocks must be a list of seconds"),
         ]

@@ -20,6 +20,7 @@ from ohlora.errors import OhloraError
 from ohlora.export.engine_file import engine_gguf
 from ohlora.expression import ExpressionPolicy, load_expressor, shipped_expression
 from ohlora.memory.encoder import HiddenStateEncoder
+from ohlora.memory.examples import ExampleBank, held_out_messages, read_bank
 from ohlora.memory.intent import IntentPolicy, IntentWriter, KeyIntent, resolve_intent
 from ohlora.memory.loading import (
     attach_memory_adapter,
@@ -42,7 +43,7 @@ from ohlora.models import (
     set_cpu_threads,
     shipped_adapter,
 )
-from ohlora.paths import memory_db_path, resolve_named
+from ohlora.paths import bundled, home_dir, memory_db_path, resolve_named
 from ohlora.persona import FILENAME as PERSONA_FILE
 from ohlora.grounding import FactCheck
 from ohlora.persona import PersonaCard, time_hinter
@@ -111,7 +112,8 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
     guard = build_guard(cfg, retriever, store, log)
     engine = ChatEngine(generator, retriever, store, fmt, cfg, writer=writer,
                         guard=guard, conversations=ConversationStore(store), facts_fn=card.facts,
-                        expressor=build_expressor(retriever), summarizer=summarizer, fact_check=FactCheck(card))
+                        expressor=build_expressor(retriever), summarizer=summarizer, fact_check=FactCheck(card),
+                        examples=build_examples(cfg, retriever, log))
     engine.hint_fn = time_hinter(card, clock=lambda: engine.clock())  # one clock for the hint and the check
     return Runtime(engine, store, time.perf_counter() - t0, name, card)
 
@@ -199,6 +201,23 @@ def build_expressor(retriever: Retriever | None):
     path = shipped_expression()
     shared = sentence_model(retriever, ExpressionPolicy.load(path).base) if path is not None else None
     return load_expressor(path, shared) if shared is not None else None
+
+
+EXAMPLES_ENCODER = "embeddinggemma-300m"
+
+
+def build_examples(cfg: ChatConfig, retriever: Retriever | None, log):
+    """The example bank for cfg.examples > 0 (her SFT pairs, minus every held-out evaluation
+    prompt), on the memory's EmbeddingGemma; None when off or when that model is not loaded."""
+    if not cfg.examples:
+        return None
+    encoder = sentence_model(retriever, EXAMPLES_ENCODER)
+    if encoder is None:
+        log(f"(examples need {EXAMPLES_ENCODER}, which this memory encoder does not load: examples off; "
+            "use --memory-encoder default)")
+        return None
+    pairs = read_bank(Path(bundled("data", "sft", "train.csv")), exclude=held_out_messages())
+    return ExampleBank(encoder, pairs, cache_dir=home_dir() / "cache")
 
 
 def build_summarizer(model, tokenizer, base_name: str, cfg: ChatConfig, log):

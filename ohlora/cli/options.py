@@ -82,6 +82,9 @@ def chat_options(f):
                           "directory from `ohlora train intent`."),
         click.option("--history-tokens", type=int, default=None,
                      help="Earlier turns shown before each message, up to this many tokens (0: none) [160]."),
+        click.option("--examples", type=click.IntRange(0, 8), default=None,
+                     help="Show N of her own SFT pairs nearest to the message as worked turns before the "
+                          "history (needs the default memory encoder's EmbeddingGemma) [0]."),
         click.option("--guard", default=None,
                      help="Ethics guard: 'default' (shipped, on the memory's EmbeddingGemma), 'none' or a "
                           "directory from `ohlora train guard`."),

@@ -11,7 +11,8 @@
   fact from the first turns, which no longer fit the history budget; answered three ways in one
   run: with the running summary (the engine's summarizer folding the turns as the chat would),
   with those turns dropped (no summarizer), and with the whole history shown (an upper bound).
-The engine is driven as the chat drives it (recall off, nothing stored), with its clock fixed.
+The engine is driven as the chat drives it (recall off, nothing stored), with its clock fixed;
+with `--examples N` her nearest SFT pairs are shown as the chat would show them.
 """
 
 from __future__ import annotations
@@ -178,7 +179,10 @@ def evaluate_conversation(engine, suites=("persona", "dialogues", "dates"), limi
 
 def run_conversation_eval(cfg, suites, limit, output: Path | None, as_json: bool) -> dict:
 
-    rt = build_runtime(replace(cfg, memory_encoder="none", guard="none", memory_writer="chat"))
+    # recall off; with examples the memory's sentence model still loads (the bank reads it)
+    rt = build_runtime(replace(cfg, memory_encoder=cfg.memory_encoder if cfg.examples else "none", guard="none",
+                               memory_writer="chat"))
+    rt.engine.retriever = None
     metrics, cases = evaluate_conversation(rt.engine, suites, limit, log=lambda m: click.echo(m, err=True))
     metrics = {"model": rt.description, "history_tokens": cfg.history_tokens, **metrics}
     if output is not None:

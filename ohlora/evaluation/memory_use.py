@@ -123,6 +123,7 @@ def run_case(engine, store, case: UseCase, mode: str) -> dict:
     recalled = t.recalled.item.text if t.recalled else ""
     return {"mode": mode, "id": case.id, "relevant": case.relevant, "memory": case.memory,
             "message": case.message, "answer": t.answer, "recalled": recalled,
+            "score": round(t.recalled.score, 4) if t.recalled else "",
             "item_recalled": _item(case.memory, case.user).text == recalled if recalled else False,
             "mentions": uses(t.answer, case)}
 
