@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 import pytest
 
 from ohlora.errors import OhloraError
@@ -153,3 +155,23 @@ def test_sampling_gives_n_answers_per_prompt(tmp_path, chat_adapter):
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in rows] == ["q0", "q1", "q2"] and all(len(r["candidates"]) == 2 for r in rows)
     assert all("(답변 종료)" not in c for r in rows for c in r["candidates"])
+
+
+def test_the_answer_scorer_learns_the_judge_and_reports_best_of_n(tmp_path):
+    from conftest import KeywordEncoder
+
+    from ohlora.training.answer_scorer import auc, best_of_n, train_scorer
+
+    rows, judged = [], []
+    for i in range(40):  # good answers say 괜찮아, bad ones 몰라; candidate order varies
+        cands = ["괜찮아 힘내 😊", "몰라", "몰라 몰라", "괜찮아!"][i % 4:] + ["괜찮아 힘내 😊", "몰라", "몰라 몰라", "괜찮아!"][:i % 4]
+        rows.append({"id": str(i), "message": f"오늘 힘들어 {i}", "history": [], "candidates": cands})
+        judged.append({"id": str(i), "verdicts": ["good" if "괜찮아" in c else "bad" for c in cands], "reference": ""})
+    enc = KeywordEncoder([["괜찮아"], ["몰라"]])
+    r = train_scorer(write_jsonl(tmp_path / "c.jsonl", rows), write_jsonl(tmp_path / "j.jsonl", judged),
+                     tmp_path / "scorer", encoder=enc, log=lambda m: None)
+    assert r["test_auc"] == 1.0 and r["best_of_n_good"] == 1.0 and r["random_good"] == 0.5
+    assert (tmp_path / "scorer" / "scorer.json").is_file()
+    assert auc(np.array([0.9, 0.1]), np.array([1, 0])) == 1.0 and math.isnan(auc(np.array([0.3]), np.array([1])))
+    b = best_of_n([(np.array([0.2, 0.8]), np.array([1, 0])), (np.array([0.9, 0.1]), np.array([1, 0]))])
+    assert (b["best_of_n_good"], b["random_good"], b["oracle_good"]) == (0.5, 0.5, 1.0)

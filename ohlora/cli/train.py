@@ -21,6 +21,7 @@ from ohlora.training.llm_config import load_train_config
 from ohlora.training.memory import load_memory_train_config, train_memory
 from ohlora.training.recall_fit import refit_recall
 from ohlora.training.summary import load_summary_train_config, train_summary
+from ohlora.training.answer_scorer import train_scorer
 from ohlora.training.preference import load_pref_config, train_prefs
 from ohlora.training.writer import (
     calibrate_writer,
@@ -112,6 +113,24 @@ def train_prefs_cmd(config_path, overwrite, **flags):
     out = train_prefs(cfg, command="ohlora " + " ".join(sys.argv[1:]), overwrite=overwrite,
                       log=lambda m: click.echo(m, err=True))
     click.echo(str(out))
+
+
+@train.command("scorer")
+@click.option("--candidates", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Candidates JSONL from `ohlora data sample-answers`.")
+@click.option("--judgments", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The judge's verdicts on them (as for `ohlora data pairs`).")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Where the head and scorer.json (its held-out report) go.")
+@click.option("--held-out", type=click.FloatRange(0.05, 0.9), default=0.25, show_default=True,
+              help="Share of prompts kept out of the fit for the report.")
+def train_scorer_cmd(candidates, judgments, output, held_out):
+    """A good/bad answer head on EmbeddingGemma, fit on judged candidates; reports its held-out
+    AUC and what best-of-n with it would gain over one sampled answer."""
+
+    r = train_scorer(candidates, judgments, output, held_out, log=lambda m: None)
+    click.echo(f"held-out AUC {r['test_auc']:.3f}; best of {r['n']}: {r['best_of_n_good']:.1%} good vs one answer "
+               f"{r['random_good']:.1%} (oracle {r['oracle_good']:.1%}) on {r['prompts']} prompts -> {output}")
 
 
 @train.command("memory")
