@@ -86,23 +86,72 @@ def load_pref_config(path: Path | None = None, **overrides) -> PrefTrainConfig:
 
 def encode_pair(pair: dict, tok, fmt, card, max_length: int) -> dict | None:
     """Token ids and answer-only labels of the chosen and the rejected row (None if either has no
-    answer token left after truncation)."""
+    answer token left after truncation), and `prefix`: the ids of the persona section both rows
+    open with (() when the tokenizer does not split there), which a batch computes once."""
+
     p = prompt_from(pair, f"pair {pair.get('id')}")
-    chosen = encode_row(p.row(pair["chosen"]), tok, fmt, card, max_length)
+    row = p.row(pair["chosen"])
+    chosen = encode_row(row, tok, fmt, card, max_length)
     rejected = encode_row(p.row(pair["rejected"]), tok, fmt, card, max_length)
     if chosen is None or rejected is None:
         return None
-    return {"chosen": chosen, "rejected": rejected}
+    facts = card.facts(row.facts_date()) if fmt.persona_template else None
+    context = fmt.context(None, facts, None)
+    prefix = tuple(tok(context)["input_ids"]) if context else ()
+    n = len(prefix)
+    if not n or any(tuple(f["input_ids"][:n]) != prefix or all(x == IGNORE for x in f["labels"][n:])
+                    for f in (chosen, rejected)):
+        prefix = ()
+    return {"chosen": chosen, "rejected": rejected, "prefix": prefix}
 
 
-def sequence_logps(model, batch: dict, head, softcap) -> tuple:
-    """(summed log-prob of each row's answer tokens (B,), answer tokens per row (B,))."""
+def split_prefix(feats: list[dict]) -> tuple[list[int], list[dict]]:
+    """(the shared prefix ids, the pairs' rows without it) for pairs of one prefix."""
+    prefix = list(feats[0]["prefix"])
+    n = len(prefix)
+
+    def cut(f):
+        return {"input_ids": f["input_ids"][n:], "labels": f["labels"][n:], "length": f["length"] - n}
+
+    return prefix, [{"chosen": cut(f["chosen"]), "rejected": cut(f["rejected"])} for f in feats]
+
+
+def batches_by_prefix(feats: list[dict], size: int, rng) -> list[list[int]]:
+    """Shuffled batches of pair indices, each within one prefix group (so its prefix runs once)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, f in enumerate(feats):
+        groups.setdefault(f["prefix"], []).append(i)
+    out = []
+    for idx in groups.values():
+        rng.shuffle(idx)
+        out += [idx[i:i + size] for i in range(0, len(idx), size)]
+    rng.shuffle(out)
+    return out
+
+
+def sequence_logps(model, batch: dict, head, softcap, prefix: list[int] | None = None) -> tuple:
+    """(summed log-prob of each row's answer tokens (B,), answer tokens per row (B,)).
+
+    With `prefix`, every row of `batch` continues those ids: the prefix runs once (one row, with
+    gradients) and its keys and values are repeated for the B rows, which is exact and saves the
+    persona section's B-1 copies (~80 of ~130 tokens a row here)."""
     # lazy: torch loads only when this runs
     import torch
 
-    no_positions = torch.empty(0, dtype=torch.long, device=batch["input_ids"].device)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                output_hidden_states=True, logits_to_keep=no_positions, use_cache=False)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    no_positions = torch.empty(0, dtype=torch.long, device=ids.device)
+    if prefix:
+        pre = torch.tensor([prefix], dtype=torch.long, device=ids.device)  # (1, P)
+        first = model(input_ids=pre, use_cache=True, logits_to_keep=no_positions)
+        cache = first.cache if hasattr(first, "cache") else first.past_key_values  # transformers renamed it
+        cache.batch_repeat_interleave(ids.shape[0])  # each layer's keys/values: (B, heads, P, d)
+        full_mask = torch.cat([torch.ones(ids.shape[0], pre.shape[1], dtype=mask.dtype, device=ids.device), mask], 1)
+        given = {"cache" if hasattr(first, "cache") else "past_key_values": cache}
+        out = model(input_ids=ids, attention_mask=full_mask, use_cache=True, output_hidden_states=True,
+                    logits_to_keep=no_positions, **given)
+    else:
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=no_positions,
+                    use_cache=False)
     hidden = out.hidden_states[-1]  # (B, T, H)
     target = batch["labels"][:, 1:]  # (B, T-1)
     keep = target != IGNORE  # (B, T-1)
@@ -118,6 +167,15 @@ def sequence_logps(model, batch: dict, head, softcap) -> tuple:
 def pair_batch(feats: list[dict], pad_id: int) -> dict:
     """Chosen rows first, then rejected: one (2B, T) batch."""
     return collate([f["chosen"] for f in feats] + [f["rejected"] for f in feats], pad_id)
+
+
+def pair_logps(model, feats: list[dict], pad_id: int, head, softcap):
+    """sequence_logps of the pairs' chosen rows, then rejected ones; their shared persona prefix
+    (when every pair has the same one) runs once."""
+    if feats[0]["prefix"] and all(f["prefix"] == feats[0]["prefix"] for f in feats):
+        prefix, rest = split_prefix(feats)
+        return sequence_logps(model, pair_batch(rest, pad_id), head, softcap, prefix)
+    return sequence_logps(model, pair_batch(feats, pad_id), head, softcap)
 
 
 def dpo_loss(policy, ref, counts, beta: float, nll_weight: float):
@@ -168,35 +226,33 @@ def train_prefs(cfg: PrefTrainConfig, command: str = "", overwrite: bool = False
     if len(feats) < len(pairs):
         log(f"skipped {len(pairs) - len(feats)} pairs whose answers did not fit max_length={cfg.max_length}")
 
-    # the reference: the starting adapter, once, dropout off
+    # the reference: the starting adapter, once, dropout off; ref[i] = (chosen, rejected) of pair i
     model.eval()
-    ref = []
+    rng = random.Random(cfg.seed)
+    ref = torch.zeros(len(feats), 2)
     with torch.no_grad():
-        for i in range(0, len(feats), cfg.batch_size):
-            lp, _ = sequence_logps(model, pair_batch(feats[i:i + cfg.batch_size], tok.pad_token_id), head, softcap)
-            ref.append(lp)
-    ref_by_pair = torch.cat([torch.stack([r[:len(r) // 2], r[len(r) // 2:]], 1) for r in ref])  # (P, 2)
-    log(f"reference log-probs of {len(feats)} pairs computed")
+        for idx in batches_by_prefix(feats, cfg.batch_size, rng):
+            lp, _ = pair_logps(model, [feats[i] for i in idx], tok.pad_token_id, head, softcap)
+            ref[idx] = torch.stack([lp[:len(idx)], lp[len(idx):]], 1)
+    log(f"reference log-probs of {len(feats)} pairs computed ({sum(bool(f['prefix']) for f in feats)} with a "
+        "shared persona prefix)")
 
     params = [p for p in model.parameters() if p.requires_grad]
-    steps = max(1, math.ceil(len(feats) / cfg.batch_size * cfg.epochs))
+    per_epoch = len(batches_by_prefix(feats, cfg.batch_size, random.Random(0)))
+    steps = max(1, math.ceil(per_epoch * cfg.epochs))
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
-    rng = random.Random(cfg.seed)
-    order: list[int] = []
+    order: list[list[int]] = []
     log_path = out / "prefs_log.csv"
     log_path.write_text("step,loss,reward_margin,accuracy,elapsed_s\n", encoding="utf-8")
     model.train()
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        if len(order) < cfg.batch_size:
-            fresh = list(range(len(feats)))
-            rng.shuffle(fresh)
-            order += fresh
-        idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
-        batch = pair_batch([feats[i] for i in idx], tok.pad_token_id)
-        policy, counts = sequence_logps(model, batch, head, softcap)
-        r = ref_by_pair[idx]
+        if not order:
+            order = batches_by_prefix(feats, cfg.batch_size, rng)
+        idx = order.pop()
+        policy, counts = pair_logps(model, [feats[i] for i in idx], tok.pad_token_id, head, softcap)
+        r = ref[idx]
         loss, margin = dpo_loss(policy, torch.cat([r[:, 0], r[:, 1]]), counts, cfg.beta, cfg.nll_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
