@@ -11,7 +11,7 @@ from conftest import FakeGenerator, KeywordEncoder
 from ohlora.chat import ChatEngine
 from ohlora.config import ChatConfig
 from ohlora.errors import OhloraError
-from ohlora.memory.examples import ExampleBank, held_out_messages, read_bank
+from ohlora.memory.examples import DATED, ExampleBank, held_out_messages, read_bank, squash
 from ohlora.paths import bundled
 from ohlora.prompt import PromptFormat
 from ohlora.store.conversations import Turn
@@ -25,6 +25,8 @@ ROWS = [
     {"input": "배고파", "output": "떡볶이 먹자!", "memory": "[좋아하는 음식: 떡볶이]", "today": "", "category": "recall"},
     {"input": "내일 무슨 요일?", "output": "목요일!", "memory": "", "today": "2026-12-02", "category": "date"},
     {"input": "너 좋아하는 음식 뭐야?", "output": "빙수!", "memory": "", "today": "", "category": "persona"},
+    {"input": "너 생일 언제야?", "output": "10월 11일이야! 🎂", "memory": "", "today": "", "category": "persona"},
+    {"input": "오늘 기분 어때?", "output": "완전 좋아! 너는?", "memory": "", "today": "2026-12-02", "category": "smalltalk"},
 ]
 
 
@@ -42,7 +44,8 @@ def encoder():
 
 def test_the_bank_holds_only_answers_that_hold_for_anyone(tmp_path):
     pairs = read_bank(write_bank(tmp_path / "b.csv"))
-    assert [p.user for p in pairs] == ["너 좋아하는 음식 뭐야?", "비 오는 날 뭐 해?"]  # no memory/recall/date rows, no repeat
+    # no memory/recall/date rows, no dated answer, no row of a day, no repeat
+    assert [p.user for p in pairs] == ["너 좋아하는 음식 뭐야?", "비 오는 날 뭐 해?"]
     assert read_bank(write_bank(tmp_path / "b.csv"), exclude={"너 좋아하는 음식 뭐야 ?"})[0].user == "비 오는 날 뭐 해?"
     with pytest.raises(OhloraError, match="cannot read the example bank"):
         read_bank(tmp_path / "missing.csv")
@@ -82,4 +85,14 @@ def test_no_held_out_evaluation_message_is_in_the_shipped_bank():
     held = held_out_messages()
     assert "너 몇 년생이야?" in held and len(held) > 1000
     bank = read_bank(bundled("data", "sft", "train.csv"), exclude=held)
-    assert not {p.user for p in bank} & held and len(bank) > 300
+    assert len(bank) > 300 and len(read_bank(bundled("data", "sft", "train.csv"))) > len(bank)  # some were held out
+    assert not any(DATED.search(p.answer) for p in bank)
+
+
+def test_no_preference_prompt_is_a_held_out_message():
+    from ohlora.datasets.jsonlines import read_jsonl
+
+    held = {squash(m) for m in held_out_messages()}
+    prompts = read_jsonl(bundled("data", "preferences", "prompts.jsonl"))
+    said = [squash(t) for p in prompts for t in [p["message"], *(h["user"] for h in p.get("history", []))]]
+    assert len(prompts) > 600 and not set(said) & held

@@ -86,9 +86,14 @@ def test_an_adapter_that_ignores_memory_uses_none(tmp_path, cases):
     assert "recalled_cases" not in m
 
 
-def test_uses_reads_expected_words_or_the_value(cases):
-    assert uses("초코 잘 있지?", cases[0]) and not uses("그렇구나", cases[0])
-    assert uses("내일 면접이잖아", cases[1])
+def test_uses_reads_expected_words_or_the_value_but_not_the_users_own_words():
+    assert uses("초코 잘 있지?", "[반려동물: 강아지 초코]") and not uses("그렇구나", "[반려동물: 강아지 초코]")
+    assert not uses("강아지 귀엽지!", "[반려동물: 강아지 초코]")  # the kind, not the pet
+    assert uses("내일 면접이잖아", "[내일 일정: 면접]")
+    assert not uses("대구탕 맛있겠다!", "[사는 곳: 대구]", "오늘 점심 대구탕 먹었어")  # the user's word echoed
+    assert uses("대구 살잖아! 대구탕 유명하지", "[사는 곳: 대구]", "점심 뭐 먹지")
+    assert not uses("저녁 잘 먹어!", "[오늘 일정: 저녁 7시 필라테스]")  # 저녁 is too common to count
+    assert uses("7시 필라테스 잊지 마!", "[오늘 일정: 저녁 7시 필라테스]", "", ("필라테스",))
 
 
 def test_a_bad_row_is_a_one_line_error(tmp_path):

@@ -195,8 +195,8 @@ def test_a_shared_prefix_gives_the_same_logps_and_gradients(tiny_model_dir):
         if "lora_B" in n:
             p.data.normal_(0, 0.1)  # a trained-looking adapter, so its gradients reach the prefix
     fmt, card = PromptFormat(persona_template="({facts})\n"), PersonaCard.load()
-    same_day = [{**p, "today": ""} for p in PAIRS]
-    feats = [encode_pair(p, tok, fmt, card, 256) for p in same_day]
+    more = [{**PAIRS[0], "id": f"x{i}", "message": m} for i, m in enumerate(["좋은 아침", "잘 자"])]
+    feats = [encode_pair(p, tok, fmt, card, 256) for p in PAIRS + more]  # 6 rows, at most 4 ages: 2 share one
     groups = {}
     for f in feats:
         groups.setdefault(f["prefix"], []).append(f)
@@ -219,3 +219,24 @@ def test_a_shared_prefix_gives_the_same_logps_and_gradients(tiny_model_dir):
     assert torch.allclose(a, b, atol=1e-4) and ca.tolist() == cb.tolist()
     assert all(torch.allclose(ga[n], gb[n], atol=1e-4) for n in ga)
     assert any(ga[n].abs().sum() > 0 for n in ga)
+
+
+def test_bad_pairs_are_one_line_errors_before_anything_is_moved(tmp_path, tiny_model_dir):
+    from ohlora.training.preference import load_pref_config, read_pairs, train_prefs
+
+    with pytest.raises(OhloraError, match="no preference pairs at"):
+        read_pairs(tmp_path / "none.jsonl")
+    with pytest.raises(OhloraError, match="line 2: needs a chosen and a rejected"):
+        read_pairs(write_jsonl(tmp_path / "p.jsonl", [PAIRS[0], {**PAIRS[1], "rejected": ""}]))
+    with pytest.raises(OhloraError, match="line 1: needs an id and a message"):
+        read_pairs(write_jsonl(tmp_path / "p.jsonl", [{"chosen": "a", "rejected": "b"}]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x", encoding="utf-8")
+    (tmp_path / "ad").mkdir()
+    (tmp_path / "ad" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    cfg = load_pref_config(base=str(tiny_model_dir), adapter=str(tmp_path / "ad"),
+                           pairs_file=str(tmp_path / "none.jsonl"), output=str(out))
+    with pytest.raises(OhloraError, match="no preference pairs"):
+        train_prefs(cfg, overwrite=True, log=lambda m: None)
+    assert (out / "keep.txt").is_file()  # nothing moved aside for a run that could not start

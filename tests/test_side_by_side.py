@@ -25,7 +25,14 @@ def test_side_by_side_unblinds_the_judges_verdicts(tmp_path):
     path.write_text("".join(json.dumps(v) + "\n" for v in verdicts), encoding="utf-8")
     r = run_score(tmp_path, path)
     assert (r["b_wins"], r["a_wins"], r["ties"]) == (30, 0, 10) and r["b_win_rate_decided"] == 1.0
-    assert r["b_win_rate_all"] == 0.75
+    assert r["b_win_rate_all"] == 0.75 and r["sign_test_p"] < 1e-6
     path.write_text("".join(json.dumps(v) + "\n" for v in verdicts[:-1]), encoding="utf-8")
     with pytest.raises(OhloraError, match="1 prompts have no judgment"):
         run_score(tmp_path, path)
+
+
+def test_the_sign_test():
+    from ohlora.evaluation.side_by_side import sign_test
+
+    assert sign_test(10, 10) == 1.0 and sign_test(0, 0) == 1.0
+    assert sign_test(60, 40) == pytest.approx(0.0569, abs=1e-3) and sign_test(40, 60) == sign_test(60, 40)

@@ -62,7 +62,8 @@ def data_memory_pairs(combs, output, synonyms):
 @click.option("--base", "-b", default="gemma-3-270m", show_default=True, help="Base model.")
 @click.option("--adapter", default="default", show_default=True, help="Chat adapter ('default': shipped, or a dir).")
 @click.option("-n", "n", type=click.IntRange(1, 16), default=4, show_default=True, help="Answers per prompt.")
-@click.option("--temperature", type=click.FloatRange(0.05, 2.0), default=0.8, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0.05, 2.0), default=0.7, show_default=True,
+              help="Sampling temperature (the chat's is 0.6; a little warmer gives the judge more to choose from).")
 @click.option("--max-new-tokens", type=click.IntRange(8, 256), default=60, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Sequences per generate call.")
 @click.option("--seed", type=int, default=0, show_default=True)

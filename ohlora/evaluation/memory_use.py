@@ -7,10 +7,12 @@ has nothing to do with it. Each case is answered two ways in one run:
   drag an unrelated item into the answer?);
 - recalled: the user's store holds the item and `others` (unrelated items), and the chat's own
   retriever decides what enters the prompt (the whole system).
-Metrics per mode: `irrelevant_mention_rate` (answers to unrelated messages that name the item's
-value: the issue's target is <= 5% for the system) and `relevant_use_rate` (answers to messages
-that need it which carry one of `expect_any` or the value); for `recalled` also how often the
-item entered the prompt (`irrelevant_recalled_rate`, `relevant_recalled_rate`).
+Metrics per mode: `irrelevant_mention_rate` (answers to unrelated messages that name the item that
+entered the prompt: the issue's target is <= 5% for the system) and `relevant_use_rate` (answers
+to messages that need it which carry one of `expect_any` or the value); a word the message itself
+has never counts. For `recalled` also how often anything entered the prompt for an unrelated
+message (`irrelevant_recalled_rate`) and the case's item for one that needs it
+(`relevant_recalled_rate`).
 Each case is its own user `memuse-<id>`, cleared before and after.
 """
 
@@ -27,7 +29,7 @@ from tqdm import tqdm
 
 from ohlora.datasets.jsonlines import read_jsonl
 from ohlora.errors import OhloraError
-from ohlora.memory.answer_check import carries
+from ohlora.memory.answer_check import GENERIC
 from ohlora.memory.retrieval import Recall
 from ohlora.parsing import parse_tag
 from ohlora.paths import bundled, ensure_dir, home_dir
@@ -82,10 +84,23 @@ def read_use_cases(path: Path | None = None) -> list[UseCase]:
     return cases
 
 
-def uses(answer: str, case: UseCase) -> bool:
-    """The answer carries the item: one of its expected words, or its value (`carries`)."""
-    value = _tag(case.memory, case.id).value
-    return any(w and w in answer for w in case.expect_any) or carries(answer, value)
+COMMON = frozenset({"오늘", "내일", "모레", "어제", "다음", "이번", "저녁", "아침", "점심", "주말", "요즘"})
+"""Words too common in chat to show that an answer used an item (`[오늘 일정: 저녁 7시 필라테스]`)."""
+
+
+def uses(answer: str, item: str, message: str = "", expect_any: tuple[str, ...] = ()) -> bool:
+    """Does the answer carry the item? One of `expect_any`, the value, or a specific word of it
+    (2+ characters, not a kind like 강아지 or a common word like 저녁), spaces ignored; a word the
+    user's message already has does not count (echoing `대구탕` is not recalling `[사는 곳: 대구]`)."""
+    value = _tag(item, "memory-use").value
+    said, a = _squash(message), _squash(answer)
+    words = [*expect_any, value, *(w for w in value.split() if len(w) >= 2)]
+    specific = [_squash(w) for w in words if w not in GENERIC and w not in COMMON]
+    return any(w and w not in said and w in a for w in specific)
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split()).lower()
 
 
 class ShownRetriever:
@@ -104,7 +119,9 @@ def _item(text: str, user: str) -> MemoryItem:
 
 
 def run_case(engine, store, case: UseCase, mode: str) -> dict:
-    """Answer one case in one mode; its row."""
+    """Answer one case in one mode; its row. `mentions`: the answer carries the item that entered
+    the prompt (for an unrelated message every stored item is unrelated); `used`: it carries the
+    case's item (for a message that needs it)."""
     retriever = engine.retriever
     store.clear(case.user)
     try:
@@ -124,8 +141,9 @@ def run_case(engine, store, case: UseCase, mode: str) -> dict:
     return {"mode": mode, "id": case.id, "relevant": case.relevant, "memory": case.memory,
             "message": case.message, "answer": t.answer, "recalled": recalled,
             "score": round(t.recalled.score, 4) if t.recalled else "",
-            "item_recalled": _item(case.memory, case.user).text == recalled if recalled else False,
-            "mentions": uses(t.answer, case)}
+            "item_recalled": recalled == _item(case.memory, case.user).text,
+            "mentions": bool(recalled) and uses(t.answer, recalled, case.message),
+            "used": uses(t.answer, case.memory, case.message, case.expect_any)}
 
 
 def _rate(rows: list[dict], field: str) -> float:
@@ -142,9 +160,9 @@ def use_metrics(rows: list[dict]) -> dict:
         bad = [r for r in mine if not r["relevant"]]
         good = [r for r in mine if r["relevant"]]
         out[f"{mode}_irrelevant_mention_rate"] = _rate(bad, "mentions")
-        out[f"{mode}_relevant_use_rate"] = _rate(good, "mentions")
+        out[f"{mode}_relevant_use_rate"] = _rate(good, "used")
         if mode == "recalled":
-            out["irrelevant_recalled_rate"] = _rate(bad, "item_recalled")
+            out["irrelevant_recalled_rate"] = sum(bool(r["recalled"]) for r in bad) / len(bad) if bad else float("nan")
             out["relevant_recalled_rate"] = _rate(good, "item_recalled")
         out[f"{mode}_cases"] = len(mine)
     return out

@@ -14,6 +14,7 @@ Two steps, so that the judge never learns which answer is whose:
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 from dataclasses import replace
@@ -114,9 +115,19 @@ def score(judgments: list[dict], key: dict) -> dict:
     if missing:
         raise OhloraError(f"{len(missing)} prompts have no judgment (first: {missing[0]})")
     decided = wins + losses
-    return {"A": key["A"], "B": key["B"], "prompts": len(order), "b_wins": wins, "a_wins": losses, "ties": ties,
+    return {"sign_test_p": sign_test(wins, losses), "A": key["A"], "B": key["B"], "prompts": len(order), "b_wins": wins, "a_wins": losses, "ties": ties,
             "b_win_rate_decided": wins / decided if decided else float("nan"),
             "b_win_rate_all": wins / len(order), "tie_rate": ties / len(order)}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial p-value of `wins` against `losses` (ties left out)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def run_score(output: Path, judgments_file: Path) -> dict:

@@ -25,6 +25,9 @@ from ohlora.parsing import split_tag
 from ohlora.paths import bundled
 from ohlora.store.conversations import Turn
 
+DATED = re.compile(r"\d|요일|살\b|살[이야!]|생일|오늘|내일|모레|주말")
+"""An answer that names a day, a date or an age holds on one day only: never in the bank."""
+
 BANK_CATEGORIES = ("persona", "smalltalk", "confession", "meet", "rude")
 """SFT categories whose answers hold for any user on any day."""
 
@@ -47,7 +50,8 @@ def read_bank(path: Path, categories=BANK_CATEGORIES, exclude=()) -> list[Turn]:
     seen, out = set(), []
     for r in rows:
         message, answer = (r.get("input") or "").strip(), (r.get("output") or "").strip()
-        if r.get("category") not in categories or (r.get("memory") or "").strip() or not message or not answer:
+        if r.get("category") not in categories or (r.get("memory") or "").strip() or (r.get("today") or "").strip() \
+                or not message or not answer or DATED.search(answer):
             continue
         _, answer = split_tag(answer)
         key = squash(message)

@@ -17,20 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ohlora.datasets.jsonlines import read_jsonl
 from ohlora.errors import OhloraError
 from ohlora.expression import TEMPLATE
 from ohlora.parsing import split_tag
 from ohlora.safety.loading import classification_encoder
-from ohlora.training.preference_data import read_judgments
+from ohlora.training.preference_data import read_candidates, read_judgments
 from ohlora.training.softmax_head import embed, fit_head
 
 SCORER_BASE = "embeddinggemma-300m"
 
 
-def scorer_text(message: str, answer: str) -> str:
+def scorer_text(message: str, answer: str, memory: str = "") -> str:
+    """What the head reads: the shown memory (if any), the message, the answer without its tag."""
     _, shown = split_tag(answer)  # the user never sees the tag
-    return f"{message.strip()} -> {shown.strip()}"
+    return f"{memory.strip()} {message.strip()} -> {shown.strip()}".strip()
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -54,22 +54,25 @@ def best_of_n(groups: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
 def train_scorer(candidates_file: Path, judgments_file: Path, output: Path, held_out: float = 0.25, seed: int = 0,
                  encoder=None, log=print) -> dict:
-    rows = read_jsonl(candidates_file)
+    """Fit the head on the judged candidates of the fit prompts (plus the judge's references),
+    report on the held-out prompts; saves the head and scorer.json to `output`."""
+    rows = read_candidates(candidates_file)
     judgments = read_judgments(judgments_file, {str(r["id"]): r["candidates"] for r in rows})
     rows = [r for r in rows if str(r["id"]) in judgments]
     if len(rows) < 8:
         raise OhloraError(f"only {len(rows)} judged prompts: too few to fit and test a scorer")
-    rng = np.random.default_rng(seed)
-    test = rng.random(len(rows)) < held_out  # by prompt: a prompt's candidates stay together
+    n_test = min(len(rows) - 1, max(1, round(held_out * len(rows))))
+    test = np.zeros(len(rows), dtype=bool)  # by prompt: a prompt's candidates stay together
+    test[np.random.default_rng(seed).permutation(len(rows))[:n_test]] = True
     texts, labels, prompt_of = [], [], []
     for i, r in enumerate(rows):
         for c, v in zip(r["candidates"], judgments[str(r["id"])]["verdicts"]):
-            texts.append(scorer_text(r["message"], c))
+            texts.append(scorer_text(r["message"], c, r.get("memory") or ""))
             labels.append(int(v == "good"))
             prompt_of.append(i)
         ref = judgments[str(r["id"])]["reference"]
         if ref and not test[i]:  # the judge's reference is a good answer to learn from (not scored)
-            texts.append(scorer_text(r["message"], ref))
+            texts.append(scorer_text(r["message"], ref, r.get("memory") or ""))
             labels.append(1)
             prompt_of.append(i)
     y, owner = np.array(labels), np.array(prompt_of)

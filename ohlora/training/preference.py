@@ -84,6 +84,23 @@ def load_pref_config(path: Path | None = None, **overrides) -> PrefTrainConfig:
     return load_config(PrefTrainConfig, path, "train_prefs", None, what="prefs config", **overrides)
 
 
+def read_pairs(path: Path) -> list[dict]:
+    """The pairs of a JSONL file, each checked (prompt fields, chosen, rejected) with a one-line error."""
+    if not path.is_file():
+        raise OhloraError(f"no preference pairs at {path}: build them with `ohlora data pairs` and pass --pairs")
+    pairs = read_jsonl(path)
+    for i, p in enumerate(pairs, 1):
+        where = f"{path} line {i}"
+        if not isinstance(p, dict):
+            raise OhloraError(f"{where}: not a JSON object")
+        prompt_from(p, where)
+        if any(not isinstance(p.get(k), str) or not p[k].strip() for k in ("chosen", "rejected")):
+            raise OhloraError(f"{where}: needs a chosen and a rejected answer")
+    if not pairs:
+        raise OhloraError(f"{path}: no pairs")
+    return pairs
+
+
 def encode_pair(pair: dict, tok, fmt, card, max_length: int) -> dict | None:
     """Token ids and answer-only labels of the chosen and the rejected row (None if either has no
     answer token left after truncation), and `prefix`: the ids of the persona section both rows
@@ -204,17 +221,13 @@ def train_prefs(cfg: PrefTrainConfig, command: str = "", overwrite: bool = False
     start = shipped_adapter(spec.name) if cfg.adapter == "default" else Path(cfg.adapter).expanduser()
     if start is None or not (Path(start) / "adapter_config.json").is_file():
         raise OhloraError(f"start adapter {cfg.adapter!r} is not an adapter directory")
+    pairs = read_pairs(Path(cfg.pairs_file))[:cfg.limit or None]
     out = Path(cfg.output)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise OhloraError(f"{out} is not empty: pass --overwrite (the old one is moved aside) or choose --output")
         log(f"moved the previous {out.name} to {move_aside(out)}")
     out.mkdir(parents=True, exist_ok=True)
-    pairs = read_jsonl(Path(cfg.pairs_file))
-    if cfg.limit:
-        pairs = pairs[:cfg.limit]
-    if not pairs:
-        raise OhloraError(f"{cfg.pairs_file}: no pairs")
     torch.manual_seed(cfg.seed)
     set_cpu_threads(cfg.threads or None)
     fmt, card = PromptFormat.load(Path(start)), PersonaCard.load(Path(start) / "persona.yaml")
@@ -245,7 +258,7 @@ def train_prefs(cfg: PrefTrainConfig, command: str = "", overwrite: bool = False
     order: list[list[int]] = []
     log_path = out / "prefs_log.csv"
     log_path.write_text("step,loss,reward_margin,accuracy,elapsed_s\n", encoding="utf-8")
-    model.train()
+    model.eval()  # dropout stays off in training too (TRL's disable_dropout): policy and reference agree at step 0
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
         if not order:

@@ -29,7 +29,8 @@ from ohlora.datasets.jsonlines import read_jsonl
 from ohlora.datasets.sft import SFTRow
 from ohlora.errors import OhloraError
 from ohlora.models import load_adapter, load_base, resolve_base, set_cpu_threads, shipped_adapter
-from ohlora.parsing import parse_answer, split_tag
+from ohlora.decoding.head import load_head_vocab
+from ohlora.parsing import cut_at_stop, parse_answer, split_tag
 from ohlora.persona import PersonaCard
 from ohlora.prompt import PromptFormat
 from ohlora.store.conversations import Turn
@@ -75,11 +76,38 @@ def read_prompts(path) -> list[PrefPrompt]:
     return prompts
 
 
-def sample_candidates(model, tokenizer, fmt, card, prompts: list[PrefPrompt], n: int = 4, temperature: float = 0.8,
-                      max_new_tokens: int = 60, batch_size: int = 8, seed: int = 0, progress=None) -> list[list[str]]:
-    """`n` sampled answers per prompt (stop phrase and anything after it cut off)."""
-    # lazy: torch loads only when this runs
+def head_mask_processor(vocab: list[int] | None):
+    """A logits processor that keeps only the adapter's restricted head (`head_vocab.json`), as
+    the chat's decoder does; None without one."""
+    # lazy: torch, transformers load only when this runs
     import torch
+    from transformers import LogitsProcessor
+
+    if not vocab:
+        return None
+
+    class HeadMask(LogitsProcessor):
+        def __init__(self):
+            self.allowed = torch.tensor(sorted(vocab), dtype=torch.long)
+            self.mask = None
+
+        def __call__(self, input_ids, scores):  # scores: (B, V)
+            if self.mask is None or self.mask.shape[0] != scores.shape[1]:
+                self.mask = torch.full((scores.shape[1],), float("-inf"))
+                self.mask[self.allowed[self.allowed < scores.shape[1]]] = 0.0
+            return scores + self.mask
+
+    return HeadMask()
+
+
+def sample_candidates(model, tokenizer, fmt, card, prompts: list[PrefPrompt], n: int = 4, temperature: float = 0.7,
+                      max_new_tokens: int = 60, batch_size: int = 8, seed: int = 0, progress=None,
+                      head_vocab: list[int] | None = None, top_k: int = 50) -> list[list[str]]:
+    """`n` sampled answers per prompt (stop phrase and anything after it cut off), decoded as the
+    chat decodes: the adapter's restricted head (`head_vocab`), top-k sampling."""
+    # lazy: torch, transformers load only when this runs
+    import torch
+    from transformers import LogitsProcessorList
 
     tokenizer.padding_side = "left"
     out: list[list[str]] = []
@@ -89,11 +117,13 @@ def sample_candidates(model, tokenizer, fmt, card, prompts: list[PrefPrompt], n:
         chunk = prompts[start:start + per]
         texts = [p.row().prompt(fmt, card) for p in chunk]
         enc = tokenizer(texts, return_tensors="pt", padding=True)
+        mask = head_mask_processor(head_vocab)
         with torch.no_grad():
-            gen = model.generate(**enc, do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
+            gen = model.generate(**enc, do_sample=True, temperature=temperature, top_p=1.0, top_k=top_k,
                                  max_new_tokens=max_new_tokens, num_return_sequences=n,
                                  stop_strings=[fmt.stop_phrase], tokenizer=tokenizer,
-                                 pad_token_id=tokenizer.pad_token_id)
+                                 pad_token_id=tokenizer.pad_token_id,
+                                 logits_processor=LogitsProcessorList([mask] if mask else []))
         new = gen[:, enc["input_ids"].shape[1]:]  # (len(chunk) * n, <= max_new_tokens)
         decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
         for i in range(len(chunk)):
@@ -104,8 +134,8 @@ def sample_candidates(model, tokenizer, fmt, card, prompts: list[PrefPrompt], n:
 
 
 def cut_answer(text: str, stop_phrase: str) -> str:
-    """The answer up to the stop phrase (the whole text when it never came)."""
-    return text.split(stop_phrase, 1)[0].strip()
+    """The answer up to the stop phrase (or a half-written one at the end), as the chat cuts it."""
+    return cut_at_stop(text, stop_phrase)[0].strip()
 
 
 def read_judgments(path, prompts_by_id: dict[str, list[str]]) -> dict[str, dict]:
@@ -167,7 +197,7 @@ def log_progress(total: int, label: str):
     return bar.update
 
 
-def run_sample_answers(base: str, adapter: str, prompts_file, output, n: int = 4, temperature: float = 0.8,
+def run_sample_answers(base: str, adapter: str, prompts_file, output, n: int = 4, temperature: float = 0.7,
                        max_new_tokens: int = 60, batch_size: int = 8, seed: int = 0, threads: int = 0) -> int:
     """`ohlora data sample-answers`: writes the candidates JSONL; returns how many prompts."""
     prompts = read_prompts(prompts_file)
@@ -180,7 +210,8 @@ def run_sample_answers(base: str, adapter: str, prompts_file, output, n: int = 4
     model, tok = load_base(spec, device="cpu")
     model = load_adapter(model, Path(start))
     cands = sample_candidates(model, tok, fmt, card, prompts, n, temperature, max_new_tokens, batch_size, seed,
-                              progress=log_progress(len(prompts), "sample answers"))
+                              progress=log_progress(len(prompts), "sample answers"),
+                              head_vocab=load_head_vocab(Path(start)))
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with Path(output).open("w", encoding="utf-8") as f:
         for p, c in zip(prompts, cands):
@@ -188,13 +219,22 @@ def run_sample_answers(base: str, adapter: str, prompts_file, output, n: int = 4
     return len(prompts)
 
 
+def read_candidates(path) -> list[dict]:
+    """The rows of a candidates JSONL (`data sample-answers`), each checked with a one-line error."""
+    rows = read_jsonl(path)
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            raise OhloraError(f"{path} line {i}: not a JSON object")
+        prompt_from(r, f"{path} line {i}")
+        if not isinstance(r.get("candidates"), list) or not r["candidates"] \
+                or not all(isinstance(c, str) for c in r["candidates"]):
+            raise OhloraError(f"{path} line {i}: needs a list of candidate answers")
+    return rows
+
+
 def run_build_pairs(candidates_file, judgments_file, output, max_per_prompt: int = 3, seed: int = 0) -> dict:
     """`ohlora data pairs`: writes the pairs JSONL; returns counts."""
-    rows = read_jsonl(candidates_file)
-    for i, r in enumerate(rows, 1):
-        prompt_from(r, f"{candidates_file} line {i}")
-        if not isinstance(r.get("candidates"), list) or not r["candidates"]:
-            raise OhloraError(f"{candidates_file} line {i}: needs a list of candidates")
+    rows = read_candidates(candidates_file)
     judgments = read_judgments(judgments_file, {str(r["id"]): r["candidates"] for r in rows})
     pairs = build_pairs(rows, judgments, max_per_prompt, seed)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
