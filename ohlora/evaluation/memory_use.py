@@ -31,7 +31,7 @@ from ohlora.datasets.jsonlines import read_jsonl
 from ohlora.errors import OhloraError
 from ohlora.memory.answer_check import GENERIC
 from ohlora.memory.retrieval import Recall
-from ohlora.parsing import parse_tag
+from ohlora.parsing import parse_tag, squashed
 from ohlora.paths import bundled, ensure_dir, home_dir
 from ohlora.runtime import build_runtime
 from ohlora.store.memories import MemoryItem
@@ -100,7 +100,7 @@ def uses(answer: str, item: str, message: str = "", expect_any: tuple[str, ...] 
 
 
 def _squash(text: str) -> str:
-    return "".join(text.split()).lower()
+    return squashed(text).lower()
 
 
 class ShownRetriever:
