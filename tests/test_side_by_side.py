@@ -10,11 +10,12 @@ from ohlora.errors import OhloraError
 
 
 def test_side_by_side_unblinds_the_judges_verdicts(tmp_path):
+    from ohlora.datasets.prompts import PrefPrompt
     from ohlora.evaluation.side_by_side import KEY_FILE, blind_pairs, run_score
 
-    prompts = [{"id": str(i), "history": [], "message": f"질문 {i}"} for i in range(40)]
-    a = {p["id"]: f"old {p['id']}" for p in prompts}
-    b = {p["id"]: f"new {p['id']}" for p in prompts}
+    prompts = [PrefPrompt(str(i), f"질문 {i}") for i in range(40)]
+    a = {p.id: f"old {p.id}" for p in prompts}
+    b = {p.id: f"new {p.id}" for p in prompts}
     rows, order = blind_pairs(prompts, a, b, seed=3)
     assert {r["answer_1"][:3] for r in rows} == {"old", "new"}  # shuffled, not always A first
     (tmp_path / KEY_FILE).write_text(json.dumps({"A": "old", "B": "new", "seed": 3, "order": order}), encoding="utf-8")

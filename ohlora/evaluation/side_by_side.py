@@ -23,10 +23,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ohlora.datasets.jsonlines import read_jsonl
+from ohlora.datasets.prompts import PrefPrompt, read_prompts
 from ohlora.errors import OhloraError
 from ohlora.paths import ensure_dir
 from ohlora.runtime import build_runtime
-from ohlora.store.conversations import Turn
 
 BLIND_FILE = "blind.jsonl"
 KEY_FILE = "key.json"
@@ -34,19 +34,7 @@ RESULT_FILE = "side_by_side.json"
 WINNERS = ("1", "2", "tie")
 
 
-def read_prompts(path: Path) -> list[dict]:
-    rows = read_jsonl(path)
-    for i, r in enumerate(rows, 1):
-        if not isinstance(r.get("message"), str) or not r["message"].strip() or "id" not in r:
-            raise OhloraError(f"{path.name} line {i}: needs an id and a message")
-        if any(not isinstance(t, dict) or not t.get("user") or not t.get("answer") for t in r.get("history", [])):
-            raise OhloraError(f"{path.name} line {i}: every history turn needs a user message and an answer")
-    if len({str(r["id"]) for r in rows}) != len(rows):
-        raise OhloraError(f"{path.name}: ids must be unique")
-    return rows
-
-
-def answer_all(engine, prompts: list[dict], seed: int, label: str) -> dict[str, str]:
+def answer_all(engine, prompts: list[PrefPrompt], seed: int, label: str) -> dict[str, str]:
     """id -> the engine's answer, each prompt sampled from `seed + its index` (same for both sides)."""
     # lazy: torch loads only when this runs
     import torch
@@ -54,20 +42,19 @@ def answer_all(engine, prompts: list[dict], seed: int, label: str) -> dict[str, 
     out = {}
     for i, p in enumerate(tqdm(prompts, desc=f"answer {label}", file=sys.stderr)):
         torch.manual_seed(seed + i)
-        history = [Turn(t["user"], t["answer"]) for t in p.get("history", [])]
-        out[str(p["id"])] = engine.turn("side-by-side", p["message"], store=False, history=history).answer
+        out[p.id] = engine.turn("side-by-side", p.message, store=False, history=list(p.history)).answer
     return out
 
 
-def blind_pairs(prompts: list[dict], a: dict[str, str], b: dict[str, str], seed: int) -> tuple[list[dict], dict]:
+def blind_pairs(prompts: list[PrefPrompt], a: dict[str, str], b: dict[str, str], seed: int) -> tuple[list[dict], dict]:
     """(rows the judge reads, the key): per prompt, a seeded coin says whether A is shown first."""
     rng = random.Random(seed)
     rows, key = [], {}
     for p in prompts:
-        pid = str(p["id"])
+        pid = p.id
         a_first = rng.random() < 0.5
         first, second = (a[pid], b[pid]) if a_first else (b[pid], a[pid])
-        rows.append({"id": pid, "history": p.get("history", []), "message": p["message"],
+        rows.append({"id": pid, "history": p.as_dict()["history"], "message": p.message,
                      "answer_1": first, "answer_2": second})
         key[pid] = {"A": "1" if a_first else "2", "B": "2" if a_first else "1"}
     return rows, key

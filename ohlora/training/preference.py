@@ -32,7 +32,7 @@ from ohlora.persona import PersonaCard
 from ohlora.prompt import PromptFormat
 from ohlora.settings import load_config
 from ohlora.training.llm import load_trainable_adapter
-from ohlora.training.preference_data import prompt_from
+from ohlora.datasets.prompts import prompt_from
 from ohlora.training.sft_batches import IGNORE, collate, encode_row
 
 
