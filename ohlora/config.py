@@ -90,6 +90,13 @@ class ChatConfig:
     recalled, an answer that leaves its value out is generated again (temperature +0.1 each time)
     up to this many times; the first that names it is kept (`memory/answer_check.py`). Such
     answers are shown once checked, not streamed. 0: never."""
+    fact_topics: bool = True
+    """Also know a question about her card by its nearest labelled questions (`memory/topics.py`,
+    on the memory's EmbeddingGemma), not only by the fact check's patterns: an indirect question
+    (`생일 케이크 예약하려는데 며칠로 하면 돼?`) is then checked like a direct one. Needs
+    `time_check` and the default memory encoder."""
+    fact_topics_min_cos: float = 0.75
+    """The nearest labelled question must be at least this close (cosine) for a topic to count."""
     examples: int = 0
     """Show this many of her own SFT pairs nearest to the message (by the memory's sentence model,
     EmbeddingGemma) as worked turns before the history (`memory/examples.py`); 0: none."""
@@ -136,6 +143,9 @@ class ChatConfig:
             (_is_int(self.history_align) and 1 <= self.history_align <= 64, "history_align must be in [1, 64]"),
             (_is_int(self.date_retries) and 0 <= self.date_retries <= 10, "date_retries must be in [0, 10]"),
             (_is_int(self.memory_retries) and 0 <= self.memory_retries <= 10, "memory_retries must be in [0, 10]"),
+            (isinstance(self.fact_topics, bool), "fact_topics must be true or false"),
+            (isinstance(self.fact_topics_min_cos, (int, float)) and -1 <= self.fact_topics_min_cos <= 1,
+             "fact_topics_min_cos must be in [-1, 1]"),
             (_is_int(self.examples) and 0 <= self.examples <= 8, "examples must be in [0, 8]"),
             (isinstance(self.examples_min_cos, (int, float)) and -1 <= self.examples_min_cos <= 1,
              "examples_min_cos must be in [-1, 1]"),

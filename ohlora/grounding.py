@@ -6,8 +6,10 @@ still says `부산대에서 AI 공부 중이야` (card: 샘올대) or `내일은
 card holds:
 
   asked(message)                what the message asks her about: persona topics (`몇 살이야?` ->
-                                age) and a date question (`내일 무슨 요일이야?` -> weekday of
-                                tomorrow); nothing for a message about the user (`내 생일 언제였지?`)
+                                age; a wording no pattern knows by the injected `finder`, its
+                                nearest labelled questions) and a date question (`내일 무슨 요일이야?`
+                                -> weekday of tomorrow); nothing for a message about the user
+                                (`내 생일 언제였지?`)
   problems(asked, answer, today)  what the answer gets wrong: a claim against the card or the clock
                                 (`Claim`: a wrong age, birth year, birthday, MBTI, university,
                                 학년, 학번, weekday or date, with its place and the right words),
@@ -26,11 +28,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ohlora.persona import WEEKDAYS, PersonaCard
 from ohlora.timecheck import CLAUSE, Claim, date_claims
 
-_QUESTION = re.compile(r"[?？]|뭐|머|뭔|뭘|무슨|무엇|언제|언젠|어디|어느|누구|누군|몇|어떻게|어때|어떤|왜|알려|말해|궁금|던가|아님|나요"
+_QUESTION = re.compile(r"[?？]|뭐|머|뭔|뭘|무슨|무엇|언제|언젠|어디|어느|누구|누군|몇|어떻게|어때|어떤|왜|알려|말해|소개해|궁금|던가|아님|나요"
                        r"|맞아|맞지|맞나|맞니|맞냐|아니지|아냐|아니야|인가|일까|이냐|냐\b|니\b|며칠|더라|임\s*[ㅋㅎ~]*\s*$")
 _YOU = re.compile(r"(?<![가-힣])(?:너|넌|너는|너도|너의|네가|니가|니|로라|오로라|로라야|로라는|로라도)(?![가-힣])")
 _ME = re.compile(r"(?<![가-힣])(?:내|나|난|나는|내가|나의|제|저|저는|제가|우리|울)(?![가-힣])")
@@ -197,6 +200,8 @@ class FactCheck:
 
     card: PersonaCard | None = None
     topics: list[Topic] = field(default_factory=list)
+    finder: Callable[[str], list[str]] | None = None
+    """Names the card topics a message asks when no pattern knows its wording (`memory.topics.TopicFinder`)."""
 
     def __post_init__(self) -> None:
         if self.card is not None and not self.topics:
@@ -210,6 +215,9 @@ class FactCheck:
             return Asked()
         about_user = bool(_ME.search(message)) and not _YOU.search(message)
         topics = () if about_user else tuple(t for t in self.topics if t.question.search(message))
+        if self.finder is not None and not about_user and not topics:  # a wording no pattern knows
+            found = set(self.finder(message))
+            topics = tuple(t for t in self.topics if t.name in found)
         if any(t.name == "high school" for t in topics):  # `고딩 때 학교 어디였어?` is not about her university
             topics = tuple(t for t in topics if t.name != "university")
         return Asked(topics, ask_date(message))

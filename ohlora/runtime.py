@@ -34,6 +34,7 @@ from ohlora.memory.loading import (
     shipped_writer_adapter,
 )
 from ohlora.memory.retrieval import Retriever
+from ohlora.memory.topics import TopicFinder, TopicSettings, read_topic_questions
 from ohlora.memory.writer import ChatTagWriter
 from ohlora.memory.writer_decode import ConstrainedWriter
 from ohlora.models import (
@@ -45,7 +46,7 @@ from ohlora.models import (
 )
 from ohlora.paths import bundled, home_dir, memory_db_path, resolve_named
 from ohlora.persona import FILENAME as PERSONA_FILE
-from ohlora.grounding import FactCheck
+from ohlora.grounding import FactCheck, persona_topics
 from ohlora.persona import PersonaCard, time_hinter
 from ohlora.prompt import PromptFormat
 from ohlora.safety.classifier import GuardPolicy
@@ -112,7 +113,8 @@ def build_runtime(cfg: ChatConfig, log=None) -> Runtime:
     guard = build_guard(cfg, retriever, store, log)
     engine = ChatEngine(generator, retriever, store, fmt, cfg, writer=writer,
                         guard=guard, conversations=ConversationStore(store), facts_fn=card.facts,
-                        expressor=build_expressor(retriever), summarizer=summarizer, fact_check=FactCheck(card),
+                        expressor=build_expressor(retriever), summarizer=summarizer,
+                        fact_check=FactCheck(card, finder=build_topic_finder(cfg, retriever, card, log)),
                         examples=build_examples(cfg, retriever, log))
     engine.hint_fn = time_hinter(card, clock=lambda: engine.clock())  # one clock for the hint and the check
     return Runtime(engine, store, time.perf_counter() - t0, name, card)
@@ -204,6 +206,7 @@ def build_expressor(retriever: Retriever | None):
 
 
 EXAMPLES_ENCODER = "embeddinggemma-300m"
+TOPIC_QUESTIONS = "topic_questions.jsonl"
 
 
 def build_examples(cfg: ChatConfig, retriever: Retriever | None, log):
@@ -218,6 +221,21 @@ def build_examples(cfg: ChatConfig, retriever: Retriever | None, log):
         return None
     pairs = read_bank(Path(bundled("data", "sft", "train.csv")), exclude=held_out_messages())
     return ExampleBank(encoder, pairs, cache_dir=home_dir() / "cache")
+
+
+def build_topic_finder(cfg: ChatConfig, retriever: Retriever | None, card: PersonaCard, log):
+    """The fact check's topic finder for cfg.fact_topics (the bundled labelled questions, on the
+    memory's EmbeddingGemma); None when off or when that model is not loaded."""
+    if not (cfg.fact_topics and cfg.time_check):
+        return None
+    encoder = sentence_model(retriever, EXAMPLES_ENCODER)
+    if encoder is None:
+        log(f"(fact_topics needs {EXAMPLES_ENCODER}, which this memory encoder does not load: "
+            "questions about her are known by the fact check's patterns only)")
+        return None
+    names = {t.name for t in persona_topics(card)}
+    labelled = read_topic_questions(Path(bundled("persona", TOPIC_QUESTIONS)), names)
+    return TopicFinder(encoder, labelled, TopicSettings(min_cos=cfg.fact_topics_min_cos), cache_dir=home_dir() / "cache")
 
 
 def build_summarizer(model, tokenizer, base_name: str, cfg: ChatConfig, log):

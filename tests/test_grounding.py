@@ -155,7 +155,7 @@ def test_every_question_set_loads_with_its_size():
     from ohlora.datasets.csvfile import read_csv
     from ohlora.evaluation.conversation import SUITE_FILES, data_file
 
-    sizes = {"persona": 49, "persona-paraphrased": 150, "persona-heldout": 50, "dates": 35, "dates-paraphrased": 90,
+    sizes = {"persona": 49, "persona-paraphrased": 150, "persona-heldout": 50, "persona-round5": 50, "dates": 35, "dates-paraphrased": 90,
              "dates-heldout": 30}
     for suite, name in SUITE_FILES.items():
         if suite.startswith("persona"):

@@ -103,11 +103,11 @@ def eval_guard_cmd(which, file_, output, as_json):
 
 @eval_.command("conversation")
 @chat_options
-@click.option("--suite", "suites", multiple=True, type=click.Choice(["persona", "persona-paraphrased", "persona-heldout", "dialogues",
+@click.option("--suite", "suites", multiple=True, type=click.Choice(["persona", "persona-paraphrased", "persona-heldout", "persona-round5", "dialogues",
                                                                "dates", "dates-paraphrased", "dates-heldout", "long"]),
               help="Which checks [persona, dialogues, dates]; '*-paraphrased' (the fact check's development "
                    "set) and '*-heldout': 50 persona and 30 date questions each, written apart from the fact "
-                   "check; 'long': long dialogues with the running summary vs dropped turns vs the whole history.")
+                   "check; 'persona-round5': 50 more, written after the topic finder; 'long': long dialogues with the running summary vs dropped turns vs the whole history.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most N items per suite.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where conversation_cases.csv and the metrics go [default: $OHLORA_HOME/eval/conversation].")

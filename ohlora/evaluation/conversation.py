@@ -41,12 +41,13 @@ DATE_DAYS = [dt.date(2026, 12, 2), dt.date(2026, 12, 4), dt.date(2026, 12, 5)]
 
 
 SUITE_FILES = {"persona": "persona_questions.csv", "persona-paraphrased": "persona_questions_paraphrased.csv",
-               "persona-heldout": "persona_questions_heldout.csv", "dates": "dates_questions.csv",
+               "persona-heldout": "persona_questions_heldout.csv", "persona-round5": "persona_questions_round5.csv",
+               "dates": "dates_questions.csv",
                "dates-paraphrased": "dates_questions_paraphrased.csv", "dates-heldout": "dates_questions_heldout.csv"}
 """The question files of the persona and date suites. The paraphrased and held-out ones were
 written from the card alone, by sessions that never saw the fact check's patterns; the patterns
 were widened on the paraphrased ones' misses (its development set now), never on the held-out
-ones (data README)."""
+ones (data README). Round 5 was written after the topic finder's exemplars, blind to them."""
 
 
 def data_file(name: str) -> Path:
@@ -127,7 +128,7 @@ def evaluate_conversation(engine, suites=("persona", "dialogues", "dates"), limi
         engine.clock = lambda: today
         return engine.turn("eval-conversation", message, store=False, history=list(history)).answer
 
-    for suite in ("persona", "persona-paraphrased", "persona-heldout"):
+    for suite in ("persona", "persona-paraphrased", "persona-heldout", "persona-round5"):
         if suite not in suites:
             continue
         qs = load_persona_questions(data_file(SUITE_FILES[suite]))[:limit]

@@ -13,7 +13,6 @@ is one of them (spaces and punctuation ignored).
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ohlora.errors import OhloraError
+from ohlora.memory.vector_cache import encoded
 from ohlora.parsing import split_tag
 from ohlora.paths import bundled
 from ohlora.store.conversations import Turn
@@ -73,17 +73,8 @@ class ExampleBank:
 
     def vectors(self) -> np.ndarray:
         """The bank's message vectors, computed once (and cached on disk under `cache_dir`)."""
-        if self._vectors is not None:
-            return self._vectors
-        digest = hashlib.sha1("\n".join([self.encoder.id, *[p.user for p in self.pairs]]).encode()).hexdigest()[:16]
-        path = self.cache_dir / f"examples-{digest}.npy" if self.cache_dir else None
-        if path is not None and path.is_file():
-            self._vectors = np.load(path)
-        else:
-            self._vectors = np.asarray(self.encoder.encode_query([p.user for p in self.pairs]), dtype=np.float32)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                np.save(path, self._vectors)
+        if self._vectors is None:
+            self._vectors = encoded(self.encoder, [p.user for p in self.pairs], self.cache_dir, "examples")
         return self._vectors
 
     def nearest(self, message: str, k: int, min_cos: float = 0.0) -> list[Turn]:
@@ -101,7 +92,7 @@ class ExampleBank:
 
 HELD_OUT = {
     "csv": [("dialogues", f) for f in ("persona_questions.csv", "persona_questions_paraphrased.csv",
-                                       "persona_questions_heldout.csv", "dates_questions.csv",
+                                       "persona_questions_heldout.csv", "persona_questions_round5.csv", "dates_questions.csv",
                                        "dates_questions_paraphrased.csv", "dates_questions_heldout.csv")],
     "jsonl": [("dialogues", "test.jsonl"), ("summaries", "long_dialogues.jsonl"), ("memory_use", "test.jsonl"),
               ("memory_loop", "test.jsonl"), ("review", "prompts.jsonl")],
