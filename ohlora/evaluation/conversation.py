@@ -180,8 +180,10 @@ def evaluate_conversation(engine, suites=("persona", "dialogues", "dates"), limi
 
 def run_conversation_eval(cfg, suites, limit, output: Path | None, as_json: bool) -> dict:
 
-    # recall off; with examples the memory's sentence model still loads (the bank reads it)
-    rt = build_runtime(replace(cfg, memory_encoder=cfg.memory_encoder if cfg.examples else "none", guard="none",
+    # recall off; with examples or the fact check's topic finder the memory's sentence model
+    # still loads (they read it), as in the chat
+    needs_encoder = cfg.examples or (cfg.fact_topics and cfg.time_check)
+    rt = build_runtime(replace(cfg, memory_encoder=cfg.memory_encoder if needs_encoder else "none", guard="none",
                                memory_writer="chat"))
     rt.engine.retriever = None
     metrics, cases = evaluate_conversation(rt.engine, suites, limit, log=lambda m: click.echo(m, err=True))
