@@ -240,3 +240,16 @@ def test_bad_pairs_are_one_line_errors_before_anything_is_moved(tmp_path, tiny_m
     with pytest.raises(OhloraError, match="no preference pairs"):
         train_prefs(cfg, overwrite=True, log=lambda m: None)
     assert (out / "keep.txt").is_file()  # nothing moved aside for a run that could not start
+
+
+def test_a_part_epoch_computes_the_reference_of_the_pairs_it_trains_only(tmp_path, chat_adapter, tiny_model_dir):
+    from ohlora.training.preference import load_pref_config, train_prefs
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    cfg = load_pref_config(base=str(tiny_model_dir), adapter=str(chat_adapter), pairs_file=str(pairs),
+                           output=str(tmp_path / "prefs"), epochs=0.5, batch_size=2, threads=1)
+    said: list[str] = []
+    out = train_prefs(cfg, log=said.append)
+    steps = len((out / "prefs_log.csv").read_text(encoding="utf-8").splitlines()) - 1
+    # the 4 pairs make 3 batches (one persona prefix each: 2 + 1 + 1), so half an epoch is 2 steps
+    assert steps == 2 and any(m.startswith("reference log-probs of the 3 of 4 pairs that train") for m in said), said

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import yaml
+from tqdm import tqdm
 
 from ohlora.datasets.jsonlines import read_jsonl
 from ohlora.decoding.head import lm_head_of
@@ -239,31 +240,37 @@ def train_prefs(cfg: PrefTrainConfig, command: str = "", overwrite: bool = False
     if len(feats) < len(pairs):
         log(f"skipped {len(pairs) - len(feats)} pairs whose answers did not fit max_length={cfg.max_length}")
 
-    # the reference: the starting adapter, once, dropout off; ref[i] = (chosen, rejected) of pair i
-    model.eval()
+    # every step's batch, drawn up front: the reference pass then computes only the pairs that train
     rng = random.Random(cfg.seed)
-    ref = torch.zeros(len(feats), 2)
-    with torch.no_grad():
-        for idx in batches_by_prefix(feats, cfg.batch_size, rng):
-            lp, _ = pair_logps(model, [feats[i] for i in idx], tok.pad_token_id, head, softcap)
-            ref[idx] = torch.stack([lp[:len(idx)], lp[len(idx):]], 1)
-    log(f"reference log-probs of {len(feats)} pairs computed ({sum(bool(f['prefix']) for f in feats)} with a "
-        "shared persona prefix)")
-
-    params = [p for p in model.parameters() if p.requires_grad]
     per_epoch = len(batches_by_prefix(feats, cfg.batch_size, random.Random(0)))
     steps = max(1, math.ceil(per_epoch * cfg.epochs))
+    epochs: list[list[list[int]]] = []
+    while sum(map(len, epochs)) < steps:
+        epochs.append(batches_by_prefix(feats, cfg.batch_size, rng))
+    plan = [idx for epoch in epochs for idx in epoch][:steps]
+    first = plan[:len(epochs[0])]  # the first epoch (or the part of it that trains) holds every pair used
+
+    # the reference: the starting adapter, once, dropout off; ref[i] = (chosen, rejected) of pair i
+    model.eval()
+    ref = torch.zeros(len(feats), 2)
+    with torch.no_grad():
+        for idx in tqdm(first, desc="reference log-probs", file=sys.stderr):
+            lp, _ = pair_logps(model, [feats[i] for i in idx], tok.pad_token_id, head, softcap)
+            ref[idx] = torch.stack([lp[:len(idx)], lp[len(idx):]], 1)
+    used = len({i for idx in plan for i in idx})
+    log(f"reference log-probs of the {used} of {len(feats)} pairs that train computed "
+        f"({sum(bool(feats[i]['prefix']) for idx in first for i in idx)} with a shared persona prefix)")
+
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
-    order: list[list[int]] = []
     log_path = out / "prefs_log.csv"
     log_path.write_text("step,loss,reward_margin,accuracy,elapsed_s\n", encoding="utf-8")
     model.eval()  # dropout stays off in training too (TRL's disable_dropout): policy and reference agree at step 0
     t0 = time.perf_counter()
+    bar = tqdm(total=steps, desc="preference steps", file=sys.stderr)
     for step in range(1, steps + 1):
-        if not order:
-            order = batches_by_prefix(feats, cfg.batch_size, rng)
-        idx = order.pop()
+        idx = plan[step - 1]
         policy, counts = pair_logps(model, [feats[i] for i in idx], tok.pad_token_id, head, softcap)
         r = ref[idx]
         loss, margin = dpo_loss(policy, torch.cat([r[:, 0], r[:, 1]]), counts, cfg.beta, cfg.nll_weight)
@@ -275,9 +282,10 @@ def train_prefs(cfg: PrefTrainConfig, command: str = "", overwrite: bool = False
         with log_path.open("a", encoding="utf-8") as f:
             f.write(f"{step},{loss.item():.4f},{margin.mean().item():.4f},{(margin > 0).float().mean().item():.3f},"
                     f"{time.perf_counter() - t0:.1f}\n")
+        bar.update(1)
         if step % 10 == 0 or step == steps:
-            print(f"step {step}/{steps} loss {loss.item():.4f} margin {margin.mean().item():.3f} "
-                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+            bar.set_postfix(loss=f"{loss.item():.4f}", margin=f"{margin.mean().item():.3f}")
+    bar.close()
     model.save_pretrained(out)
     for name in ("prompt_format.yaml", "persona.yaml", "head_vocab.json", "NOTICE", "GEMMA_TERMS.html"):
         if (Path(start) / name).is_file():
