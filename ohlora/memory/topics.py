@@ -13,7 +13,7 @@ when a message's `k` nearest labelled messages agree on it:
 
 The fact check asks it only when no pattern knew the message (`FactCheck.asked`). The settings
 were chosen on the fixed and paraphrased persona questions (rounds 1-3) and on 377 messages that
-ask no card fact (data README); rounds 4 and 5 measure it.
+ask no card fact (README, "Fact check"); rounds 4 and 5 measure it.
 
 A topic it names is checked like one the patterns found: the answer must give the fact, else
 it is generated again and, failing that, said from the card.
