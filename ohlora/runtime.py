@@ -235,7 +235,9 @@ def build_topic_finder(cfg: ChatConfig, retriever: Retriever | None, card: Perso
         return None
     names = {t.name for t in persona_topics(card)}
     labelled = read_topic_questions(Path(bundled("persona", TOPIC_QUESTIONS)), names)
-    return TopicFinder(encoder, labelled, TopicSettings(min_cos=cfg.fact_topics_min_cos), cache_dir=home_dir() / "cache")
+    finder = TopicFinder(encoder, labelled, TopicSettings(min_cos=cfg.fact_topics_min_cos), cache_dir=home_dir() / "cache")
+    finder.vectors()  # at start-up (once, then cached on disk), never in a user's first turn
+    return finder
 
 
 def build_summarizer(model, tokenizer, base_name: str, cfg: ChatConfig, log):
